@@ -1,0 +1,162 @@
+"""A small helper to assemble ONNX graphs with unique names and constant initializers.
+
+Translators (``neuralnetwork.py`` for NeuralNetwork specs, ``mlprogram.py`` for ML
+Programs) only call :class:`GraphBuilder`; they never touch ``onnx.helper`` bookkeeping.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 18
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.:/-]")
+
+
+class GraphBuilder:
+    """Accumulate nodes, initializers, inputs and outputs of one ONNX graph."""
+
+    def __init__(self, name: str = "coreml", opset: int = OPSET) -> None:
+        self.name = name
+        self.opset = opset
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.inputs: list[onnx.ValueInfoProto] = []
+        self.outputs: list[onnx.ValueInfoProto] = []
+        self._used: set[str] = set()
+        self._const_cache: dict[tuple[str, bytes, tuple[int, ...]], str] = {}
+
+    # --- names ----------------------------------------------------------------------
+    def unique(self, base: str) -> str:
+        """Return ``base`` (sanitised) or ``base_N`` so that no two values share a name."""
+        base = _SAFE.sub("_", base) or "v"
+        name, i = base, 1
+        while name in self._used:
+            name = f"{base}_{i}"
+            i += 1
+        self._used.add(name)
+        return name
+
+    def reserve(self, name: str) -> str:
+        """Claim an exact name (a graph input/output name from the Core ML spec)."""
+        if name in self._used:
+            raise ValueError(f"name {name!r} is already used in the graph")
+        self._used.add(name)
+        return name
+
+    # --- graph pieces ---------------------------------------------------------------
+    def const(self, value: Any, name: str = "const", dtype: Any | None = None) -> str:
+        """Add an initializer; identical small constants are shared."""
+        arr = np.asarray(value, dtype=dtype) if dtype is not None else np.asarray(value)
+        if arr.dtype == np.float64:
+            arr = arr.astype(np.float32)
+        key = None
+        if arr.size <= 64:
+            key = (arr.dtype.str, arr.tobytes(), arr.shape)
+            if key in self._const_cache:
+                return self._const_cache[key]
+        out = self.unique(name)
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(arr), out))
+        if key is not None:
+            self._const_cache[key] = out
+        return out
+
+    def node(
+        self,
+        op_type: str,
+        inputs: Sequence[str],
+        outputs: int | Sequence[str] = 1,
+        name: str | None = None,
+        domain: str = "",
+        **attrs: Any,
+    ) -> Any:
+        """Add a node; return its output name (one output) or the list of output names.
+
+        ``outputs`` is a count (names are generated from ``name``/``op_type``) or explicit
+        names (already reserved or fresh). Empty strings in ``inputs`` mark omitted
+        optional inputs, as in ONNX.
+        """
+        base = name or op_type.lower()
+        if isinstance(outputs, int):
+            out_names = [self.unique(base if outputs == 1 else f"{base}_out{i}") for i in range(outputs)]
+        else:
+            out_names = [o if o in self._used else self.reserve(o) for o in outputs]
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        self.nodes.append(
+            helper.make_node(op_type, list(inputs), out_names, name=self.unique(f"{base}_node"), domain=domain, **attrs)
+        )
+        return out_names[0] if len(out_names) == 1 else out_names
+
+    def add_input(self, name: str, elem_type: int, shape: Sequence[int | str | None]) -> str:
+        self.reserve(name)
+        self.inputs.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
+        return name
+
+    def add_output(self, name: str, elem_type: int, shape: Sequence[int | str | None] | None = None) -> str:
+        self.outputs.append(helper.make_tensor_value_info(name, elem_type, None if shape is None else list(shape)))
+        return name
+
+    def identity(self, src: str, dst: str) -> str:
+        """Copy ``src`` to the exact name ``dst`` (for graph outputs)."""
+        return self.node("Identity", [src], [dst], name=f"{dst}_identity")
+
+    # --- finishing ------------------------------------------------------------------
+    def build(self, emulate_fp16: bool = False, doc: str = "") -> onnx.ModelProto:
+        """Assemble the ``ModelProto``.
+
+        With ``emulate_fp16`` every float32 node output is rounded through float16
+        (``Cast`` to fp16 and back), which is what fp16 compute does after each op.
+        """
+        nodes = _round_outputs_to_fp16(self) if emulate_fp16 else list(self.nodes)
+        graph = helper.make_graph(nodes, self.name, self.inputs, self.outputs, self.initializers)
+        model = helper.make_model(
+            graph,
+            opset_imports=[helper.make_opsetid("", self.opset)],
+            producer_name="pytest-coreml-quality",
+            doc_string=doc,
+        )
+        # onnxruntime supports a bounded IR version; pin it to one every supported release reads.
+        model.ir_version = min(model.ir_version, 9)
+        return model
+
+
+# Ops whose outputs are not float tensors (or are exact copies) need no rounding.
+_NO_ROUND = {"Shape", "Size", "Cast", "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose",
+             "Concat", "Split", "Slice", "Gather", "Constant", "ConstantOfShape", "ArgMax", "ArgMin",
+             "Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Not", "And", "Or", "NonZero",
+             "MaxPool", "Tile", "Expand", "Pad", "DepthToSpace", "SpaceToDepth"}
+
+
+def _round_outputs_to_fp16(b: GraphBuilder) -> list[onnx.NodeProto]:
+    graph_outputs = {o.name for o in b.outputs}
+    out: list[onnx.NodeProto] = []
+    rename: dict[str, str] = {}
+    for n in b.nodes:
+        for i, x in enumerate(n.input):
+            if x in rename:
+                n.input[i] = rename[x]
+        out.append(n)
+        if n.op_type in _NO_ROUND or n.domain:
+            continue
+        for o in n.output:
+            if not o:
+                continue
+            half = b.unique(f"{o}_fp16")
+            back = b.unique(f"{o}_r16")
+            out.append(helper.make_node("Cast", [o], [half], name=b.unique(f"{half}_node"), to=TensorProto.FLOAT16))
+            out.append(helper.make_node("Cast", [half], [back], name=b.unique(f"{back}_node"), to=TensorProto.FLOAT))
+            if o in graph_outputs:
+                # Keep the graph output's name: route the rounded value into it.
+                raw = b.unique(f"{o}_raw")
+                n.output[list(n.output).index(o)] = raw
+                out[-2].input[0] = raw
+                out[-1].output[0] = o
+            else:
+                rename[o] = back
+    return out
