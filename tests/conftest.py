@@ -13,12 +13,36 @@ FIXTURES = REPO / "fixtures"
 # coremltools warns at import about optional frontends (sklearn, untested torch): noise here.
 warnings.filterwarnings("ignore", module="coremltools")
 
-# Import coremltools (and through it torch) before any pytester run: pytester restores
-# sys.modules after each in-process run, and torch aborts when its C++ op libraries are
-# imported a second time.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    import coremltools  # noqa: F401
+
+
+def _import_what_the_plugin_imports_lazily() -> None:
+    """Import coremltools, onnx, onnxruntime and every plugin module now, once.
+
+    pytester restores ``sys.modules`` after each in-process run. Extension modules that
+    register global state (torch's op libraries, protobuf descriptors in onnx) abort the
+    process when they are imported a second time, so they must be in ``sys.modules``
+    before the first pytester snapshot is taken.
+    """
+    import importlib
+    import pkgutil
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import coremltools  # noqa: F401
+        import coremltools.models.neural_network.quantization_utils  # noqa: F401
+        import coremltools.optimize.coreml  # noqa: F401
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+
+        import pytest_coreml_quality
+
+        for info in pkgutil.walk_packages(pytest_coreml_quality.__path__, "pytest_coreml_quality."):
+            if info.name.endswith(".coreml"):
+                continue  # the macOS backend imports coremltools' native bridge only where it exists
+            importlib.import_module(info.name)
+
+
+_import_what_the_plugin_imports_lazily()
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ def test_markers_are_registered(pytester: pytest.Pytester) -> None:
     )
 
 
-def test_markers_pass_strict_markers(pytester: pytest.Pytester) -> None:
+def test_marked_test_without_a_model_skips_and_says_why(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
         import pytest
@@ -42,7 +42,9 @@ def test_markers_pass_strict_markers(pytester: pytest.Pytester) -> None:
             pass
         """
     )
-    pytester.runpytest("--strict-markers").assert_outcomes(passed=1)
+    result = pytester.runpytest("--strict-markers", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*no Core ML model given: coreml markers need --coreml-model=PATH*"])
 
 
 def test_plugin_can_be_disabled(pytester: pytest.Pytester) -> None:
@@ -88,7 +90,9 @@ def test_bad_backend_choice_is_a_usage_error(pytester: pytest.Pytester) -> None:
 def test_report_header_names_model_backend_and_cache(pytester: pytest.Pytester, image_model: Path) -> None:
     pytester.makepyfile("def test_user_test(): pass")
     cache = pytester.path / "cc"
-    result = pytester.runpytest(f"--coreml-model={image_model}", "--coreml-backend=onnx", f"--coreml-cache-dir={cache}")
+    result = pytester.runpytest(
+        f"--coreml-model={image_model}", "--coreml-backend=onnx", f"--coreml-cache-dir={cache}", "-k", "user_test"
+    )
     result.stdout.fnmatch_lines(
         [
             f"coreml-quality: backend onnx, precision fp32, cache {cache}",
@@ -113,14 +117,14 @@ def test_ini_keys_in_pyproject_are_read_relative_to_rootdir(pytester: pytest.Pyt
     sub = pytester.mkdir("sub")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(sub)  # ini paths must not depend on where pytest is started
-        result = pytester.runpytest(str(pytester.path))
+        result = pytester.runpytest(str(pytester.path), "--co")
     result.stdout.fnmatch_lines(["coreml-quality: model App.mlmodel (neuralNetwork*", "coreml-quality: variants q8, q4"])
 
 
 def test_command_line_wins_over_ini(pytester: pytest.Pytester, image_model: Path) -> None:
     pytester.makeini("[pytest]\ncoreml_backend = coreml\n")
     pytester.makepyfile("def test_user_test(): pass")
-    result = pytester.runpytest(f"--coreml-model={image_model}", "--coreml-backend=onnx")
+    result = pytester.runpytest(f"--coreml-model={image_model}", "--coreml-backend=onnx", "--co")
     result.stdout.fnmatch_lines(["coreml-quality: backend onnx,*"])
 
 

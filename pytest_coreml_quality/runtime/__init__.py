@@ -1,0 +1,60 @@
+"""Runtime backends: ``coreml`` (Core ML through coremltools, macOS) and ``onnx``
+(the Core ML spec translated to ONNX and run by onnxruntime, everywhere)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Literal
+
+from pytest_coreml_quality.errors import BackendUnavailableError
+from pytest_coreml_quality.runtime.base import Backend, Predictor, RuntimeOptions, default_cache_dir
+
+BackendName = Literal["auto", "coreml", "onnx"]
+BACKEND_NAMES = ("auto", "coreml", "onnx")
+
+
+def coreml_available() -> bool:
+    """True when Core ML itself can run here: macOS with coremltools' native library."""
+    if sys.platform != "darwin":
+        return False
+    try:
+        import coremltools.libcoremlpython  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def get_backend(name: str = "auto") -> Backend:
+    """The backend called ``name``; ``auto`` is ``coreml`` where Core ML runs, else ``onnx``."""
+    if name not in BACKEND_NAMES:
+        raise BackendUnavailableError(
+            f"unknown backend '{name}'", field="--coreml-backend", expected=" or ".join(BACKEND_NAMES)
+        )
+    if name == "auto":
+        name = "coreml" if coreml_available() else "onnx"
+    if name == "coreml":
+        if not coreml_available():
+            where = "this platform" if sys.platform == "darwin" else f"{sys.platform} (Core ML exists only on macOS)"
+            raise BackendUnavailableError(
+                f"the coreml backend cannot run on {where}: coremltools' native library "
+                "'coremltools.libcoremlpython' is not importable",
+                field="--coreml-backend",
+                expected="'onnx' or 'auto' off macOS",
+            )
+        from pytest_coreml_quality.runtime.coreml import CoreMLBackend
+
+        return CoreMLBackend()
+    from pytest_coreml_quality.runtime.onnx.backend import OnnxBackend
+
+    return OnnxBackend()
+
+
+__all__ = [
+    "BACKEND_NAMES",
+    "Backend",
+    "Predictor",
+    "RuntimeOptions",
+    "coreml_available",
+    "default_cache_dir",
+    "get_backend",
+]

@@ -107,20 +107,42 @@ class GraphBuilder:
         return self.node("Identity", [src], [dst], name=f"{dst}_identity")
 
     # --- finishing ------------------------------------------------------------------
-    def build(self, emulate_fp16: bool = False, doc: str = "") -> onnx.ModelProto:
+    def build(self, emulate_fp16: bool = False, doc: str = "", release: bool = False) -> onnx.ModelProto:
         """Assemble the ``ModelProto``.
 
         With ``emulate_fp16`` every float32 node output is rounded through float16
-        (``Cast`` to fp16 and back), which is what fp16 compute does after each op.
+        (``Cast`` to fp16 and back), which is what fp16 compute does after each op; float
+        graph inputs and float weights are rounded too, as Core ML feeds fp16 compute units
+        fp16 inputs and weights. ``build`` may be called once per builder.
+
+        With ``release`` the initializers are moved into the model one at a time and dropped
+        from the builder, so a large model's weights are never held twice (the builder
+        cannot build again afterwards).
         """
-        nodes = _round_outputs_to_fp16(self) if emulate_fp16 else list(self.nodes)
-        graph = helper.make_graph(nodes, self.name, self.inputs, self.outputs, self.initializers)
+        initializers = list(self.initializers)
+        if emulate_fp16:
+            nodes = _round_inputs_to_fp16(self) + _round_outputs_to_fp16(self)
+            initializers = _round_initializers_to_fp16(self)
+        else:
+            nodes = list(self.nodes)
+        # Initializers go in after make_model: make_graph and make_model each copy the graph.
+        graph = helper.make_graph(nodes, self.name, self.inputs, self.outputs, [])
         model = helper.make_model(
             graph,
             opset_imports=[helper.make_opsetid("", self.opset)],
             producer_name="pytest-coreml-quality",
             doc_string=doc,
         )
+        target = model.graph.initializer
+        for i, init in enumerate(initializers):
+            target.add().CopyFrom(init)
+            if release:
+                initializers[i] = None  # type: ignore[call-overload]
+                if i < len(self.initializers):
+                    self.initializers[i] = None  # type: ignore[call-overload]
+        if release:
+            self.initializers = []
+            self._const_cache.clear()
         # onnxruntime supports a bounded IR version; pin it to one every supported release reads.
         model.ir_version = min(model.ir_version, 9)
         return model
@@ -159,4 +181,38 @@ def _round_outputs_to_fp16(b: GraphBuilder) -> list[onnx.NodeProto]:
                 out[-1].output[0] = o
             else:
                 rename[o] = back
+    return out
+
+
+# Inputs of these ops are sizes/scales, not data: rounding them could change output shapes.
+_SHAPE_INPUT_OPS = {"Resize", "Upsample"}
+
+
+def _round_inputs_to_fp16(b: GraphBuilder) -> list[onnx.NodeProto]:
+    """Cast float graph inputs through fp16 at the top of the graph; consumers read the rounded copy."""
+    out: list[onnx.NodeProto] = []
+    for vi in b.inputs:
+        if vi.type.tensor_type.elem_type != TensorProto.FLOAT:
+            continue
+        half = b.unique(f"{vi.name}_in_fp16")
+        back = b.unique(f"{vi.name}_in_r16")
+        out.append(helper.make_node("Cast", [vi.name], [half], name=b.unique(f"{half}_node"), to=TensorProto.FLOAT16))
+        out.append(helper.make_node("Cast", [half], [back], name=b.unique(f"{back}_node"), to=TensorProto.FLOAT))
+        for n in b.nodes:
+            for i, x in enumerate(n.input):
+                if x == vi.name:
+                    n.input[i] = back
+    return out
+
+
+def _round_initializers_to_fp16(b: GraphBuilder) -> list[onnx.TensorProto]:
+    """float32 weights rounded to the nearest fp16 value (still stored as float32)."""
+    skip = {x for n in b.nodes if n.op_type in _SHAPE_INPUT_OPS for x in n.input}
+    out = []
+    for init in b.initializers:
+        if init.data_type != TensorProto.FLOAT or init.name in skip:
+            out.append(init)
+            continue
+        arr = numpy_helper.to_array(init)
+        out.append(numpy_helper.from_array(arr.astype(np.float16).astype(np.float32), init.name))
     return out

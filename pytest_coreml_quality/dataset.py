@@ -1,0 +1,447 @@
+"""The golden set: photos paired with ground-truth masks, validated before any model runs.
+
+Two layouts are accepted:
+
+* a directory with ``images/`` and ``masks/`` subdirectories, paired by file stem
+  (``images/cat.jpg`` <-> ``masks/cat.png``; stems compare case-insensitively;
+  extensions jpg, jpeg, png, webp, bmp, tif, tiff in any case; other files and hidden
+  files are ignored);
+* a manifest, CSV or JSON, listing ``image`` and ``mask`` paths relative to the
+  manifest, with an optional ``weight`` (default 1) and ``tags``. A directory holding
+  ``manifest.csv`` or ``manifest.json`` (and no ``images/``) is read through it.
+
+Validation decodes every file and reports *every* problem at once in one
+:class:`~pytest_coreml_quality.errors.DatasetError` (pairing by position, as the
+article's script did, would silently shift all pairs after a missing file).
+
+Decoding rules:
+
+* EXIF orientation is applied to images and masks (``PIL.ImageOps.exif_transpose``),
+  so a phone photo and its mask are compared the way they are displayed.
+* Images become 8-bit RGB.
+* Masks become float32 in [0, 1]: 8-bit grayscale / 255, 16-bit grayscale / 65535,
+  1-bit as 0/1, float masks as they are (must lie in [0, 1]). Colour masks: the alpha
+  channel when it is not fully opaque (a cut-out PNG), otherwise the luminance
+  (ITU-R 601 luma, Pillow's ``convert("L")``). Soft masks stay soft; metrics that
+  need a binary mask binarise at ``>= 0.5`` (see :mod:`pytest_coreml_quality.metrics`).
+
+Decoded samples are cached in the :class:`Dataset` object: every variant of a run
+evaluates the same decoded pixels, decoded once.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, ImageOps
+
+from pytest_coreml_quality.errors import DatasetError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+MANIFEST_NAMES = ("manifest.csv", "manifest.json")
+# Enough problems to act on without flooding the terminal.
+_MAX_LISTED_PROBLEMS = 50
+
+
+@dataclass(frozen=True)
+class SampleEntry:
+    """One image/mask pair as listed, before decoding."""
+
+    id: str
+    image_path: Path
+    mask_path: Path
+    weight: float = 1.0
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A decoded pair: ``image`` (RGB, EXIF-oriented) and ``mask`` (float32 in [0, 1], same size)."""
+
+    entry: SampleEntry
+    image: Image.Image = field(repr=False)
+    mask: NDArray[np.float32] = field(repr=False)
+    image_hash: str
+    mask_hash: str
+
+    @property
+    def id(self) -> str:
+        return self.entry.id
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the image and its mask."""
+        return self.image.size
+
+    @property
+    def weight(self) -> float:
+        return self.entry.weight
+
+
+class Dataset:
+    """A validated golden set. Use :meth:`open`; iterate to get decoded :class:`Sample` objects."""
+
+    def __init__(self, root: Path, entries: Sequence[SampleEntry], source: Path) -> None:
+        self.root = root
+        self.source = source  # the directory or the manifest file it was read from
+        self.entries: tuple[SampleEntry, ...] = tuple(entries)
+        self._decoded: dict[str, Sample] = {}
+        self._lock = threading.Lock()
+
+    # --- construction ---------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, validate: bool = True) -> "Dataset":
+        """Discover the golden set at ``path`` (directory or manifest) and validate it.
+
+        Raises one :class:`DatasetError` listing every problem found.
+        """
+        p = Path(path).expanduser()
+        if not p.exists():
+            raise DatasetError("no such file or directory", path=p, expected="a golden-set directory or manifest")
+        if p.is_file():
+            entries, problems = _read_manifest(p)
+            root = p.parent
+        elif (p / "images").is_dir() or (p / "masks").is_dir() or not _manifest_in(p):
+            entries, problems = _discover_pairs(p)
+            root = p
+        else:
+            manifest = _manifest_in(p)
+            assert manifest is not None
+            entries, problems = _read_manifest(manifest)
+            root = p
+        dataset = cls(root, entries, p)
+        if not entries and not problems:
+            problems.append(f"{p}: the golden set is empty (no image/mask pairs found)")
+        if problems:
+            _raise(p, problems)
+        if validate:
+            dataset.validate()
+        return dataset
+
+    # --- access ---------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self) -> Iterator[Sample]:
+        for entry in self.entries:
+            yield self.sample(entry.id)
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(e.id for e in self.entries)
+
+    def sample(self, sample_id: str) -> Sample:
+        """The decoded sample ``sample_id`` (decoded on first use, then served from memory)."""
+        with self._lock:
+            cached = self._decoded.get(sample_id)
+        if cached is not None:
+            return cached
+        entry = next((e for e in self.entries if e.id == sample_id), None)
+        if entry is None:
+            raise KeyError(sample_id)
+        problems: list[str] = []
+        sample = _decode(entry, problems)
+        if sample is None:
+            _raise(self.source, problems)
+        assert sample is not None
+        with self._lock:
+            return self._decoded.setdefault(sample_id, sample)
+
+    def validate(self) -> None:
+        """Decode every pair (keeping the result) and raise one error listing every problem."""
+        problems: list[str] = []
+        for entry in self.entries:
+            if entry.id in self._decoded:
+                continue
+            sample = _decode(entry, problems)
+            if sample is not None:
+                with self._lock:
+                    self._decoded.setdefault(entry.id, sample)
+        if problems:
+            _raise(self.source, problems)
+
+    @property
+    def content_hash(self) -> str:
+        """A hash of every sample's id, weight, pixels and mask (stable across copies)."""
+        h = hashlib.blake2b(digest_size=16)
+        for sample in self:
+            h.update(f"{sample.id}\0{sample.weight!r}\0{sample.image_hash}\0{sample.mask_hash}\n".encode())
+        return h.hexdigest()
+
+    def __repr__(self) -> str:
+        return f"Dataset({str(self.source)!r}, {len(self)} samples)"
+
+
+# --- discovery -----------------------------------------------------------------------
+
+
+def _manifest_in(directory: Path) -> Path | None:
+    for name in MANIFEST_NAMES:
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def _listed_files(directory: Path) -> list[Path]:
+    return sorted(
+        f for f in directory.iterdir() if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def _group_by_stem(files: list[Path], kind: str, problems: list[str]) -> tuple[dict[str, Path], set[str]]:
+    """Files by case-folded stem, and the stems shared by several files (reported as problems)."""
+    groups: dict[str, list[Path]] = {}
+    for f in files:
+        groups.setdefault(f.stem.casefold(), []).append(f)
+    unique: dict[str, Path] = {}
+    shared: set[str] = set()
+    for stem, group in groups.items():
+        if len(group) > 1:
+            names = ", ".join(str(f) for f in group)
+            problems.append(f"{names}: {len(group)} {kind} files share the stem '{group[0].stem}' (keep one)")
+            shared.add(stem)
+        else:
+            unique[stem] = group[0]
+    return unique, shared
+
+
+def _discover_pairs(root: Path) -> tuple[list[SampleEntry], list[str]]:
+    problems: list[str] = []
+    images_dir, masks_dir = root / "images", root / "masks"
+    for d in (images_dir, masks_dir):
+        if not d.is_dir():
+            problems.append(f"{d}: missing directory (expected {root}/images and {root}/masks, or a manifest)")
+    if problems:
+        return [], problems
+    images, shared_images = _group_by_stem(_listed_files(images_dir), "image", problems)
+    masks, shared_masks = _group_by_stem(_listed_files(masks_dir), "mask", problems)
+    # A stem already reported as shared is not reported again as lacking its partner.
+    for stem in sorted(images.keys() - masks.keys() - shared_masks):
+        problems.append(f"{images[stem]}: image without mask (no file named '{images[stem].stem}.*' in {masks_dir})")
+    for stem in sorted(masks.keys() - images.keys() - shared_images):
+        problems.append(f"{masks[stem]}: mask without image (no file named '{masks[stem].stem}.*' in {images_dir})")
+    entries = [
+        SampleEntry(id=images[stem].stem, image_path=images[stem], mask_path=masks[stem])
+        for stem in sorted(images.keys() & masks.keys())
+    ]
+    return entries, problems
+
+
+def _read_manifest(path: Path) -> tuple[list[SampleEntry], list[str]]:
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".json"):
+        return [], [f"{path}: unsupported manifest type '{path.suffix}' (expected .csv or .json)"]
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        return [], [f"{path}: cannot be read ({exc})"]
+    rows: list[tuple[str, Any]] = []
+    if suffix == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        fields = [f.strip().lower() for f in reader.fieldnames or []]
+        missing = [c for c in ("image", "mask") if c not in fields]
+        if missing:
+            return [], [f"{path}: the header lacks column(s) {', '.join(missing)} (expected image,mask[,weight][,tags])"]
+        for number, row in enumerate(reader, start=2):
+            rows.append((f"{path}:{number}", {(k or "").strip().lower(): v for k, v in row.items()}))
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return [], [f"{path}: invalid JSON ({exc})"]
+        if isinstance(data, dict) and "samples" in data:
+            data = data["samples"]
+        if not isinstance(data, list):
+            return [], [f"{path}: expected a list of {{\"image\", \"mask\"}} objects (or {{\"samples\": [...]}})"]
+        rows = [(f"{path}: entry {i}", row) for i, row in enumerate(data)]
+    return _entries_from_rows(path.parent, rows)
+
+
+def _entries_from_rows(base: Path, rows: list[tuple[str, Any]]) -> tuple[list[SampleEntry], list[str]]:
+    problems: list[str] = []
+    entries: list[SampleEntry] = []
+    seen_images: dict[Path, str] = {}
+    for where, row in rows:
+        if not isinstance(row, dict):
+            problems.append(f"{where}: expected an object with 'image' and 'mask'")
+            continue
+        image, mask = row.get("image"), row.get("mask")
+        bad = [k for k, v in (("image", image), ("mask", mask)) if not isinstance(v, str) or not v.strip()]
+        if bad:
+            problems.append(f"{where}: field(s) {', '.join(repr(b) for b in bad)} missing or empty (expected a path)")
+            continue
+        image_path, mask_path = base / image.strip(), base / mask.strip()
+        row_ok = True
+        for kind, p in (("image", image_path), ("mask", mask_path)):
+            if not p.is_file():
+                problems.append(f"{where}: field '{kind}': {p} does not exist")
+                row_ok = False
+        weight = _parse_weight(row.get("weight"), where, problems)
+        tags = _parse_tags(row.get("tags"), where, problems)
+        if image_path in seen_images:
+            problems.append(f"{where}: field 'image': {image_path} is already listed at {seen_images[image_path]}")
+            row_ok = False
+        seen_images.setdefault(image_path, where)
+        if row_ok and weight is not None and tags is not None:
+            entries.append(SampleEntry(_manifest_id(base, image_path), image_path, mask_path, weight, tags))
+    ids = [e.id for e in entries]
+    if len(set(ids)) != len(ids):  # two images differing only by suffix: give full names as ids
+        entries = [SampleEntry(_rel(base, e.image_path), e.image_path, e.mask_path, e.weight, e.tags) for e in entries]
+    return entries, problems
+
+
+def _manifest_id(base: Path, image_path: Path) -> str:
+    rel = Path(_rel(base, image_path))
+    return rel.with_suffix("").as_posix()
+
+
+def _rel(base: Path, p: Path) -> str:
+    try:
+        return p.relative_to(base).as_posix()
+    except ValueError:
+        return p.as_posix()
+
+
+def _parse_weight(value: Any, where: str, problems: list[str]) -> float | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return 1.0
+    try:
+        weight = float(value)
+    except (TypeError, ValueError):
+        problems.append(f"{where}: field 'weight': {value!r} is not a number (expected a number >= 0)")
+        return None
+    if not np.isfinite(weight) or weight < 0:
+        problems.append(f"{where}: field 'weight': {value!r} (expected a finite number >= 0)")
+        return None
+    return weight
+
+
+def _parse_tags(value: Any, where: str, problems: list[str]) -> tuple[str, ...] | None:
+    if value is None:
+        return ()
+    if isinstance(value, str):  # CSV: "indoor;hair" or "indoor hair"
+        return tuple(t for t in value.replace(";", " ").replace(",", " ").split() if t)
+    if isinstance(value, list) and all(isinstance(t, str) for t in value):
+        return tuple(value)
+    problems.append(f"{where}: field 'tags': {value!r} (expected a list of strings or a ';'-separated string)")
+    return None
+
+
+# --- decoding ------------------------------------------------------------------------
+
+
+def _open_oriented(path: Path, problems: list[str]) -> Image.Image | None:
+    """Fully decode ``path`` (so truncated files fail here) with EXIF orientation applied."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            oriented = ImageOps.exif_transpose(im)
+            oriented.load()
+            return oriented if oriented is not im else im.copy()
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
+        problems.append(f"{path}: cannot be decoded as an image ({type(exc).__name__}: {exc})")
+        return None
+
+
+def load_image(path: Path) -> Image.Image:
+    """Decode an image file as EXIF-oriented 8-bit RGB (raises DatasetError naming the file)."""
+    problems: list[str] = []
+    im = _open_oriented(path, problems)
+    if im is None:
+        _raise(path, problems)
+    assert im is not None
+    return _to_rgb(im)
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        scale = 255.0 / 65535.0 if im.mode != "F" else 255.0
+        im = Image.fromarray(np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8), "L")
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def mask_to_array(im: Image.Image, path: Path | None = None) -> NDArray[np.float32]:
+    """Apply the mask rules of the module docstring: float32 in [0, 1] of the same size."""
+    mode = im.mode
+    if mode == "P":
+        im, mode = im.convert("RGBA"), "RGBA"
+    if mode == "1":
+        return np.asarray(im, dtype=np.float32)
+    if mode == "L":
+        return np.asarray(im, dtype=np.float32) / np.float32(255.0)
+    if mode in ("I", "I;16", "I;16B", "I;16L"):
+        arr = np.asarray(im)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise DatasetError(
+                f"integer mask values {arr.min()}..{arr.max()} are out of range", path=path, expected="0..65535"
+            )
+        return (arr.astype(np.float64) / 65535.0).astype(np.float32)
+    if mode == "F":
+        arr = np.asarray(im, dtype=np.float32)
+        if arr.size and (not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1):
+            raise DatasetError("float mask values are outside [0, 1]", path=path, expected="values in [0, 1]")
+        return arr.copy()
+    if mode in ("LA", "RGBA", "PA"):
+        alpha = np.asarray(im.getchannel("A"))
+        if alpha.min() < 255:  # a cut-out: transparency is the mask
+            return alpha.astype(np.float32) / np.float32(255.0)
+    return np.asarray(im.convert("L"), dtype=np.float32) / np.float32(255.0)
+
+
+def _decode(entry: SampleEntry, problems: list[str]) -> Sample | None:
+    before = len(problems)
+    image = _open_oriented(entry.image_path, problems)
+    mask_im = _open_oriented(entry.mask_path, problems)
+    mask: NDArray[np.float32] | None = None
+    if mask_im is not None:
+        try:
+            mask = mask_to_array(mask_im, entry.mask_path)
+        except DatasetError as exc:
+            problems.append(str(exc))
+    if image is not None and mask_im is not None and image.size != mask_im.size:
+        problems.append(
+            f"{entry.mask_path}: mask size {mask_im.size[0]}x{mask_im.size[1]} differs from its image "
+            f"{entry.image_path} ({image.size[0]}x{image.size[1]}, after EXIF orientation)"
+        )
+    if len(problems) > before or image is None or mask is None:
+        return None
+    rgb = _to_rgb(image)
+    return Sample(entry=entry, image=rgb, mask=mask, image_hash=_pixels_hash(rgb), mask_hash=_array_hash(mask))
+
+
+def _pixels_hash(im: Image.Image) -> str:
+    # Hash the decoded pixels (what the model sees), not the file bytes.
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{im.mode}:{im.size[0]}x{im.size[1]}\n".encode())
+    h.update(im.tobytes())
+    return h.hexdigest()
+
+
+def _array_hash(arr: NDArray[Any]) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{arr.dtype.str}:{arr.shape}\n".encode())
+    h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def _raise(source: Path, problems: list[str]) -> None:
+    shown = problems[:_MAX_LISTED_PROBLEMS]
+    more = len(problems) - len(shown)
+    lines = "\n".join(f"  - {p}" for p in shown)
+    if more:
+        lines += f"\n  ... and {more} more"
+    count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+    error = DatasetError(f"invalid golden set ({count}):\n{lines}", path=source)
+    error.problems = list(problems)  # type: ignore[attr-defined]  # for callers that list them
+    raise error

@@ -1,0 +1,324 @@
+"""Model variant x golden set -> predicted masks (cached) -> metrics, and drift against the base.
+
+:class:`Evaluator` holds one :class:`Dataset` (decoded once) and the preprocessing
+settings, and hands out :class:`EvaluationResult` objects that compute lazily: the
+model is loaded and run only when a result's predictions are first needed, and only
+for the images whose masks are not in the prediction cache.
+
+Prediction cache: one ``.npy`` float32 file per (variant content hash, image pixel
+hash, preprocessing settings, backend name + options) — lossless, unlike the JPEG
+masks of the article's script. Entries are written atomically (``cachefs``) and each
+variant's run holds a file lock, so pytest-xdist workers share the work instead of
+repeating it. In memory, results are memoised under the same key, so two callers
+asking for one variant share one run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pytest_coreml_quality.cachefs import atomic_write_bytes, build_lock
+from pytest_coreml_quality.dataset import Dataset, Sample
+from pytest_coreml_quality.metrics.reference import Reference
+from pytest_coreml_quality.metrics.scores import ImageScores, score_mask, summarize
+from pytest_coreml_quality.model import Model
+from pytest_coreml_quality.preprocess import PreprocessSettings, Preprocessor
+from pytest_coreml_quality.runtime.base import Backend, Predictor, RuntimeOptions
+
+# Bump when the stored mask format or the postprocessing changes meaning.
+CACHE_FORMAT = "masks-v1"
+
+
+class PredictionCache:
+    """Lossless on-disk store of predicted masks (float32 ``.npy``), keyed by content."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory) / "predictions" / CACHE_FORMAT
+
+    def path(self, key: str) -> Path:
+        return self.directory / key[:2] / f"{key}.npy"
+
+    def get(self, key: str, shape: tuple[int, int]) -> NDArray[np.float32] | None:
+        """The stored mask, or None if absent or unusable (wrong shape, damaged file)."""
+        p = self.path(key)
+        try:
+            arr = np.load(p, allow_pickle=False)
+        except FileNotFoundError:
+            return None
+        except Exception:  # a damaged entry is a miss, recomputed and overwritten
+            return None
+        if arr.dtype != np.float32 or arr.shape != shape:
+            return None
+        return arr
+
+    def put(self, key: str, mask: NDArray[np.float32]) -> None:
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(mask, dtype=np.float32), allow_pickle=False)
+        atomic_write_bytes(self.path(key), buf.getvalue())
+
+    def lock(self, key: str) -> Any:
+        """An inter-process lock for one variant's run (``key`` identifies the variant)."""
+        return build_lock(self.directory / "locks" / key)
+
+
+@dataclass(frozen=True)
+class VariantKey:
+    """What makes two runs interchangeable: same model bytes, backend and preprocessing."""
+
+    model_hash: str
+    backend: str
+    settings: str
+
+    def digest(self) -> str:
+        return _digest(self.model_hash, self.backend, self.settings, CACHE_FORMAT)
+
+    def for_image(self, image_hash: str) -> str:
+        return _digest(self.digest(), image_hash)
+
+
+def _digest(*parts: str) -> str:
+    h = hashlib.blake2b(digest_size=20)
+    for part in parts:
+        h.update(part.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def backend_key(name: str, options: RuntimeOptions | None) -> str:
+    """Backend part of the cache key: its name and the options that change its numbers."""
+    return f"{name}[{(options or RuntimeOptions()).cache_key()}]"
+
+
+def predictor_backend_key(predictor: Predictor) -> str:
+    """Best-effort backend key of a bare predictor: ``backend_name``/``options`` attributes if present."""
+    name = getattr(predictor, "backend_name", None) or getattr(getattr(predictor, "backend", None), "name", None)
+    if not name:
+        cls = type(predictor)
+        name = f"{cls.__module__}.{cls.__qualname__}"
+    options = getattr(predictor, "options", None)
+    return backend_key(str(name), options if isinstance(options, RuntimeOptions) else None)
+
+
+@dataclass
+class Timings:
+    """Seconds spent per phase (for benchmarks and reports)."""
+
+    load: float = 0.0
+    predict: float = 0.0  # preprocessing + inference + postprocessing of cache misses
+    metrics: float = 0.0
+    cache_hits: int = 0
+    cache_misses: int = 0
+
+
+@dataclass
+class DriftResult:
+    """A variant's predictions scored against the base model's predictions."""
+
+    per_image: dict[str, ImageScores]
+    summary: dict[str, float]
+
+
+class EvaluationResult:
+    """Predictions and metrics of one variant on the golden set; computed on first access."""
+
+    def __init__(
+        self,
+        evaluator: "Evaluator",
+        model: Model,
+        key: VariantKey,
+        load: Callable[[], Predictor],
+    ) -> None:
+        self.evaluator = evaluator
+        self.model = model
+        self.key = key
+        self._load = load
+        self._lock = threading.RLock()
+        self._predictions: dict[str, NDArray[np.float32]] | None = None
+        self._scores: dict[str, ImageScores] | None = None
+        self._summary: dict[str, float] | None = None
+        self._drift: dict[str, DriftResult] = {}
+        self._references: dict[str, Reference] | None = None
+        self.timings = Timings()
+
+    # --- predictions ------------------------------------------------------------------
+    @property
+    def predictions(self) -> dict[str, NDArray[np.float32]]:
+        """Sample id -> float32 mask in [0, 1] at the photo's size."""
+        with self._lock:
+            if self._predictions is None:
+                self._predictions = self._predict_all()
+            return self._predictions
+
+    def _predict_all(self) -> dict[str, NDArray[np.float32]]:
+        ev = self.evaluator
+        cache = ev.cache
+        samples = list(ev.dataset)
+        if cache is None:
+            return self._run(samples, {})
+        with cache.lock(self.key.digest()):
+            found: dict[str, NDArray[np.float32]] = {}
+            for s in samples:
+                mask = cache.get(self.key.for_image(s.image_hash), (s.size[1], s.size[0]))
+                if mask is not None:
+                    found[s.id] = mask
+            self.timings.cache_hits = len(found)
+            return self._run([s for s in samples if s.id not in found], found)
+
+    def _run(self, missing: list[Sample], found: dict[str, NDArray[np.float32]]) -> dict[str, NDArray[np.float32]]:
+        ev = self.evaluator
+        self.timings.cache_misses = len(missing)
+        if missing:
+            # Check the settings against the model's description before a (slow) load.
+            pre = Preprocessor(self.model, ev.settings)
+            t0 = time.perf_counter()
+            predictor = self._load()
+            t1 = time.perf_counter()
+            self.timings.load = t1 - t0
+            for s in missing:
+                outputs = predictor.predict(pre.prepare(s.image))
+                mask = pre.mask_from(outputs, s.size)
+                found[s.id] = mask
+                if ev.cache is not None:
+                    ev.cache.put(self.key.for_image(s.image_hash), mask)
+            self.timings.predict = time.perf_counter() - t1
+        return {s_id: found[s_id] for s_id in ev.dataset.ids}
+
+    # --- metrics against the ground truth ---------------------------------------------------
+    @property
+    def per_image(self) -> dict[str, ImageScores]:
+        """Sample id -> scores against the ground-truth mask."""
+        with self._lock:
+            if self._scores is None:
+                preds = self.predictions
+                t0 = time.perf_counter()
+                ev = self.evaluator
+                self._scores = {
+                    s.id: score_mask(preds[s.id], ev.reference(s), threshold=ev.threshold, with_hce=ev.with_hce)
+                    for s in ev.dataset
+                }
+                self.timings.metrics += time.perf_counter() - t0
+            return self._scores
+
+    @property
+    def summary(self) -> dict[str, float]:
+        """Whole-set metrics (weighted by the samples' weights)."""
+        with self._lock:
+            if self._summary is None:
+                scores = self.per_image
+                ds = self.evaluator.dataset
+                self._summary = summarize([scores[i] for i in ds.ids], [e.weight for e in ds.entries])
+            return self._summary
+
+    # --- drift against the base model ---------------------------------------------------
+    def drift(self, base: "EvaluationResult") -> DriftResult:
+        """This variant's masks scored with ``base``'s masks as the reference (memoised)."""
+        with self._lock:
+            cached = self._drift.get(base.key.digest())
+            if cached is not None:
+                return cached
+            preds, refs = self.predictions, base.as_references()
+            ev = self.evaluator
+            t0 = time.perf_counter()
+            per_image = {
+                i: score_mask(preds[i], refs[i], threshold=ev.threshold, with_hce=ev.with_hce, with_drift=True)
+                for i in ev.dataset.ids
+            }
+            result = DriftResult(
+                per_image=per_image,
+                summary=summarize([per_image[i] for i in ev.dataset.ids], [e.weight for e in ev.dataset.entries]),
+            )
+            self.timings.metrics += time.perf_counter() - t0
+            self._drift[base.key.digest()] = result
+            return result
+
+    def as_references(self) -> dict[str, Reference]:
+        """This variant's masks prepared as references (for the drift of other variants)."""
+        with self._lock:
+            if self._references is None:
+                preds = self.predictions
+                self._references = {i: Reference(preds[i]) for i in self.evaluator.dataset.ids}
+            return self._references
+
+    def __repr__(self) -> str:
+        return f"EvaluationResult({self.model.name}, backend={self.key.backend})"
+
+
+@dataclass
+class Evaluator:
+    """Evaluates model variants on one golden set with one set of preprocessing settings.
+
+    ``cache_dir=None`` keeps predictions in memory only; pass a directory (the plugin
+    uses its cache directory) to reuse them across runs and pytest-xdist workers.
+    ``with_hce=True`` adds HCE when PySODMetrics is importable (off by default: it costs
+    seconds per megapixel, more than the inference it would be compared with).
+    """
+
+    dataset: Dataset
+    settings: PreprocessSettings = field(default_factory=PreprocessSettings)
+    cache_dir: Path | None = None
+    threshold: float = 0.5
+    with_hce: bool = False
+    _references: dict[str, Reference] = field(default_factory=dict, init=False, repr=False)
+    _memo: dict[str, EvaluationResult] = field(default_factory=dict, init=False, repr=False)
+    _memo_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def reference(self, sample: Sample) -> Reference:
+        """The sample's ground truth, prepared once for every variant scored against it."""
+        with self._memo_lock:
+            ref = self._references.get(sample.id)
+            if ref is None:
+                ref = self._references[sample.id] = Reference(sample.mask)
+            return ref
+
+    @property
+    def cache(self) -> PredictionCache | None:
+        return None if self.cache_dir is None else PredictionCache(self.cache_dir)
+
+    def evaluate(
+        self,
+        predictor: Predictor | None = None,
+        *,
+        backend: Backend | None = None,
+        model: Model | None = None,
+        options: RuntimeOptions | None = None,
+        backend_id: str | None = None,
+    ) -> EvaluationResult:
+        """A lazy result for a ready ``predictor``, or for ``model`` loaded by ``backend`` when needed.
+
+        With a bare predictor, ``backend_id`` names its backend and options in the cache
+        key; by default it is read from the predictor's ``backend_name`` and ``options``
+        attributes (or its class name). Pass a backend and model where possible: the
+        model is then not even loaded when every prediction is cached.
+        Asking twice for the same variant (same model bytes, backend and options)
+        returns the same result object, so its predictions are computed once.
+        """
+        if predictor is not None:
+            the_model = predictor.model
+            bkey = backend_id or predictor_backend_key(predictor)
+            ready: Predictor = predictor
+            load: Callable[[], Predictor] = lambda: ready  # noqa: E731
+        elif backend is not None and model is not None:
+            the_model = model
+            bkey = backend_key(backend.name, options)
+            chosen_backend, chosen_model = backend, model
+            load = lambda: chosen_backend.load(chosen_model, options)  # noqa: E731
+        else:
+            raise TypeError("evaluate() needs a predictor, or a backend and a model")
+        key = VariantKey(model_hash=the_model.content_hash, backend=bkey, settings=self.settings.cache_key())
+        with self._memo_lock:
+            result = self._memo.get(key.digest())
+            if result is None:
+                result = EvaluationResult(self, the_model, key, load)
+                self._memo[key.digest()] = result
+            return result
+

@@ -1,0 +1,158 @@
+"""Fixtures for an app repo's own tests.
+
+``coreml_variant`` is parametrised over the selected variants (ids = recipe names), and
+everything derived from it (predictions, metrics) is computed lazily and shared through
+the run's session: two tests asking for one variant's metrics run the model once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+
+from pytest_coreml_quality.errors import CoreMLQualityError
+from pytest_coreml_quality.model import Model
+from pytest_coreml_quality.results import VariantResult
+from pytest_coreml_quality.session import BASE, QualitySession
+
+if TYPE_CHECKING:
+    from pytest_coreml_quality.dataset import Dataset
+
+
+@dataclass(frozen=True)
+class VariantHandle:
+    """One variant of one model, as a test sees it. Everything is computed on first use."""
+
+    session: QualitySession
+    model_key: str
+    recipe: str
+
+    @property
+    def base_model(self) -> Model:
+        return self.session.model(self.model_key)
+
+    @property
+    def model(self) -> Model:
+        """The variant's own model file (the base model for ``base``)."""
+        return _user_step(lambda: self.session.variant_model(self.model_key, self.recipe))
+
+    @property
+    def result(self) -> VariantResult:
+        """Size, ratio and weight summary (building the variant if needed)."""
+        _user_step(lambda: self.session.variant(self.model_key, self.recipe))
+        return self.session.results.models[self.model_key].variant(self.recipe)
+
+    @property
+    def size_mb(self) -> float:
+        value = self.result.size_mb
+        assert value is not None
+        return value
+
+    @property
+    def ratio(self) -> float | None:
+        return self.result.ratio
+
+    def predictions(self) -> dict[str, np.ndarray]:
+        """Image id -> predicted mask (float32 in [0, 1], the photo's size)."""
+        return _user_step(lambda: self.session.evaluation(self.model_key, self.recipe).predictions)
+
+    def metrics(self) -> VariantResult:
+        """Metrics vs ground truth (``.metrics``), drift vs base (``.drift``), per image (``.per_image``)."""
+        return _user_step(lambda: self.session.quality(self.model_key, self.recipe))
+
+    def __repr__(self) -> str:
+        return f"<coreml variant {self.model_key} [{self.recipe}]>"
+
+
+def variant_params(session: QualitySession | None) -> list[tuple[str, str]]:
+    """(model key, recipe) pairs that ``coreml_variant`` is parametrised over."""
+    if session is None or not session.models:
+        return []
+    return [(key, recipe) for key, recipes in session.recipes.items() for recipe in recipes]
+
+
+def variant_id(session: QualitySession, param: tuple[str, str]) -> str:
+    """Recipe names as ids; prefixed with the model when the run checks several models."""
+    key, recipe = param
+    return recipe if len(session.models) == 1 else f"{key}-{recipe}"
+
+
+def _active(request: pytest.FixtureRequest) -> QualitySession:
+    from pytest_coreml_quality.plugin import SESSION_KEY
+
+    session = request.config.stash.get(SESSION_KEY, None)
+    if session is None or not session.models:
+        pytest.skip("no Core ML model given: pass --coreml-model=PATH or set coreml_model in the ini file")
+    return session
+
+
+def _user_step(step: Any) -> Any:
+    try:
+        return step()
+    except CoreMLQualityError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def coreml_session(request: pytest.FixtureRequest) -> QualitySession:
+    """The run-wide session (settings, models, results); skips when no model is given."""
+    return _active(request)
+
+
+@pytest.fixture
+def coreml_variant(request: pytest.FixtureRequest, coreml_session: QualitySession) -> VariantHandle:
+    """The variant this test instance is about (parametrised over ``--coreml-variants``, with base)."""
+    param = getattr(request, "param", None)
+    if param is None:
+        first = coreml_session.key(coreml_session.models[0])
+        param = (first, BASE)
+    return VariantHandle(coreml_session, *param)
+
+
+@pytest.fixture
+def coreml_model(request: pytest.FixtureRequest, coreml_session: QualitySession) -> Model:
+    """The model under test (the base model of this test's variant, or the first model)."""
+    if "coreml_variant" in request.fixturenames:
+        handle: VariantHandle = request.getfixturevalue("coreml_variant")
+        return handle.base_model
+    return coreml_session.models[0]
+
+
+@pytest.fixture(scope="session")
+def coreml_dataset(coreml_session: QualitySession) -> "Dataset":
+    """The golden set (decoded once per run); skips when ``--coreml-dataset`` is not given."""
+    if coreml_session.dataset is None:
+        pytest.skip("no golden set given: pass --coreml-dataset=DIR or set coreml_dataset in the ini file")
+    return coreml_session.dataset
+
+
+@pytest.fixture
+def coreml_predictions(coreml_variant: VariantHandle, coreml_dataset: "Dataset") -> dict[str, np.ndarray]:
+    """This variant's predicted masks, image id -> float32 [0, 1] (cached, shared)."""
+    return coreml_variant.predictions()
+
+
+@pytest.fixture
+def coreml_metrics(coreml_variant: VariantHandle, coreml_dataset: "Dataset") -> VariantResult:
+    """This variant's metrics: ``.metrics["iou"]``, ``.drift["mae"]``, ``.per_image[name]``."""
+    return coreml_variant.metrics()
+
+
+@pytest.fixture
+def coreml_load_benchmark(benchmark: Any, coreml_variant: VariantHandle, coreml_session: QualitySession) -> Any:
+    """A function ``measure(kind="warm")`` timing this variant's cold or warm load with pytest-benchmark.
+
+    pytest-benchmark allows one measurement per test, so call it once; it returns the
+    median seconds (timed plainly when pytest-benchmark is disabled).
+    """
+    from pytest_coreml_quality.items import measure_load
+
+    def measure(kind: str = "warm") -> float:
+        if kind not in ("cold", "warm"):
+            raise ValueError(f"coreml_load_benchmark: kind={kind!r}, expected 'cold' or 'warm'")
+        return measure_load(coreml_session, coreml_variant.model_key, coreml_variant.recipe, kind, benchmark)
+
+    return measure

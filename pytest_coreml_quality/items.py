@@ -1,0 +1,175 @@
+"""The test items the plugin adds on its own: size, quality, load and baseline per variant.
+
+They are ordinary ``pytest.Function`` items (whose functions live here), so fixtures such
+as pytest-benchmark's ``benchmark`` and ``record_property`` work on them, and their ids
+read ``ISNet.mlmodel::quality[q4]`` for ``-k`` and ``--deselect``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from pytest_coreml_quality.errors import CoreMLQualityError
+from pytest_coreml_quality.loadtime import PLAIN_TIMER, time_plainly, time_with_benchmark
+from pytest_coreml_quality.results import CheckOutcome, VariantResult
+from pytest_coreml_quality.session import BASE, QualitySession
+
+CHECKS = ("size", "quality", "load-cold", "load-warm")
+
+
+class CoreMLCheckItem(pytest.Function):
+    """A generated check; it reports the model file, not this module, as its location."""
+
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        # Line 0 of the model file: pytest's warning machinery needs a line number.
+        return self.path, 0, self.name
+
+
+class CoreMLModelCollector(pytest.Collector):
+    """Collects the generated items of one model (its node id is the model's file name)."""
+
+    def __init__(self, *, model_key: str, session_state: QualitySession, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model_key = model_key
+        self.state = session_state
+
+    def collect(self) -> Iterator[pytest.Item]:
+        recipes = self.state.recipes[self.model_key]
+        checks = list(CHECKS)
+        if self.state.settings.baseline is not None:
+            checks.append("baseline")
+        grouped = self.config.pluginmanager.hasplugin("xdist")
+        for check in checks:
+            for recipe in recipes:
+                item = CoreMLCheckItem.from_parent(
+                    self, name=f"{check}[{recipe}]", callobj=_check_function(self.model_key, recipe, check)
+                )
+                item.extra_keyword_matches.update({recipe, check, self.model_key})
+                if grouped:
+                    # --dist loadgroup keeps all of a variant's items on one worker.
+                    item.add_marker(pytest.mark.xdist_group(f"coreml-{self.model_key}-{recipe}"))
+                yield item
+
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        return self.path, None, self.name
+
+
+def make_collectors(parent: pytest.Session, state: QualitySession) -> list[CoreMLModelCollector]:
+    """One collector per model; node ids are the models' keys (file names)."""
+    return [
+        CoreMLModelCollector.from_parent(
+            parent, name=state.key(m), nodeid=state.key(m), path=m.path, model_key=state.key(m), session_state=state
+        )
+        for m in state.models
+    ]
+
+
+def _check_function(model_key: str, recipe: str, check: str) -> Callable[..., None]:
+    """The function a generated item calls; its parameters are the fixtures it needs."""
+    if check == "size":
+
+        def size(request: pytest.FixtureRequest) -> None:
+            state = _state(request)
+            _guard(lambda: state.variant(model_key, recipe))
+            _finish(request, state, model_key, recipe, "size")
+
+        return size
+
+    if check == "quality":
+
+        def quality(request: pytest.FixtureRequest) -> None:
+            state = _state(request)
+            if state.dataset is None:
+                pytest.skip("no golden set: pass --coreml-dataset=DIR (or set coreml_dataset) to measure quality")
+            _guard(lambda: state.quality(model_key, recipe))
+            _finish(request, state, model_key, recipe, "quality")
+
+        return quality
+
+    if check in ("load-cold", "load-warm"):
+        kind = check.split("-")[1]
+
+        def load(request: pytest.FixtureRequest, benchmark: Any) -> None:
+            state = _state(request)
+            measure_load(state, model_key, recipe, kind, benchmark)  # type: ignore[arg-type]
+            _finish(request, state, model_key, recipe, "load")
+
+        load.__name__ = f"load_{kind}"
+        return load
+
+    def baseline(request: pytest.FixtureRequest) -> None:
+        from pytest_coreml_quality.plugin import compare_variant_to_baseline
+
+        compare_variant_to_baseline(_state(request), model_key, recipe)
+
+    return baseline
+
+
+def measure_load(state: QualitySession, model_key: str, recipe: str, kind: str, benchmark: Any | None) -> float:
+    """Time ``kind`` loads of a variant, record them, and return the median in seconds."""
+    model = _guard(lambda: state.variant_model(model_key, recipe))
+    backend = _guard(state.backend)
+    options = state.runtime_options()
+    rounds = state.settings.load_rounds
+    if benchmark is not None:
+        seconds, timer = _guard(lambda: time_with_benchmark(benchmark, backend, model, options, kind, rounds))  # type: ignore[arg-type]
+    else:
+        seconds, timer = _guard(lambda: time_plainly(backend, model, options, kind, rounds)), PLAIN_TIMER  # type: ignore[arg-type]
+    result = state.results.models[model_key].variant(recipe)
+    result.load.timer = timer
+    setattr(result.load, f"{kind}_s", seconds)
+    return seconds
+
+
+def _state(request: pytest.FixtureRequest) -> QualitySession:
+    from pytest_coreml_quality.plugin import SESSION_KEY
+
+    return request.config.stash[SESSION_KEY]
+
+
+def _guard(step: Callable[[], Any]) -> Any:
+    """Run a core step; a user-caused error fails the item with its message, no traceback."""
+    try:
+        return step()
+    except CoreMLQualityError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+def _finish(request: pytest.FixtureRequest, state: QualitySession, model_key: str, recipe: str, kind: str) -> None:
+    """Record figures as JUnit properties, then judge them against the thresholds."""
+    result = state.results.models[model_key].variant(recipe)
+    for name, value in junit_figures(result, kind):
+        request.node.user_properties.append((name, value))
+    outcomes = state.check(model_key, recipe, kind)
+    failed = [o for o in outcomes if not o.passed]
+    if failed:
+        pytest.fail(failure_message(model_key, recipe, failed), pytrace=False)
+
+
+def junit_figures(result: VariantResult, kind: str) -> list[tuple[str, float]]:
+    """The figures one kind of item measured, as ``coreml.<name>`` properties."""
+    figures: list[tuple[str, Any]] = []
+    if kind == "size":
+        figures = [("size_mb", result.size_mb), ("ratio", result.ratio), ("bits_per_weight", result.bits_per_weight)]
+    elif kind == "quality":
+        figures = [(k, v) for k, v in result.metrics.items()] + [(f"drift_{k}", v) for k, v in result.drift.items()]
+    elif kind == "load":
+        figures = [("cold_load_s", result.load.cold_s), ("warm_load_s", result.load.warm_s), ("load_speedup", result.load.speedup)]
+    return [(f"coreml.{name}", round(float(value), 6)) for name, value in figures if value is not None]
+
+
+def failure_message(model_key: str, recipe: str, failed: list[CheckOutcome]) -> str:
+    """Which variant, which metric, measured value, bound, and the worst images."""
+    lines = [f"{model_key} [{recipe}]: {len(failed)} threshold(s) broken"]
+    for o in failed:
+        lines.append(f"  {o.metric} = {o.value:.6g}, bound {o.op} {o.bound:.6g}")
+        if o.worst:
+            worst = ", ".join(f"{name} ({value:.4g})" for name, value in o.worst)
+            lines.append(f"    worst images: {worst}")
+    return "\n".join(lines)
+
+
+__all__ = ["BASE", "CHECKS", "CoreMLModelCollector", "failure_message", "make_collectors", "measure_load"]

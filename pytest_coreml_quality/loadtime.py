@@ -1,0 +1,70 @@
+"""Cold and warm model loads, timed through pytest-benchmark or a plain timer.
+
+Cold: the backend's compiled cache is evicted first (Core ML compiles a fresh
+``.mlmodelc``; the onnx backend translates and optimises again). Warm: the cache is
+primed, so loading reuses the compiled model, as an app's second launch does.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pytest_coreml_quality.model import Model
+from pytest_coreml_quality.runtime.base import Backend, RuntimeOptions
+
+LoadKind = Literal["cold", "warm"]
+
+
+def loader(backend: Backend, model: Model, options: RuntimeOptions, kind: LoadKind) -> tuple[Callable[[], Any], Callable[[], None]]:
+    """``(load, setup)`` for one timed round: ``setup`` evicts (cold) or primes (warm) the cache."""
+
+    def load() -> Any:
+        return backend.load(model, options)
+
+    def setup() -> None:
+        if kind == "cold":
+            backend.evict(model, options)
+        else:
+            backend.load(model, options)  # primes the compiled cache; the timed load reuses it
+        gc.collect()  # the previous round's predictor must not be freed inside the timed call
+
+    return load, setup
+
+
+BENCHMARK_TIMER = "pytest-benchmark"
+PLAIN_TIMER = "perf_counter (pytest-benchmark disabled)"
+
+
+def time_with_benchmark(
+    benchmark: Any, backend: Backend, model: Model, options: RuntimeOptions, kind: LoadKind, rounds: int
+) -> tuple[float, str]:
+    """Median load time through pytest-benchmark's ``pedantic``, and which timer took it.
+
+    When pytest-benchmark is disabled (``--benchmark-disable``, xdist), it calls the
+    function once without timing it, and warns if it is never called: that one call
+    runs the plain timer instead.
+    """
+    if getattr(benchmark, "disabled", False):
+        samples: list[float] = []
+        benchmark.pedantic(lambda: samples.append(time_plainly(backend, model, options, kind, rounds)), rounds=1, iterations=1)
+        return samples[0], PLAIN_TIMER
+    load, setup = loader(backend, model, options, kind)
+    benchmark.extra_info.update({"coreml_load": kind, "model": model.name})
+    benchmark.pedantic(load, setup=setup, rounds=rounds, iterations=1, warmup_rounds=0)
+    return float(benchmark.stats.stats.median), BENCHMARK_TIMER
+
+
+def time_plainly(backend: Backend, model: Model, options: RuntimeOptions, kind: LoadKind, rounds: int) -> float:
+    """Median of ``rounds`` loads with ``time.perf_counter`` (used when pytest-benchmark is off)."""
+    load, setup = loader(backend, model, options, kind)
+    samples = []
+    for _ in range(rounds):
+        setup()
+        start = time.perf_counter()
+        load()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)

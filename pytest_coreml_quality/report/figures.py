@@ -1,0 +1,133 @@
+"""What every report shows: metric names and directions, value look-ups and number formatting.
+
+The terminal table, HTML page, JUnit properties and baselines all read figures through
+these helpers, so a metric missing from a run (HCE without its optional dependency, drift
+of the base model) shows as "-" everywhere instead of crashing one report.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from pytest_coreml_quality.results import VariantResult
+
+MISSING = "-"
+
+# Direction of every metric name that can appear in VariantResult.metrics / .drift.
+# The metrics package uses the short names ("s", "mean_e", "wf", "flip_share"); the long
+# aliases are accepted too so that results written by other tools still rank correctly.
+_HIGHER_IS_BETTER: dict[str, bool] = {
+    "mae": False,
+    "loss255": False,
+    "mse": False,
+    "hce": False,
+    "max_abs_diff": False,
+    "max_abs": False,
+    "flip_share": False,
+    "flip_rate": False,
+    "iou": True,
+    "dice": True,
+    "max_f": True,
+    "mean_f": True,
+    "adp_f": True,
+    "wf": True,
+    "wfm": True,
+    "s": True,
+    "s_measure": True,
+    "max_e": True,
+    "mean_e": True,
+    "adp_e": True,
+    "e_measure": True,
+    "psnr": True,
+}
+
+# Metrics whose values are not confined to [0, 1]: tolerances and colour scales need their unit.
+UNBOUNDED = frozenset({"loss255", "hce", "psnr"})
+
+# Several names for one figure: the first one present in a result is used.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "s": ("s", "s_measure"),
+    "mean_e": ("mean_e", "e_measure"),
+    "wf": ("wf", "wfm"),
+    "flip_share": ("flip_share", "flip_rate"),
+    "max_abs_diff": ("max_abs_diff", "max_abs"),
+}
+
+
+def higher_is_better(metric: str) -> bool | None:
+    """True/False for a known metric (``drift.`` prefix allowed), None when the direction is unknown."""
+    return _HIGHER_IS_BETTER.get(metric.removeprefix("drift."))
+
+
+def lookup(values: Mapping[str, float], name: str) -> float | None:
+    """The value of ``name`` (or one of its aliases) in ``values``; None when absent or not a number."""
+    for key in ALIASES.get(name, (name,)):
+        value = values.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+def worst_images(per_image: Mapping[str, Mapping[str, float]], metric: str, n: int = 5) -> list[tuple[str, float]]:
+    """The ``n`` images with the worst per-image ``metric`` (direction from :func:`higher_is_better`)."""
+    found = [(name, v) for name, values in per_image.items() if (v := lookup(values, metric)) is not None]
+    found = [(name, v) for name, v in found if not math.isnan(v)]
+    # Unknown direction: treat larger as worse, the safer reading for errors.
+    best_high = higher_is_better(metric) is True
+    found.sort(key=lambda item: (item[1] if best_high else -item[1], item[0]))
+    return found[:n]
+
+
+def verdict(result: VariantResult) -> str:
+    """PASS / FAIL against the checked thresholds, "-" when no threshold applied."""
+    passed = result.passed
+    return MISSING if passed is None else ("PASS" if passed else "FAIL")
+
+
+def fmt_fixed(value: float | None, width: int, decimals: int) -> str:
+    """``value`` with ``decimals`` places, falling back to fewer digits so it fits ``width``."""
+    if value is None:
+        return MISSING
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    for places in range(decimals, -1, -1):
+        text = f"{value:.{places}f}"
+        if len(text) <= width:
+            return text
+    text = f"{value:.{max(width - 6, 1)}g}"
+    return text if len(text) <= width else f"{value:.0e}"
+
+
+def fmt_size_mb(value: float | None, width: int = 8) -> str:
+    """Megabytes with three significant digits at least (0.052, 12.34, 176.1)."""
+    if value is None or not math.isfinite(value):
+        return fmt_fixed(value, width, 0)
+    decimals = 3 if value < 1 else 2 if value < 100 else 1
+    return fmt_fixed(value, width, decimals)
+
+
+def elide(text: str, width: int) -> str:
+    """Shorten ``text`` to ``width`` characters by replacing its middle with '…'.
+
+    The middle goes because recipe names and paths carry their meaning at both ends
+    (``prune50+pal4-int8lut``: the first step and the final format).
+    """
+    if width <= 0:
+        return ""
+    if len(text) <= width:
+        return text
+    if width == 1:
+        return "…"
+    head = width // 2
+    tail = width - 1 - head
+    return text[:head] + "…" + (text[-tail:] if tail else "")
+
+
+def ordered_variants(variants: Mapping[str, VariantResult]) -> list[VariantResult]:
+    """'base' first, then the variants in the order they were given."""
+    base = [v for k, v in variants.items() if k == "base"]
+    return base + [v for k, v in variants.items() if k != "base"]
+

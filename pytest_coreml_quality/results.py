@@ -1,0 +1,130 @@
+"""The figures a run produces, in one plain structure every report reads.
+
+The evaluation, size and load steps fill a :class:`RunResults`; the terminal table,
+JSON and HTML reports, baselines and JUnit properties only read it. Everything is
+JSON-serialisable through :meth:`RunResults.to_dict` / :meth:`RunResults.from_dict`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class CheckOutcome:
+    """One threshold check: ``metric`` measured ``value`` against ``bound`` (``op`` is '<=' or '>=')."""
+
+    check: str  # "quality" | "size" | "load" | "baseline"
+    metric: str
+    value: float
+    bound: float
+    op: str
+    passed: bool
+    worst: list[tuple[str, float]] = field(default_factory=list)  # (image name, per-image value)
+
+    def describe(self) -> str:
+        verdict = "ok" if self.passed else "FAILED"
+        return f"{self.metric} = {self.value:.6g} (bound {self.op} {self.bound:.6g}) {verdict}"
+
+
+@dataclass
+class LoadTimes:
+    """Cold (compiled cache evicted) and warm (cache primed) load times, in seconds."""
+
+    cold_s: float | None = None
+    warm_s: float | None = None
+    timer: str = "pytest-benchmark"  # or "perf_counter" when pytest-benchmark is disabled
+
+    @property
+    def speedup(self) -> float | None:
+        if self.cold_s is None or self.warm_s is None or self.warm_s <= 0:
+            return None
+        return self.cold_s / self.warm_s
+
+
+@dataclass
+class VariantResult:
+    """Everything measured for one variant (``recipe`` 'base' is the model as given)."""
+
+    recipe: str
+    path: str = ""
+    kind: str = ""
+    size_bytes: int | None = None
+    ratio: float | None = None  # size / base size
+    params: int | None = None
+    bits_per_weight: float | None = None
+    content_hash: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)  # aggregate vs ground truth
+    drift: dict[str, float] = field(default_factory=dict)  # aggregate vs base predictions
+    per_image: dict[str, dict[str, float]] = field(default_factory=dict)  # image name -> metric -> value
+    load: LoadTimes = field(default_factory=LoadTimes)
+    checks: list[CheckOutcome] = field(default_factory=list)
+
+    @property
+    def size_mb(self) -> float | None:
+        return None if self.size_bytes is None else self.size_bytes / 1e6
+
+    @property
+    def passed(self) -> bool | None:
+        """True/False once a threshold was checked; None when no threshold applies."""
+        if not self.checks:
+            return None
+        return all(c.passed for c in self.checks)
+
+
+@dataclass
+class ModelResults:
+    """All variants of one model."""
+
+    model: str  # file name, e.g. ISNet.mlmodel
+    path: str = ""
+    content_hash: str = ""
+    kind: str = ""
+    backend: str = ""
+    dataset: str | None = None
+    variants: dict[str, VariantResult] = field(default_factory=dict)  # recipe -> result, 'base' first
+
+    def variant(self, recipe: str) -> VariantResult:
+        if recipe not in self.variants:
+            self.variants[recipe] = VariantResult(recipe=recipe)
+        return self.variants[recipe]
+
+
+@dataclass
+class RunResults:
+    """A whole run: one entry per model, plus the tool versions that produced it."""
+
+    models: dict[str, ModelResults] = field(default_factory=dict)  # model file name -> results
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": SCHEMA_VERSION, "versions": dict(self.versions), "models": {k: asdict(v) for k, v in self.models.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunResults":
+        run = cls(versions=dict(data.get("versions", {})))
+        for name, m in data.get("models", {}).items():
+            variants = {}
+            for recipe, v in m.get("variants", {}).items():
+                v = dict(v)
+                v["load"] = LoadTimes(**v.get("load", {}))
+                v["checks"] = [CheckOutcome(**{**c, "worst": [tuple(w) for w in c.get("worst", [])]}) for c in v.get("checks", [])]
+                variants[recipe] = VariantResult(**v)
+            run.models[name] = ModelResults(**{**m, "variants": variants})
+        return run
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions of the packages whose behaviour changes the figures."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("pytest-coreml-quality", "coremltools", "onnxruntime", "onnx", "numpy", "Pillow", "pytest"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return out

@@ -1,0 +1,190 @@
+"""Translate an ML Program (``.mlpackage``) into ONNX nodes.
+
+The program is read back into coremltools' Python MIL form (its own loader, which works
+on every platform and resolves ``weights/weight.bin``), then each op of the ``main``
+function is handed to its handler in :mod:`.mil_ops`. Compressed weights
+(``constexpr_*`` ops) are decompressed at translation time by :mod:`.mil_weights` and
+become float32 initializers.
+
+Contract with the backend:
+
+* one graph input per Core ML input, named exactly as the feature: image inputs are
+  float32 NCHW raw pixel values 0..255 in the colour layout's channel order (the
+  program's own leading ``mul``/``add`` ops apply scale and bias); multiarray inputs are
+  float32 with the declared shape (rounded to fp16 inside when the program takes fp16);
+* one graph output per Core ML output, named exactly as the feature, float32.
+
+Precision: the graph computes in float32. fp16 weights keep their fp16 values (exact in
+float32); the program's ``cast`` to fp16 rounds values to the nearest fp16 and keeps
+them in float32, and so does an fp16 program output. This reproduces the rounding points
+the converter placed, without fp16 arithmetic in between; the backend's fp16 option
+(``GraphBuilder.build(emulate_fp16=True)``) additionally rounds every op's output.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from onnx import TensorProto
+
+from pytest_coreml_quality.errors import ModelFormatError, UnsupportedModelError
+from pytest_coreml_quality.model import Model
+from pytest_coreml_quality.runtime.onnx.builder import GraphBuilder
+from pytest_coreml_quality.runtime.onnx.mil_ops import (
+    MIL_OPS,
+    MalformedWeights,
+    MilContext,
+    StaticValueRequired,
+    is_supported,
+)
+
+# Bump when a translation changes, so cached graphs from an older translator are rebuilt.
+MLPROGRAM_TRANSLATOR_VERSION = 1
+
+
+def translate_mlprogram(model: Model, builder: GraphBuilder) -> None:
+    """Add the ONNX translation of ``model``'s ``main`` function to ``builder``.
+
+    Raises :class:`ModelFormatError` for a program that cannot be read (missing or
+    truncated ``weight.bin``, malformed protobuf) and :class:`UnsupportedModelError`
+    listing every op without a handler, before any node is added.
+    """
+    func = load_main_function(model)
+    check_supported(model, func)
+    ctx = MilContext(builder)
+    for out_var in func.outputs:
+        builder.reserve(out_var.name)
+    _add_inputs(model, func, ctx)
+    for op in func.operations:
+        if op.op_type == "const" or op.op_type.startswith("constexpr_"):
+            continue  # materialised lazily when an op uses them
+        try:
+            result = MIL_OPS[op.op_type](ctx, op)
+        except MalformedWeights as exc:
+            raise ModelFormatError(str(exc), path=model.path, field=f"mlProgram.main.{op.name}") from None
+        except (StaticValueRequired, ValueError, KeyError, IndexError, TypeError) as exc:
+            raise UnsupportedModelError(
+                f"{op.op_type} op '{op.name}' cannot be translated: {exc}",
+                path=model.path,
+                field=f"mlProgram.main.{op.name}",
+            ) from None
+        names = result if isinstance(result, list) else [result]
+        for var, name in zip(op.outputs, names):
+            ctx.bind(var, name)
+    try:
+        _add_outputs(model, func, ctx)
+    except MalformedWeights as exc:
+        raise ModelFormatError(str(exc), path=model.path, field="mlProgram.main") from None
+
+
+def load_main_function(model: Model) -> Any:
+    """Load the program into coremltools' MIL form and return its ``main`` function."""
+    if model.kind != "mlProgram":
+        raise ModelFormatError(
+            f"is a {model.kind} model, not an ML Program", path=model.path, field="Type", expected="mlProgram"
+        )
+    weights = model.weights_dir
+    blob = None if weights is None else weights / "weight.bin"
+    if blob is not None and _uses_blob(model) and not blob.is_file():
+        raise ModelFormatError(
+            "is missing its weights file", path=blob, expected="weights/weight.bin inside the .mlpackage"
+        )
+    try:
+        from coremltools.converters.mil.frontend.milproto import load as milproto_load
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            prog = milproto_load.load(
+                model.spec,
+                specification_version=model.spec.specificationVersion,
+                file_weights_dir=str(weights) if weights is not None else "",
+            )
+    except Exception as exc:  # the loader raises many types for a damaged program/blob
+        where = blob if blob is not None and blob.is_file() else model.path
+        raise ModelFormatError(
+            f"cannot be read as an ML Program ({type(exc).__name__}: {exc})",
+            path=where,
+            expected="a well-formed ML Program and weight.bin",
+        ) from None
+    if "main" not in prog.functions:
+        raise ModelFormatError("has no 'main' function", path=model.path, field="mlProgram.functions")
+    return prog.functions["main"]
+
+
+def check_supported(model: Model, func: Any) -> None:
+    """Raise one :class:`UnsupportedModelError` naming every untranslatable op."""
+    missing = [f"{op.op_type} '{op.name}'" for op in _all_ops(func.operations) if not is_supported(op.op_type)]
+    if missing:
+        raise UnsupportedModelError(
+            f"uses {len(missing)} ML Program op(s) this runtime cannot translate: " + ", ".join(missing),
+            path=model.path,
+            field="mlProgram.main",
+            expected="ops supported by pytest_coreml_quality.runtime.onnx.mil_ops",
+        )
+
+
+def _all_ops(ops: Any) -> list[Any]:
+    """Every op, including those in nested blocks (cond/while bodies)."""
+    out = []
+    for op in ops:
+        out.append(op)
+        for block in getattr(op, "blocks", []) or []:
+            out.extend(_all_ops(block.operations))
+    return out
+
+
+def _uses_blob(model: Model) -> bool:
+    """Whether any op of the spec reads a value from ``weight.bin``."""
+    for fn in model.spec.mlProgram.functions.values():
+        for block in fn.block_specializations.values():
+            for op in block.operations:
+                for value in op.attributes.values():
+                    if value.HasField("blobFileValue"):
+                        return True
+    return False
+
+
+def _add_inputs(model: Model, func: Any, ctx: MilContext) -> None:
+    declared = {f.name: f for f in model.inputs}
+    for name, var in func.inputs.items():
+        shape = [d if isinstance(d, int) else str(d) for d in var.shape]
+        feature = declared.get(name)
+        static = not any(isinstance(d, str) for d in shape)
+        if feature is not None and feature.is_multiarray and feature.shape and static:
+            if tuple(feature.shape) != tuple(shape):
+                raise ModelFormatError(
+                    f"input '{name}' is declared with shape {feature.shape} but the program takes {tuple(shape)}",
+                    path=model.path,
+                    field=f"description.input.{name}",
+                )
+        ctx.builder.add_input(name, TensorProto.FLOAT, shape)
+        value = name
+        dtype = _dtype(var)
+        if dtype == "fp16":
+            value = ctx.round_fp16(name, f"{name}_fp16")
+        elif dtype.startswith("int"):
+            value = ctx.builder.node("Cast", [name], name=f"{name}_int", to=TensorProto.INT32)
+        ctx.bind(var, value)
+
+
+def _add_outputs(model: Model, func: Any, ctx: MilContext) -> None:
+    for var in func.outputs:
+        src = ctx.x(var)
+        dtype = _dtype(var)
+        if dtype == "fp16" and var.op is not None and var.op.op_type != "cast":
+            src = ctx.round_fp16(src, f"{var.name}_out16")
+        elif dtype != "fp32" and dtype != "fp16":
+            src = ctx.builder.node("Cast", [src], name=f"{var.name}_f32", to=TensorProto.FLOAT)
+        ctx.builder.identity(src, var.name)
+        shape = [d if isinstance(d, int) else str(d) for d in var.shape]
+        ctx.builder.add_output(var.name, TensorProto.FLOAT, shape)
+
+
+def _dtype(var: Any) -> str:
+    from coremltools.converters.mil.mil import types
+
+    return types.builtin_to_string(var.dtype)
+
+
+__all__ = ["MLPROGRAM_TRANSLATOR_VERSION", "check_supported", "load_main_function", "translate_mlprogram"]

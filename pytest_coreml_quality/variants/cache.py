@@ -1,0 +1,194 @@
+"""Content-addressed cache of built variants, safe against killed runs and parallel workers.
+
+An entry is a directory ``<cache_dir>/variants/<key>/`` holding the variant model and a
+``manifest.json``. The key hashes (model content hash, normalised recipe, coremltools
+version), so a changed model or a coremltools upgrade builds anew. Entries are built in
+a temporary sibling and renamed into place (``cachefs.atomic_output``) under a file lock
+(``cachefs.build_lock``): a killed build leaves nothing a later run trusts, and workers
+that ask for the same variant at once build it once. The manifest records the variant's
+content hash; an entry whose files no longer match it is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pytest_coreml_quality.cachefs import atomic_output, atomic_write_text, build_lock, path_size, remove_path
+from pytest_coreml_quality.model import Model, content_hash
+from pytest_coreml_quality.variants import build as _build
+from pytest_coreml_quality.variants.recipes import Recipe, parse_recipe
+from pytest_coreml_quality.variants.summary import WeightSummary, weight_summary
+
+CACHE_SUBDIR = "variants"
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1  # bump when the entry layout or the build logic changes what is written
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model to evaluate: the base model or a compressed build of it."""
+
+    recipe: Recipe
+    path: Path
+    kind: str
+    size_bytes: int
+    base_size_bytes: int
+    weights: WeightSummary
+    cached: bool = False  # True when this call reused an existing cache entry
+    build_seconds: float = 0.0  # how long the build took (when it was built, possibly in an earlier run)
+
+    @property
+    def name(self) -> str:
+        return self.recipe.name
+
+    @property
+    def ratio(self) -> float:
+        """Size on disk relative to the base model (0.25 = a quarter of the size)."""
+        return self.size_bytes / self.base_size_bytes if self.base_size_bytes else 0.0
+
+    @property
+    def parameters(self) -> int:
+        return self.weights.parameters
+
+    @property
+    def bits_per_weight(self) -> float:
+        return self.weights.bits_per_weight
+
+    def open(self) -> Model:
+        """The variant as a :class:`Model`, ready for a runtime backend."""
+        return Model.open(self.path)
+
+
+def coremltools_version() -> str:
+    import coremltools
+
+    return str(coremltools.__version__)
+
+
+def cache_key(model: Model, recipe: Recipe) -> str:
+    """The entry name for (model content, normalised recipe, coremltools version)."""
+    text = f"v{FORMAT_VERSION}\0{model.content_hash}\0{recipe.name}\0{coremltools_version()}"
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def entry_dir(model: Model, recipe: Recipe, cache_dir: Path) -> Path:
+    return Path(cache_dir) / CACHE_SUBDIR / cache_key(model, recipe)
+
+
+def build_variant(
+    model: Model,
+    recipe: Recipe | str,
+    cache_dir: Path,
+    progress: Progress | None = None,
+    *,
+    fast_nn: bool = True,
+) -> Variant:
+    """Return the variant of ``model`` for ``recipe``, from the cache or built into it.
+
+    ``progress`` receives one line per variant actually built (nothing on a cache hit);
+    coremltools' own output is captured. Raises :class:`RecipeError` when the recipe is
+    malformed, does not apply to the model, or coremltools fails to apply it.
+    """
+    recipe = parse_recipe(recipe) if isinstance(recipe, str) else recipe
+    recipe.check_applies_to(model)
+    base_summary = weight_summary(model)
+    if recipe.is_base:
+        return Variant(recipe, model.path, model.kind, model.size_bytes, model.size_bytes, base_summary)
+    entry = entry_dir(model, recipe, cache_dir)
+    found = _load_entry(entry)  # the common case needs no lock
+    if found is None:
+        with build_lock(entry):
+            found = _load_entry(entry)  # another worker may have built it while we waited
+            if found is None:
+                found = _build_entry(model, recipe, entry, base_summary, fast_nn, progress)
+    manifest, cached = found
+    path = entry / manifest["file"]
+    weights = WeightSummary(parameters=base_summary.parameters, weight_bytes=int(manifest["weight_bytes"]))
+    return Variant(
+        recipe=recipe,
+        path=path,
+        kind=manifest["kind"],
+        size_bytes=int(manifest["size_bytes"]),
+        base_size_bytes=model.size_bytes,
+        weights=weights,
+        cached=cached,
+        build_seconds=float(manifest["build_seconds"]),
+    )
+
+
+def _load_entry(entry: Path) -> tuple[dict[str, Any], bool] | None:
+    """The manifest of a complete, undamaged entry, else None."""
+    try:
+        manifest = json.loads((entry / MANIFEST).read_text("utf-8"))
+        variant = entry / manifest["file"]
+        if not variant.exists() or content_hash(variant) != manifest["variant_hash"]:
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return manifest, True
+
+
+def _build_entry(
+    model: Model, recipe: Recipe, entry: Path, base: WeightSummary, fast_nn: bool, progress: Progress | None
+) -> tuple[dict[str, Any], bool]:
+    # We hold the lock: no one else is building this entry, so leftovers are debris of
+    # killed builds (or a damaged entry) and can go.
+    remove_path(entry)
+    for debris in entry.parent.glob(f".{entry.name}.*.partial"):
+        remove_path(debris)
+    file_name = f"{model.path.stem}-{_file_safe(recipe.name)}{model.path.suffix}"
+    started = time.perf_counter()
+    with atomic_output(entry) as tmp:
+        tmp.mkdir()
+        route = _build.build_recipe(model, recipe, tmp / file_name, fast_nn=fast_nn)
+        seconds = time.perf_counter() - started
+        built = Model.open(tmp / file_name)
+        manifest = {
+            "format": FORMAT_VERSION,
+            "recipe": recipe.name,
+            "file": file_name,
+            "kind": built.kind,
+            "model": model.name,
+            "model_hash": model.content_hash,
+            "coremltools": coremltools_version(),
+            "variant_hash": content_hash(built.path),
+            "size_bytes": built.size_bytes,
+            "weight_bytes": weight_summary(built).weight_bytes,
+            "build_seconds": round(seconds, 3),
+            "route": route,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2))
+    if progress is not None:
+        ratio = manifest["size_bytes"] / model.size_bytes if model.size_bytes else 0.0
+        progress(
+            f"built variant {recipe.name} of {model.name} in {seconds:.1f}s "
+            f"({_mb(model.size_bytes)} -> {_mb(manifest['size_bytes'])}, x{ratio:.3f})"
+        )
+    return manifest, False
+
+
+def _file_safe(name: str) -> str:
+    return name.replace(":", "of").replace("+", "_")
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+def clear_cache(cache_dir: Path) -> int:
+    """Delete every cached variant under ``cache_dir``; return the bytes freed."""
+    root = Path(cache_dir) / CACHE_SUBDIR
+    if not root.exists():
+        return 0
+    freed = path_size(root)
+    remove_path(root)
+    return freed

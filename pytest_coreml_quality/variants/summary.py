@@ -1,0 +1,124 @@
+"""Weight summaries: how many weights a model has and how many bytes store them.
+
+*Parameters* are the weights of the uncompressed network (compression keeps their number);
+*weight bytes* are what the file spends on them, lookup tables, scales and sparsity masks
+included. ``bits_per_weight = weight_bytes * 8 / parameters``: 32 for an fp32
+NeuralNetwork, about 16 for an fp16 ML Program, about 4 after 4-bit palettization.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_coreml_quality.cachefs import path_size
+from pytest_coreml_quality.model import Model
+
+_FLOAT_DTYPES = frozenset({"FLOAT16", "FLOAT32", "FLOAT64", "BFLOAT16"})
+
+
+@dataclass(frozen=True)
+class WeightSummary:
+    """Parameter count and the bytes spent storing them."""
+
+    parameters: int
+    weight_bytes: int
+
+    @property
+    def bits_per_weight(self) -> float:
+        return self.weight_bytes * 8 / self.parameters if self.parameters else 0.0
+
+
+def weight_summary(model: Model) -> WeightSummary:
+    """Summarise ``model``'s weights (NeuralNetwork, pipeline of them, or ML Program)."""
+    if model.kind == "mlProgram":
+        weights_dir = model.weights_dir
+        stored = path_size(weights_dir) if weights_dir is not None and weights_dir.exists() else 0
+        return WeightSummary(parameters=_mlprogram_parameters(model.spec), weight_bytes=stored)
+    parameters = 0
+    stored = 0
+    for wp in _weight_params(model.spec):
+        count, nbytes = _weight_param_size(wp)
+        parameters += count
+        stored += nbytes
+    return WeightSummary(parameters=parameters, weight_bytes=stored)
+
+
+# --- NeuralNetwork ------------------------------------------------------------------------
+
+
+def _weight_params(message: Any) -> Iterator[Any]:
+    """Every ``WeightParams`` message set anywhere under ``message`` (layers, nested networks)."""
+    for field, value in message.ListFields():
+        if field.message_type is None:
+            continue
+        # A single message has ListFields; a repeated field is a container of messages.
+        values = [value] if hasattr(value, "ListFields") else list(value)
+        if field.message_type.name == "WeightParams":
+            yield from values
+        elif field.message_type.full_name.startswith("CoreML.Specification."):
+            for v in values:
+                if hasattr(v, "ListFields"):  # maps of scalars yield keys, not messages
+                    yield from _weight_params(v)
+
+
+def _weight_param_size(wp: Any) -> tuple[int, int]:
+    """(weights, stored bytes) of one ``WeightParams``."""
+    if len(wp.floatValue):
+        return len(wp.floatValue), 4 * len(wp.floatValue)
+    if len(wp.float16Value):
+        return len(wp.float16Value) // 2, len(wp.float16Value)
+    if len(wp.int8RawValue):
+        return len(wp.int8RawValue), len(wp.int8RawValue)
+    raw = len(wp.rawValue)
+    q = wp.quantization
+    nbits = q.numberOfBits or 8
+    extra = 4 * (len(q.linearQuantization.scale) + len(q.linearQuantization.bias) + len(q.lookupTableQuantization.floatValue))
+    # Packed sub-byte weights are padded to whole bytes, so this may count up to 7 extra.
+    return raw * 8 // nbits, raw + extra
+
+
+# --- ML Program ---------------------------------------------------------------------------
+
+
+def _mlprogram_parameters(spec: Any) -> int:
+    """Elements of the float tensors that ``const``/``constexpr_*`` ops finally produce.
+
+    A compressed weight is a chain (indices, lookup table -> ``constexpr_lut_to_dense`` ->
+    dense weight); only the last link, which no other constexpr consumes, is counted.
+    """
+    from coremltools.proto import MIL_pb2
+
+    produced: dict[str, int] = {}
+    consumed_by_constexpr: set[str] = set()
+    for op in _operations(spec.mlProgram):
+        if op.type != "const" and not op.type.startswith("constexpr_"):
+            continue
+        if op.type.startswith("constexpr_"):
+            for arg in op.inputs.values():
+                consumed_by_constexpr.update(a.name for a in arg.arguments)
+        for out in op.outputs:
+            tensor = out.type.tensorType
+            if out.type.WhichOneof("type") != "tensorType" or tensor.rank < 1:
+                continue
+            if MIL_pb2.DataType.Name(tensor.dataType) not in _FLOAT_DTYPES:
+                continue
+            count = 1
+            for dim in tensor.dimensions:
+                count *= int(dim.constant.size)
+            produced[out.name] = count
+    return sum(n for name, n in produced.items() if name not in consumed_by_constexpr)
+
+
+def _operations(program: Any) -> Iterator[Any]:
+    for function in program.functions.values():
+        for block in function.block_specializations.values():
+            yield from _block_operations(block)
+
+
+def _block_operations(block: Any) -> Iterator[Any]:
+    for op in block.operations:
+        yield op
+        for inner in op.blocks:
+            yield from _block_operations(inner)

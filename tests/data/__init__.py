@@ -1,0 +1,1 @@
+"""Tests of the golden set, preprocessing, metrics and evaluation."""
