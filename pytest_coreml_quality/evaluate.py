@@ -152,6 +152,11 @@ class EvaluationResult:
 
     # --- predictions ------------------------------------------------------------------
     @property
+    def computed(self) -> bool:
+        """Whether the predictions are in memory already (asking for them costs nothing)."""
+        return self._predictions is not None
+
+    @property
     def predictions(self) -> dict[str, NDArray[np.float32]]:
         """Sample id -> float32 mask in [0, 1] at the photo's size."""
         with self._lock:

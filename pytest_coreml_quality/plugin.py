@@ -55,12 +55,14 @@ MARKERS = {
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("coreml-quality", "Core ML model quality (pytest-coreml-quality)")
     for spec in OPTIONS:
-        kwargs: dict[str, object] = {"dest": spec.dest, "metavar": spec.metavar, "help": spec.help}
+        # argparse %-formats help texts ("1%" would break --help); ini help is printed as is.
+        flag_help = spec.help.replace("%", "%%")
+        kwargs: dict[str, object] = {"dest": spec.dest, "metavar": spec.metavar, "help": flag_help}
         if spec.multiple:
             kwargs["action"] = "append"
         elif spec.metavar == "BOOL":
             # A bare flag on the command line; the ini key takes true/false.
-            kwargs = {"dest": spec.dest, "help": spec.help, "action": "store_const", "const": "true"}
+            kwargs = {"dest": spec.dest, "help": flag_help, "action": "store_const", "const": "true"}
         group.addoption(spec.flag, **kwargs)
         parser.addini(spec.ini, spec.help, type="linelist" if spec.multiple else "string")
 

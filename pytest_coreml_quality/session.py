@@ -179,8 +179,9 @@ class QualitySession:
                     output_name=self.settings.output,
                     normalization=self.settings.normalization,
                     output_kind="logits" if self.settings.logits else "probabilities",
+                    resample=self.settings.resample,
                 )
-                self._evaluator = Evaluator(self.dataset, settings, cache_dir=self.cache_dir)
+                self._evaluator = Evaluator(self.dataset, settings, cache_dir=self.cache_dir, with_hce=self.settings.hce)
             return self._evaluator
 
     def evaluation(self, model_key: str, recipe: str) -> "EvaluationResult":
@@ -192,6 +193,10 @@ class QualitySession:
         """Metrics vs ground truth and drift vs base, recorded in the run's results."""
         started = time.perf_counter()
         ev = self.evaluation(model_key, recipe)
+        fresh = not ev.computed
+        if fresh and self.dataset is not None:
+            # A 1024x1024 model takes seconds per image: say what is going on before it starts.
+            self.progress(f"evaluating {model_key} [{recipe}] on {len(self.dataset.ids)} images ...")
         summary = ev.summary
         per_image = {sid: dict(scores.values) for sid, scores in ev.per_image.items()}
         drift: dict[str, float] = {}
@@ -205,8 +210,11 @@ class QualitySession:
             result.drift = drift
             result.per_image = per_image
         seconds = time.perf_counter() - started
-        if ev.timings.cache_misses:
-            self.progress(f"evaluated {model_key} [{recipe}] on {len(per_image)} images in {seconds:.1f} s")
+        if fresh:
+            self.progress(
+                f"evaluated {model_key} [{recipe}]: {ev.timings.cache_misses} images run, "
+                f"{ev.timings.cache_hits} from the prediction cache, {seconds:.1f} s"
+            )
         return result
 
     def image_source(self) -> Any:

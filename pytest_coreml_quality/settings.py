@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_coreml_quality.preprocess import RESAMPLE_FILTERS
+
 BACKENDS = ("auto", "coreml", "onnx")
 PRECISIONS = ("fp32", "fp16")
 
@@ -120,6 +122,24 @@ OPTIONS: tuple[OptionSpec, ...] = (
         default="false",
         choices=("true", "false", "1", "0", "yes", "no"),
     ),
+    OptionSpec(
+        "coreml_resample",
+        "--coreml-resample",
+        "coreml_resample",
+        f"filter that resizes photos to the model's input size: {', '.join(RESAMPLE_FILTERS)}. Default: lanczos.",
+        "NAME",
+        default="lanczos",
+        choices=tuple(RESAMPLE_FILTERS),
+    ),
+    OptionSpec(
+        "coreml_hce",
+        "--coreml-hce",
+        "coreml_hce",
+        "also compute HCE (human correction efforts); needs the 'sod' extra and costs about 5 s per megapixel.",
+        "BOOL",
+        default="false",
+        choices=("true", "false", "1", "0", "yes", "no"),
+    ),
     # Thresholds of the generated items: unset means "report, don't judge".
     *(
         OptionSpec(dest, "--" + dest.replace("_", "-"), dest, help_text, "NUMBER", kind="number")
@@ -212,6 +232,8 @@ class Settings:
     baseline: Path | None = None
     baseline_tolerances: dict[str, float] = field(default_factory=dict)  # metric/size/load -> tolerance
     cache_clear: bool = False
+    resample: str = "lanczos"
+    hce: bool = False
 
     @property
     def active(self) -> bool:
@@ -270,6 +292,8 @@ def resolve(
         normalization=str(raw["coreml_normalization"][0]).strip(),
         logits=_choice("coreml_logits", raw["coreml_logits"][0]) in ("true", "1", "yes"),
         cache_clear=_choice("coreml_cache_clear", raw["coreml_cache_clear"][0]) in ("true", "1", "yes"),
+        resample=_choice("coreml_resample", raw["coreml_resample"][0]),
+        hce=_choice("coreml_hce", raw["coreml_hce"][0]) in ("true", "1", "yes"),
         thresholds=thresholds,
         load_rounds=_count("coreml_load_rounds", raw["coreml_load_rounds"][0]),
         report_json=optional_path("coreml_report_json"),

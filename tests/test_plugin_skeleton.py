@@ -17,12 +17,15 @@ def image_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_options_are_listed_in_help(pytester: pytest.Pytester) -> None:
+    from pytest_coreml_quality.settings import OPTIONS
+
     result = pytester.runpytest("--help")
+    assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*Core ML model quality (pytest-coreml-quality)*"])
     for flag in ("--coreml-model=PATH", "--coreml-dataset=DIR", "--coreml-variants=LIST", "--coreml-backend=NAME", "--coreml-cache-dir=DIR"):
         result.stdout.fnmatch_lines([f"*{flag}*"])
-    for ini in ("coreml_model", "coreml_dataset", "coreml_variants", "coreml_backend", "coreml_cache_dir"):
-        result.stdout.fnmatch_lines([f"  {ini} *"])
+    for spec in OPTIONS:  # every option has its flag and its ini key, with help
+        result.stdout.fnmatch_lines([f"  {spec.flag}*", f"  {spec.ini} *"])
 
 
 def test_markers_are_registered(pytester: pytest.Pytester) -> None:

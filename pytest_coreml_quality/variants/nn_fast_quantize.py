@@ -5,7 +5,9 @@
 per Python operation (about 94 s for the 176 MB ISNet at 4 bits). This module walks the
 spec the same way, reuses coremltools' own numeric helpers for the quantization itself
 (so scales, biases, lookup tables and indices are computed by the very same code), and
-replaces only the bit packing with ``numpy.packbits``.
+replaces only the bit packing with vectorised numpy shifts (:func:`pack_bits`).
+:func:`quantize_file` also repeats coremltools' parse/copy passes, on which the order of
+the spec's map entries, hence the saved bytes, depends.
 
 Anything it does not cover (recurrent layers, control flow, classifier/regressor
 pipelines, custom lookup-table functions, a coremltools version without these helpers)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Union
+from typing import TYPE_CHECKING, Literal
 
 from pytest_coreml_quality.errors import RecipeError
 
@@ -125,7 +125,7 @@ class Prune:
         return f"prune{self.percent}" + (f"-block{self.block_size}" if self.block_size else "")
 
 
-Step = Union[NNQuantize, LinearQuantize, Palettize, Prune]
+Step = NNQuantize | LinearQuantize | Palettize | Prune
 
 
 @dataclass(frozen=True)
@@ -236,10 +236,8 @@ def parse_recipe(text: str) -> Recipe:
     for token in tokens:
         if token in ("fp16", "base") or _NN_RE.match(token):
             raise _error(raw, f"'{token}' cannot be part of a joint ('+') recipe; only ML Program steps prune.., pal.., int.. combine")
-        step = _parse_ml_step(raw, token)
-        # 'pal4+int8lut' is accepted as a spelling of 'pal4-int8lut'.
-        steps.append(step)
-    steps = _fold_int8lut(raw, steps)
+        steps.append(_parse_ml_step(raw, token))
+    steps = _fold_int8lut(raw, steps)  # 'pal4+int8lut' is another spelling of 'pal4-int8lut'
     _check_joint_order(raw, steps)
     return Recipe("+".join(s.name for s in steps), "mlProgram", tuple(steps))
 
@@ -375,13 +373,14 @@ def parse_recipes(
     With ``model``, every recipe is also checked against the model's kind. ``base`` comes
     first when ``include_base`` is true, since every comparison is made against it.
     """
-    items = recipes.split(",") if isinstance(recipes, str) else list(recipes)
+    if isinstance(recipes, str):
+        items = recipes.split(",") if recipes.strip() else []
+        if any(not item.strip() for item in items):
+            raise _error(recipes, "empty name in the comma-separated list")
+    else:
+        items = list(recipes)
     parsed: list[Recipe] = [BASE] if include_base else []
     for item in items:
-        if isinstance(recipes, str) and not item.strip() and len(items) > 1:
-            raise _error(recipes, "empty name in the comma-separated list")
-        if isinstance(recipes, str) and not recipes.strip():
-            break
         recipe = parse_recipe(item)
         if model is not None:
             recipe.check_applies_to(model)

@@ -206,3 +206,16 @@ def test_bad_settings_fail_before_the_model_is_loaded(golden: Dataset, model_pat
     with pytest.raises(ModelFormatError, match="no output named 'img'"):
         evaluator.evaluate(backend=backend, model=Model.open(model_paths["base"])).summary
     assert backend.loads == 0
+
+
+def test_bare_onnx_predictors_key_their_backend_and_precision(tmp_path: Path) -> None:
+    """A predictor handed to evaluate() directly must not share cache entries across precisions."""
+    from pytest_coreml_quality.evaluate import predictor_backend_key
+    from pytest_coreml_quality.runtime.onnx.backend import OnnxBackend
+
+    model = Model.open(Path(__file__).resolve().parents[2] / "fixtures" / "models" / "TinySegArray.mlmodel")
+    keys = {
+        predictor_backend_key(OnnxBackend().load(model, RuntimeOptions(precision=precision, cache_dir=tmp_path)))  # type: ignore[arg-type]
+        for precision in ("fp32", "fp16")
+    }
+    assert keys == {"onnx[p=fp32]", "onnx[p=fp16]"}

@@ -181,7 +181,7 @@ def _check_step(step: object, original: np.ndarray, values: np.ndarray, alone: b
 
 
 def test_ml_program_variants_on_the_fixture_models(shared_cache: Path) -> None:
-    # A representative set (k-means over the fixture's ~1M weights is slow); the full
+    # A representative set (k-means over the fixtures' weights is slow); the full
     # list runs on the tiny model above.
     for name in ("TinySeg.mlpackage", "TinySegArray.mlpackage"):
         model = fixture_model(name)
@@ -190,7 +190,7 @@ def test_ml_program_variants_on_the_fixture_models(shared_cache: Path) -> None:
                 parse_recipes("int4", model)
         base_weights = {k for k in mlprogram_weights(model.path) if k[1] == "weight"}
         base_bits = weight_summary(model).bits_per_weight
-        for recipe in parse_recipes("int8,pal4,pal2-uniform,prune50,prune2:4", model, include_base=False):
+        for recipe in parse_recipes("int8,pal4-uniform,pal2-uniform,prune50,prune2:4", model, include_base=False):
             variant = build_variant(model, recipe, shared_cache)
             _check_loads_like(model, variant)
             # Small tensors stay fp16 (weight_threshold), so only "fewer bits than base" holds generally.

@@ -54,9 +54,11 @@ def test_byte_identical_to_quantize_weights_on_the_tiny_model(nn_model: Model, t
     assert len(ours) < nn_model.size_bytes  # and it did quantize
 
 
-def test_byte_identical_with_metadata_maps(tmp_path: Path) -> None:
-    # Map entries (metadata.userDefined) serialize in an order that changes when a spec is
-    # parsed; coremltools' output has been through one more parse than the weights.
+def test_identical_with_metadata_maps_up_to_map_order(tmp_path: Path) -> None:
+    # protobuf serializes map entries (metadata.userDefined) in hash-table order, which
+    # depends on the process (seed and history): coremltools' own output is not
+    # reproducible there. quantize_file repeats coremltools' parse/copy passes, so the
+    # bytes usually match exactly; what must always match is the spec with maps sorted.
     import coremltools as ct
 
     path = save_nn_model(tmp_path / "Meta.mlmodel", channels=(3, 8, 1), size=8)
@@ -64,7 +66,12 @@ def test_byte_identical_with_metadata_maps(tmp_path: Path) -> None:
     for i in range(12):
         spec.description.metadata.userDefined[f"key{i}"] = f"value {i}"
     ct.utils.save_spec(spec, str(path))
-    assert fast_bytes(path, 4, "linear", tmp_path / "f.mlmodel") == coremltools_bytes(path, 4, "linear", tmp_path / "c.mlmodel")
+    ours = fast_bytes(path, 4, "linear", tmp_path / "f.mlmodel")
+    theirs = coremltools_bytes(path, 4, "linear", tmp_path / "c.mlmodel")
+    assert len(ours) == len(theirs)
+    assert ct.utils.load_spec(str(tmp_path / "f.mlmodel")).SerializeToString(deterministic=True) == ct.utils.load_spec(
+        str(tmp_path / "c.mlmodel")
+    ).SerializeToString(deterministic=True)
 
 
 @pytest.mark.parametrize("name", ["TinySeg.mlmodel", "TinySegArray.mlmodel"])

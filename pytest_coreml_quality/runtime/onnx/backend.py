@@ -80,10 +80,14 @@ def _graph_name(model: Model) -> str:
 class OnnxPredictor:
     """A translated model in an onnxruntime session; ``predict`` mirrors ``MLModel.predict``."""
 
-    def __init__(self, model: Model, session: Any, graph_path: Path) -> None:
+    backend_name = "onnx"
+
+    def __init__(self, model: Model, session: Any, graph_path: Path, options: RuntimeOptions | None = None) -> None:
         self.model = model
         self.session = session
         self.graph_path = graph_path
+        # Part of the prediction cache key: fp16 and fp32 predictions must not share entries.
+        self.options = options or RuntimeOptions()
         self._inputs = {i.name: tuple(i.shape) for i in session.get_inputs()}
         self._outputs = [o.name for o in session.get_outputs()]
         self._classifier = classifier_outputs(model.spec)
@@ -139,7 +143,7 @@ class OnnxBackend:
                 remove_path(path)
                 self._build(model, options, path)
             session = self._session(path)
-        return OnnxPredictor(model, session, path)
+        return OnnxPredictor(model, session, path, options)
 
     def evict(self, model: Model, options: RuntimeOptions | None = None) -> None:
         path = self.cache_path(model, options)
