@@ -162,7 +162,7 @@ def _validate_markers(config: pytest.Config, state: QualitySession, items: list[
     """Check every coreml marker's keywords at collection; report all bad ones at once."""
     from pytest_coreml_quality.metrics.scores import HIGHER_IS_BETTER
 
-    known = [*HIGHER_IS_BETTER, *(f"drift_{m}" for m in HIGHER_IS_BETTER), "drift_mse"]
+    known = [*HIGHER_IS_BETTER, *(f"drift_{m}" for m in HIGHER_IS_BETTER)]
     problems = []
     for item in items:
         collected = []

@@ -25,11 +25,9 @@ class SettingError(ValueError):
 
 @dataclass(frozen=True)
 class OptionSpec:
-    """One setting: ``--flag`` on the command line and ``ini`` key in the config file."""
+    """One setting: ``--coreml-x`` on the command line and ``coreml_x`` in the config file."""
 
     dest: str
-    flag: str
-    ini: str
     help: str
     metavar: str = "VALUE"
     multiple: bool = False  # repeatable flag / linelist ini
@@ -37,11 +35,25 @@ class OptionSpec:
     default: Any = None
     kind: str = "text"  # "text", "path", "number", "count"
 
+    @property
+    def flag(self) -> str:
+        return "--" + self.dest.replace("_", "-")
+
+    @property
+    def ini(self) -> str:
+        return self.dest
+
+
+SWITCH_VALUES = ("true", "false", "1", "0", "yes", "no")
+
+
+def _switch(dest: str, help_text: str) -> OptionSpec:
+    """A bare ``--flag`` on the command line; ``true``/``false`` in the ini file."""
+    return OptionSpec(dest, help_text, "BOOL", default="false", choices=SWITCH_VALUES)
+
 
 OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec(
-        "coreml_model",
-        "--coreml-model",
         "coreml_model",
         "Core ML model to check (.mlmodel or .mlpackage); repeat for several.",
         "PATH",
@@ -49,21 +61,15 @@ OPTIONS: tuple[OptionSpec, ...] = (
     ),
     OptionSpec(
         "coreml_dataset",
-        "--coreml-dataset",
-        "coreml_dataset",
         "golden set: a directory with images/ and masks/ paired by file stem, or a CSV/JSON manifest.",
         "DIR",
     ),
     OptionSpec(
         "coreml_variants",
-        "--coreml-variants",
-        "coreml_variants",
         "comma-separated compression recipes to build and check, e.g. q8,q4 or int8,pal4 ('base' is always included).",
         "LIST",
     ),
     OptionSpec(
-        "coreml_backend",
-        "--coreml-backend",
         "coreml_backend",
         "runtime: 'coreml' (Core ML, macOS only), 'onnx' (translation run by onnxruntime, any OS) "
         "or 'auto' (coreml on macOS, onnx elsewhere). Default: auto.",
@@ -73,24 +79,15 @@ OPTIONS: tuple[OptionSpec, ...] = (
     ),
     OptionSpec(
         "coreml_cache_dir",
-        "--coreml-cache-dir",
-        "coreml_cache_dir",
         "where compressed variants, translated models and predictions are cached. "
         "Default: a coreml-quality folder in pytest's cache directory.",
         "DIR",
     ),
-    OptionSpec(
-        "coreml_cache_clear",
-        "--coreml-cache-clear",
+    _switch(
         "coreml_cache_clear",
         "delete every cached variant, translated model and prediction before the run ('true'/'false').",
-        "BOOL",
-        default="false",
-        choices=("true", "false", "1", "0", "yes", "no"),
     ),
     OptionSpec(
-        "coreml_precision",
-        "--coreml-precision",
         "coreml_precision",
         "onnx backend compute precision: fp32, or fp16 to emulate Core ML's GPU/Neural Engine rounding. Default: fp32.",
         "NAME",
@@ -99,50 +96,34 @@ OPTIONS: tuple[OptionSpec, ...] = (
     ),
     OptionSpec(
         "coreml_output",
-        "--coreml-output",
-        "coreml_output",
         "name of the model output that holds the mask (default: the only image or multiarray output).",
         "NAME",
     ),
     OptionSpec(
-        "coreml_normalization",
-        "--coreml-normalization",
         "coreml_normalization",
         "multiarray inputs only: how pixels become numbers, '0..1', '-0.5..0.5', '-1..1', 'imagenet' "
         "or 'mean=R,G,B;std=R,G,B' on 0..1 pixels. Image inputs use the model's own scale and bias. Default: 0..1.",
         "NAME",
         default="0..1",
     ),
-    OptionSpec(
-        "coreml_logits",
-        "--coreml-logits",
+    _switch(
         "coreml_logits",
         "the mask output holds logits: apply a sigmoid before scoring ('true'/'false'). Default: false.",
-        "BOOL",
-        default="false",
-        choices=("true", "false", "1", "0", "yes", "no"),
     ),
     OptionSpec(
-        "coreml_resample",
-        "--coreml-resample",
         "coreml_resample",
         f"filter that resizes photos to the model's input size: {', '.join(RESAMPLE_FILTERS)}. Default: lanczos.",
         "NAME",
         default="lanczos",
         choices=tuple(RESAMPLE_FILTERS),
     ),
-    OptionSpec(
-        "coreml_hce",
-        "--coreml-hce",
+    _switch(
         "coreml_hce",
         "also compute HCE (human correction efforts); needs the 'sod' extra and costs about 5 s per megapixel.",
-        "BOOL",
-        default="false",
-        choices=("true", "false", "1", "0", "yes", "no"),
     ),
     # Thresholds of the generated items: unset means "report, don't judge".
     *(
-        OptionSpec(dest, "--" + dest.replace("_", "-"), dest, help_text, "NUMBER", kind="number")
+        OptionSpec(dest, help_text, "NUMBER", kind="number")
         for dest, help_text in (
             ("coreml_max_mae", "fail a variant whose MAE against the ground truth (0..1) is above this."),
             ("coreml_min_iou", "fail a variant whose IoU against the ground truth is below this."),
@@ -159,18 +140,14 @@ OPTIONS: tuple[OptionSpec, ...] = (
     ),
     OptionSpec(
         "coreml_load_rounds",
-        "--coreml-load-rounds",
-        "coreml_load_rounds",
         "how many cold and how many warm loads each load item measures. Default: 3.",
         "N",
         default="3",
         kind="count",
     ),
-    OptionSpec("coreml_report_json", "--coreml-report-json", "coreml_report_json", "write every figure, per image too, to this JSON file.", "FILE", kind="path"),
-    OptionSpec("coreml_report_html", "--coreml-report-html", "coreml_report_html", "write a self-contained HTML report with thumbnails to this file.", "FILE", kind="path"),
+    OptionSpec("coreml_report_json", "write every figure, per image too, to this JSON file.", "FILE", kind="path"),
+    OptionSpec("coreml_report_html", "write a self-contained HTML report with thumbnails to this file.", "FILE", kind="path"),
     OptionSpec(
-        "coreml_save_baseline",
-        "--coreml-save-baseline",
         "coreml_save_baseline",
         "save this run's sizes, metrics and load times as a baseline JSON file.",
         "FILE",
@@ -178,14 +155,12 @@ OPTIONS: tuple[OptionSpec, ...] = (
     ),
     OptionSpec(
         "coreml_baseline",
-        "--coreml-baseline",
-        "coreml_baseline",
         "compare this run with a saved baseline; fail where a figure got worse beyond the tolerances.",
         "FILE",
         kind="path",
     ),
     *(
-        OptionSpec(dest, "--" + dest.replace("_", "-"), dest, help_text, "NUMBER", kind="number", default=default)
+        OptionSpec(dest, help_text, "NUMBER", kind="number", default=default)
         for dest, help_text, default in (
             ("coreml_baseline_tolerance_metric", "baseline: how much a 0..1 metric may worsen (absolute). Default: 0.005.", "0.005"),
             ("coreml_baseline_tolerance_size", "baseline: how much a size may grow (relative, or a percentage such as 1%). Default: 0.01.", "0.01"),
@@ -290,10 +265,10 @@ def resolve(
         precision=_choice("coreml_precision", raw["coreml_precision"][0]),
         output=str(raw["coreml_output"][0]).strip() if raw["coreml_output"][0] else None,
         normalization=str(raw["coreml_normalization"][0]).strip(),
-        logits=_choice("coreml_logits", raw["coreml_logits"][0]) in ("true", "1", "yes"),
-        cache_clear=_choice("coreml_cache_clear", raw["coreml_cache_clear"][0]) in ("true", "1", "yes"),
+        logits=_switch_on("coreml_logits", raw),
+        cache_clear=_switch_on("coreml_cache_clear", raw),
         resample=_choice("coreml_resample", raw["coreml_resample"][0]),
-        hce=_choice("coreml_hce", raw["coreml_hce"][0]) in ("true", "1", "yes"),
+        hce=_switch_on("coreml_hce", raw),
         thresholds=thresholds,
         load_rounds=_count("coreml_load_rounds", raw["coreml_load_rounds"][0]),
         report_json=optional_path("coreml_report_json"),
@@ -306,6 +281,10 @@ def resolve(
         },
     )
     return settings
+
+
+def _switch_on(dest: str, raw: dict[str, tuple[Any, Path]]) -> bool:
+    return _choice(dest, raw[dest][0]) in ("true", "1", "yes")
 
 
 def _spec(dest: str) -> OptionSpec:

@@ -43,9 +43,9 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "adp_e": True,
     "hce": False,
     "max_abs_diff": False,
+    "mse": False,
     "psnr": True,
     "flip_share": False,
-    "mse": False,
 }
 
 

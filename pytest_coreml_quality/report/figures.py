@@ -10,62 +10,24 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from pytest_coreml_quality.metrics.scores import HIGHER_IS_BETTER
 from pytest_coreml_quality.results import VariantResult
 
 MISSING = "-"
 
-# Direction of every metric name that can appear in VariantResult.metrics / .drift.
-# The metrics package uses the short names ("s", "mean_e", "wf", "flip_share"); the long
-# aliases are accepted too so that results written by other tools still rank correctly.
-_HIGHER_IS_BETTER: dict[str, bool] = {
-    "mae": False,
-    "loss255": False,
-    "mse": False,
-    "hce": False,
-    "max_abs_diff": False,
-    "max_abs": False,
-    "flip_share": False,
-    "flip_rate": False,
-    "iou": True,
-    "dice": True,
-    "max_f": True,
-    "mean_f": True,
-    "adp_f": True,
-    "wf": True,
-    "wfm": True,
-    "s": True,
-    "s_measure": True,
-    "max_e": True,
-    "mean_e": True,
-    "adp_e": True,
-    "e_measure": True,
-    "psnr": True,
-}
-
 # Metrics whose values are not confined to [0, 1]: tolerances and colour scales need their unit.
 UNBOUNDED = frozenset({"loss255", "hce", "psnr"})
 
-# Several names for one figure: the first one present in a result is used.
-ALIASES: dict[str, tuple[str, ...]] = {
-    "s": ("s", "s_measure"),
-    "mean_e": ("mean_e", "e_measure"),
-    "wf": ("wf", "wfm"),
-    "flip_share": ("flip_share", "flip_rate"),
-    "max_abs_diff": ("max_abs_diff", "max_abs"),
-}
-
-
 def higher_is_better(metric: str) -> bool | None:
-    """True/False for a known metric (``drift.`` prefix allowed), None when the direction is unknown."""
-    return _HIGHER_IS_BETTER.get(metric.removeprefix("drift."))
+    """True/False for a known metric (``drift.``/``drift_`` prefix allowed), None when unknown."""
+    return HIGHER_IS_BETTER.get(metric.removeprefix("drift.").removeprefix("drift_"))
 
 
 def lookup(values: Mapping[str, float], name: str) -> float | None:
-    """The value of ``name`` (or one of its aliases) in ``values``; None when absent or not a number."""
-    for key in ALIASES.get(name, (name,)):
-        value = values.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+    """The value of ``name`` in ``values``; None when absent or not a number."""
+    value = values.get(name)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
     return None
 
 

@@ -4,7 +4,6 @@ raw translator runner."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
