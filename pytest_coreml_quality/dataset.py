@@ -122,10 +122,12 @@ class Dataset:
         dataset = cls(root, entries, p)
         if not entries and not problems:
             problems.append(f"{p}: the golden set is empty (no image/mask pairs found)")
+        if validate:
+            # Decode the pairs that were found even when pairing failed elsewhere, so the
+            # user sees every problem in one run, not one batch per attempt.
+            problems.extend(dataset._decode_all())
         if problems:
             _raise(p, problems)
-        if validate:
-            dataset.validate()
         return dataset
 
     # --- access ---------------------------------------------------------------------
@@ -159,6 +161,12 @@ class Dataset:
 
     def validate(self) -> None:
         """Decode every pair (keeping the result) and raise one error listing every problem."""
+        problems = self._decode_all()
+        if problems:
+            _raise(self.source, problems)
+
+    def _decode_all(self) -> list[str]:
+        """Decode every pair not decoded yet; return the problems found."""
         problems: list[str] = []
         for entry in self.entries:
             if entry.id in self._decoded:
@@ -167,8 +175,7 @@ class Dataset:
             if sample is not None:
                 with self._lock:
                     self._decoded.setdefault(entry.id, sample)
-        if problems:
-            _raise(self.source, problems)
+        return problems
 
     @property
     def content_hash(self) -> str:

@@ -93,6 +93,22 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     assert "twin.jpg" in text and "twin.png" in text and "share the stem 'twin'" in text
 
 
+def test_pairing_and_decoding_problems_are_reported_together(tmp_path: Path) -> None:
+    """A missing mask must not hide a truncated photo or a wrong-size mask until the next run."""
+    _pair(tmp_path, "good")
+    _photo(tmp_path / "images" / "lonely.jpg")
+    _pair(tmp_path, "cut")
+    photo = tmp_path / "images" / "cut.jpg"
+    photo.write_bytes(photo.read_bytes()[:200])
+    _photo(tmp_path / "images" / "small.jpg")
+    _mask(tmp_path / "masks" / "small.png", size=(5, 4))
+    problems = _problems(tmp_path)
+    assert len(problems) == 3
+    assert any("lonely.jpg" in p and "image without mask" in p for p in problems)
+    assert any("cut.jpg" in p for p in problems)
+    assert any("small.png" in p and "differs from its image" in p for p in problems)
+
+
 def test_duplicate_mask_stems(tmp_path: Path) -> None:
     _pair(tmp_path, "cat")
     _mask(tmp_path / "masks" / "cat.jpg")
