@@ -88,7 +88,7 @@ def pytest_configure(config: pytest.Config) -> None:
         from pytest_coreml_quality.cachefs import remove_path
 
         remove_path(session.cache_dir)
-        session.progress(f"cleared cache {session.cache_dir}")
+        session.cache_cleared = True  # said in the report header: no terminal exists yet
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -48,6 +48,7 @@ class QualitySession:
     results: RunResults = field(default_factory=RunResults)
     progress: Callable[[str], None] = field(default=lambda line: None, repr=False)
     report_notes: list[str] = field(default_factory=list)  # lines for the terminal summary
+    cache_cleared: bool = False
     _variants: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
     _variant_models: dict[tuple[str, str], Model] = field(default_factory=dict, repr=False)
     _backend: Backend | None = field(default=None, repr=False)
@@ -116,7 +117,8 @@ class QualitySession:
             return []
         backend = self.settings.backend
         shown = f"{backend} ({self.backend_name})" if backend == "auto" else backend
-        lines = [f"coreml-quality: backend {shown}, precision {self.settings.precision}, cache {self.cache_dir}"]
+        cache = f"{self.cache_dir} (cleared)" if self.cache_cleared else str(self.cache_dir)
+        lines = [f"coreml-quality: backend {shown}, precision {self.settings.precision}, cache {cache}"]
         lines += [f"coreml-quality: model {m.summary()}" for m in self.models]
         if self.dataset is not None:
             lines.append(f"coreml-quality: dataset {self.settings.dataset} ({len(self.dataset.ids)} images)")

@@ -372,3 +372,36 @@ def test_xdist_two_workers_give_the_serial_table(pytester: pytest.Pytester, shar
     parallel.assert_outcomes(passed=6)
     assert table_rows(parallel) == table_rows(serial)
     assert len(table_rows(parallel)) == 3
+
+
+def test_load_benchmark_fixture_times_a_variant_through_pytest_benchmark(pytester: pytest.Pytester, shared_cache: Path) -> None:
+    bench = pytester.path / "bench.json"
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.parametrize("kind", ["cold", "warm"])
+        def test_load(coreml_load_benchmark, kind):
+            seconds = coreml_load_benchmark(kind)
+            assert 0 < seconds < 60
+
+        def test_bad_kind(coreml_load_benchmark):
+            with pytest.raises(ValueError, match="expected 'cold' or 'warm'"):
+                coreml_load_benchmark("lukewarm")
+        """
+    )
+    result = run(pytester, shared_cache, "-k", "test_", f"--benchmark-json={bench}", variants="q8")
+    # coreml_variant parametrises the load tests over base and q8.
+    result.assert_outcomes(passed=6)
+    names = {b["name"] for b in json.loads(bench.read_text())["benchmarks"]}
+    assert names == {f"test_load[{v}-{k}]" for v in ("base", "q8") for k in ("cold", "warm")}
+
+
+def test_cache_clear_rebuilds_everything(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    first = run(pytester, cache, "-k", "size", variants="q6")
+    first.stdout.fnmatch_lines(["coreml-quality: built variant q6 of TinySeg.mlmodel in *"])
+    cached = run(pytester, cache, "-k", "size", variants="q6")
+    assert "built variant" not in cached.stdout.str()  # served from the cache
+    cleared = run(pytester, cache, "-k", "size", "--coreml-cache-clear", variants="q6")
+    cleared.stdout.fnmatch_lines([f"coreml-quality: backend *, cache {cache} (cleared)", "coreml-quality: built variant q6 of TinySeg.mlmodel in *"])
