@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from .chromium import CHROMIUM, SKIP_REASON, dump_dom
 from .conftest import FIXTURES
 
 MODEL = FIXTURES / "models" / "TinySeg.mlmodel"
@@ -342,8 +343,15 @@ def test_html_report_is_written(pytester: pytest.Pytester, shared_cache: Path) -
     out = pytester.path / "report.html"
     run(pytester, shared_cache, "-k", "quality", f"--coreml-report-html={out}").assert_outcomes(passed=3)
     html = out.read_text()
-    assert html.count("data:image/png;base64,") >= 5 * 3  # photo, truth, base, q8, q4, heat maps...
+    images = html.count("data:image/png;base64,")
+    assert images >= 5 * 3  # photo, truth, base, q8, q4, heat maps...
     assert "scene_" in html and "q4" in html
+    if CHROMIUM is None:
+        pytest.skip(SKIP_REASON)
+    # What a person opening the file sees: Chromium builds the table and every embedded image.
+    dom = dump_dom(out, pytester.path / "profile")
+    assert re.findall(r"<tr[^>]*><td>(base|q8|q4)</td>", dom) == ["base", "q8", "q4"]
+    assert len(re.findall(r'<img[^>]+src="data:image/png;base64,', dom)) == images
 
 
 def test_junit_xml_carries_figures_as_properties(pytester: pytest.Pytester, shared_cache: Path) -> None:

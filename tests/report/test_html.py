@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import re
-import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -16,19 +15,10 @@ from PIL import Image
 
 from pytest_coreml_quality.report.html import THUMB_SIDE, heat_colours, rank_images, render_html, write_html
 from pytest_coreml_quality.results import ModelResults, RunResults, VariantResult
+from tests.chromium import CHROMIUM, SKIP_REASON, chromium_command, dump_dom
 from tests.report.sample import LONG_RECIPE, RECIPES, MemoryImages, image_name, make_run, predicted_mask, truth_mask
 
 MODEL = "TinySeg.mlmodel"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 class _Page(HTMLParser):
@@ -156,20 +146,16 @@ def test_write_html_is_atomic_and_utf8(tmp_path: Path) -> None:
 
 # --- headless Chromium -------------------------------------------------------------------
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """The report written once, its DOM as Chromium builds it and a screenshot."""
     if CHROMIUM is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install chromium); cannot check the HTML renders")
+        pytest.skip(SKIP_REASON)
     tmp = tmp_path_factory.mktemp("html")
     path = write_html(tmp / "report.html", make_run(count=3), MemoryImages(count=3))
-    flags = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile'}"]
-    dom = subprocess.run(
-        [*flags, "--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120, check=True
-    ).stdout
+    flags = chromium_command(tmp / "profile")
+    dom = dump_dom(path, tmp / "profile")
     shot = tmp / "shot.png"
     subprocess.run(
         [*flags, f"--screenshot={shot}", "--window-size=1200,1400", "--hide-scrollbars", path.as_uri()],
