@@ -312,7 +312,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     from pytest_coreml_quality.report.terminal import render_table
 
     terminalreporter.write_sep("=", "Core ML model quality")
-    for line in render_table(state.results, width=min(100, terminalreporter._tw.fullwidth if hasattr(terminalreporter, "_tw") else 100)):
+    width = min(100, config.get_terminal_writer().fullwidth)
+    for line in render_table(state.results, width=width):
         terminalreporter.write_line(line)
     for line in state.report_notes:
         terminalreporter.write_line(line)
