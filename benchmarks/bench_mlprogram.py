@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import resource
 import sys
 import tempfile
 import time
@@ -37,11 +36,18 @@ def _cold_load_peak(package: str, cache: str, queue: "mp.Queue[tuple[float, floa
     from pytest_coreml_quality.runtime.base import RuntimeOptions
     from pytest_coreml_quality.runtime.onnx.backend import OnnxBackend
 
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    def status(key: str) -> float:  # kB in /proc/self/status
+        with open("/proc/self/status") as f:
+            return float(next(int(line.split()[1]) for line in f if line.startswith(key)))
+
+    # Peak growth over the loaded spec, as in bench_runtime.py. VmHWM starts afresh at exec;
+    # ru_maxrss does not (it kept the parent's translate peak and reported 0 growth).
     t = time.perf_counter()
-    OnnxBackend(intra_op_threads=2).load(Model.open(package), RuntimeOptions(cache_dir=Path(cache)))
+    model = Model.open(package)
+    before = status("VmRSS:")
+    OnnxBackend(intra_op_threads=2).load(model, RuntimeOptions(cache_dir=Path(cache)))
     elapsed = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = status("VmHWM:")
     queue.put((elapsed, (peak - before) * 1024 / 1e6))
 
 

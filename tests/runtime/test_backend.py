@@ -56,7 +56,8 @@ def test_cold_load_writes_cache_and_warm_load_reuses_it(tiny_model: Path, fresh_
     monkeypatch.setattr(onnx_backend, "translate", lambda m, o: calls.append(1) or real(m, o))
     first = backend.load(model, opts)
     entry = backend.cache_path(model, opts)
-    assert entry.is_file() and entry.parent == fresh_cache / "onnx"
+    assert entry.is_dir() and entry.parent == fresh_cache / "onnx"
+    assert sorted(p.name for p in entry.iterdir()) == [onnx_backend.GRAPH_FILE, onnx_backend.WEIGHTS_FILE]
     assert model.content_hash[:40] in entry.name and onnx_backend.TRANSLATOR_VERSION in entry.name
     second = backend.load(model, opts)
     assert calls == [1]  # the warm load did not translate again
@@ -73,7 +74,7 @@ def test_evict_makes_the_next_load_cold(tiny_model: Path, fresh_cache: Path) -> 
     assert not backend.cache_path(model, opts).exists()
     backend.evict(model, opts)  # evicting twice is fine
     backend.load(model, opts)
-    assert backend.cache_path(model, opts).is_file()
+    assert (backend.cache_path(model, opts) / onnx_backend.GRAPH_FILE).is_file()
 
 
 def test_precisions_have_separate_entries(tiny_model: Path, fresh_cache: Path) -> None:
@@ -89,9 +90,69 @@ def test_a_corrupt_cache_entry_is_rebuilt(tiny_model: Path, fresh_cache: Path) -
     opts = RuntimeOptions(cache_dir=fresh_cache)
     backend = OnnxBackend()
     expected = backend.load(model, opts).predict({"data": _x()})["out"]
-    backend.cache_path(model, opts).write_bytes(b"\x08garbage")
+    (backend.cache_path(model, opts) / onnx_backend.GRAPH_FILE).write_bytes(b"\x08garbage")
     again = backend.load(model, opts).predict({"data": _x()})["out"]
     assert np.array_equal(expected, again)
+
+
+@pytest.mark.parametrize("missing", ["graph", "weights", "both"])
+def test_a_half_present_cache_entry_is_a_miss_and_is_rebuilt(tiny_model: Path, fresh_cache: Path, missing: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    model = Model.open(tiny_model)
+    opts = RuntimeOptions(cache_dir=fresh_cache)
+    backend = OnnxBackend()
+    expected = backend.load(model, opts).predict({"data": _x()})["out"]
+    entry = backend.cache_path(model, opts)
+    if missing in ("graph", "both"):
+        (entry / onnx_backend.GRAPH_FILE).unlink()
+    if missing in ("weights", "both"):
+        (entry / onnx_backend.WEIGHTS_FILE).unlink()
+    calls = []
+    real = onnx_backend.translate
+    monkeypatch.setattr(onnx_backend, "translate", lambda m, o: calls.append(1) or real(m, o))
+    again = backend.load(model, opts).predict({"data": _x()})["out"]
+    assert calls == [1]  # rebuilt, not trusted
+    assert np.array_equal(expected, again)
+    assert sorted(p.name for p in entry.iterdir()) == [onnx_backend.GRAPH_FILE, onnx_backend.WEIGHTS_FILE]
+
+
+def test_a_build_killed_midway_leaves_no_entry(tiny_model: Path, fresh_cache: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash after the graph is written but before the entry is renamed into place."""
+    model = Model.open(tiny_model)
+    opts = RuntimeOptions(cache_dir=fresh_cache)
+    backend = OnnxBackend()
+    real = backend._session_options
+
+    def boom(level: str):
+        if level == "ORT_ENABLE_EXTENDED":
+            raise KeyboardInterrupt  # like a kill during the onnxruntime optimisation
+        return real(level)
+
+    monkeypatch.setattr(backend, "_session_options", boom)
+    with pytest.raises(KeyboardInterrupt):
+        backend.load(model, opts)
+    entry = backend.cache_path(model, opts)
+    assert not entry.exists()
+    assert [p.name for p in (fresh_cache / "onnx").iterdir() if not p.name.endswith(".lock")] == []
+    monkeypatch.undo()
+    assert backend.load(model, opts).predict({"data": _x()})["out"].shape == (3, 4, 4)
+
+
+def test_external_weights_are_used_for_large_initializers(tmp_path: Path, fresh_cache: Path) -> None:
+    b = NeuralNetworkBuilder([("data", datatypes.Array(4, 4, 4))], [("out", datatypes.Array(16, 4, 4))])
+    w = np.random.default_rng(0).standard_normal((3, 3, 4, 16)).astype(np.float32)  # 2.3 kB, Core ML's HWIO
+    b.add_convolution("conv", 4, 16, 3, 3, 1, 1, "same", 1, w, None, False, input_name="data", output_name="out")
+    model = Model.open(_save(b, tmp_path / "wide.mlmodel"))
+    opts = RuntimeOptions(cache_dir=fresh_cache)
+    backend = OnnxBackend()
+    x = np.random.default_rng(2).standard_normal((4, 4, 4)).astype(np.float32)
+    out = backend.load(model, opts).predict({"data": x})["out"]
+    entry = backend.cache_path(model, opts)
+    assert (entry / onnx_backend.WEIGHTS_FILE).stat().st_size >= w.nbytes
+    assert (entry / onnx_backend.GRAPH_FILE).stat().st_size < w.nbytes
+    warm = OnnxBackend().load(model, opts).predict({"data": x})["out"]
+    assert np.array_equal(out, warm)
 
 
 def test_outputs_match_a_direct_numpy_computation(tiny_model: Path, fresh_cache: Path) -> None:
@@ -127,7 +188,8 @@ def test_unsupported_layers_are_all_listed_before_prediction(tmp_path: Path, fre
     assert "exotic.mlmodel" in text
     assert "'custom' (layer 'fancy')" in text and "'sequenceRepeat' (layer 'repeat')" in text
     assert "relu" not in text.split("expected")[0]  # supported layers are not reported
-    assert not list((fresh_cache / "onnx").glob("*.onnx")) if (fresh_cache / "onnx").exists() else True
+    if (fresh_cache / "onnx").exists():  # no entry, no leftover scratch directory
+        assert [p.name for p in (fresh_cache / "onnx").iterdir() if not p.name.endswith(".lock")] == []
 
 
 def test_truncated_mlmodel_is_a_format_error(tiny_model: Path, tmp_path: Path) -> None:

@@ -1,9 +1,13 @@
 """The ``onnx`` backend: Core ML spec -> ONNX graph -> onnxruntime, with an on-disk cache.
 
 The translated, onnxruntime-optimised graph is this backend's "compiled model": it is
-cached under ``<cache_dir>/onnx/`` keyed by the model's content hash, the translator
-version and the options, written atomically under a build lock, so a warm load only
-deserialises it (like Core ML reusing a compiled ``.mlmodelc``).
+cached under ``<cache_dir>/onnx/<key>/`` keyed by the model's content hash, the translator
+version and the options, so a warm load only deserialises it (like Core ML reusing a
+compiled ``.mlmodelc``). An entry is a directory holding the graph (``model.onnx``) and its
+weights as ONNX external data (``weights.bin``): the translated graph is never serialised
+into one in-memory buffer, which kept a second copy of every weight during a cold load.
+The directory is built in a scratch directory under a build lock and renamed into place in
+one step; an entry missing either file counts as a miss and is rebuilt.
 """
 
 from __future__ import annotations
@@ -29,7 +33,12 @@ from pytest_coreml_quality.runtime.onnx.neuralnetwork import (
 )
 
 # Bump whenever a translation changes its output: old cache entries then stop matching.
-TRANSLATOR_VERSION = "nn1"
+TRANSLATOR_VERSION = "nn2"  # nn2: cache entry is a directory (graph + external weights)
+
+GRAPH_FILE = "model.onnx"
+WEIGHTS_FILE = "weights.bin"
+# Initializers at least this large go to WEIGHTS_FILE; small ones (shapes, scalars) stay inline.
+_EXTERNAL_MIN_BYTES = 1024
 
 Translator = Callable[[Model, GraphBuilder], Any]
 
@@ -75,6 +84,11 @@ def translate(model: Model, options: RuntimeOptions) -> Any:
 
 def _graph_name(model: Model) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in model.path.stem) or "coreml"
+
+
+def _complete(entry: Path) -> bool:
+    """A usable cache entry has both files; anything else (e.g. a stray half entry) is a miss."""
+    return (entry / GRAPH_FILE).is_file() and (entry / WEIGHTS_FILE).is_file()
 
 
 class OnnxPredictor:
@@ -126,24 +140,24 @@ class OnnxBackend:
         options = options or RuntimeOptions()
         root = Path(options.cache_dir) if options.cache_dir else default_cache_dir()
         key = f"{model.content_hash[:40]}-{translator_version(model)}-{options.cache_key()}"
-        return root / "onnx" / f"{key}.onnx"
+        return root / "onnx" / key
 
     def load(self, model: Model, options: RuntimeOptions | None = None) -> OnnxPredictor:
         options = options or RuntimeOptions()
-        path = self.cache_path(model, options)
-        if not path.is_file():
-            with build_lock(path):
-                if not path.is_file():  # another worker may have built it while we waited
-                    self._build(model, options, path)
+        entry = self.cache_path(model, options)
+        if not _complete(entry):
+            with build_lock(entry):
+                if not _complete(entry):  # another worker may have built it while we waited
+                    self._build(model, options, entry)
+        graph = entry / GRAPH_FILE
         try:
-            session = self._session(path)
+            session = self._session(graph)
         except Exception:
             # A cache entry we cannot read (disk trouble, an onnxruntime upgrade): rebuild once.
-            with build_lock(path):
-                remove_path(path)
-                self._build(model, options, path)
-            session = self._session(path)
-        return OnnxPredictor(model, session, path, options)
+            with build_lock(entry):
+                self._build(model, options, entry)
+            session = self._session(graph)
+        return OnnxPredictor(model, session, graph, options)
 
     def evict(self, model: Model, options: RuntimeOptions | None = None) -> None:
         path = self.cache_path(model, options)
@@ -168,21 +182,43 @@ class OnnxBackend:
         return ort.InferenceSession(str(path), self._session_options("ORT_ENABLE_ALL"),
                                     providers=["CPUExecutionProvider"])
 
-    def _build(self, model: Model, options: RuntimeOptions, path: Path) -> None:
+    def _build(self, model: Model, options: RuntimeOptions, entry: Path) -> None:
+        """Translate, optimise and write the entry directory; the caller holds the build lock.
+
+        Memory: the translated proto is written to a scratch file with its weights as
+        external data (one tensor at a time, each proto tensor's bytes dropped once written)
+        and freed before onnxruntime reads it back, so no complete serialised copy of the
+        graph ever exists in memory; onnxruntime streams the optimised weights to
+        ``weights.bin`` itself.
+        """
+        import onnx
         import onnxruntime as ort
 
-        data = translate(model, options).SerializeToString()  # the proto is freed right away
-        with atomic_output(path) as tmp:
+        remove_path(entry)  # a half-present or unreadable entry: start from nothing
+        with atomic_output(entry) as tmp:
+            tmp.mkdir()
+            # The unoptimised graph lives in the scratch directory, removed with it.
+            source = tmp.parent / "translated.onnx"
+            proto = translate(model, options)
+            onnx.save_model(proto, str(source), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location="translated.weights", size_threshold=_EXTERNAL_MIN_BYTES)
+            del proto
             so = self._session_options("ORT_ENABLE_EXTENDED")
-            so.optimized_model_filepath = str(tmp)
+            so.optimized_model_filepath = str(tmp / GRAPH_FILE)
+            so.add_session_config_entry("session.optimized_model_external_initializers_file_name", WEIGHTS_FILE)
+            so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes",
+                                        str(_EXTERNAL_MIN_BYTES))
             try:
-                ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+                ort.InferenceSession(str(source), so, providers=["CPUExecutionProvider"])
             except Exception as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise ModelFormatError(
                     f"its translated graph is rejected by onnxruntime ({first})", path=model.path,
                     expected="layer parameters and shapes that agree with each other",
                 ) from None
-            del data
-            if not tmp.is_file() or os.path.getsize(tmp) == 0:
+            graph = tmp / GRAPH_FILE
+            if not graph.is_file() or os.path.getsize(graph) == 0:
                 raise ModelFormatError("onnxruntime wrote no optimised graph", path=model.path)
+            # A graph with only small initializers has no weights: an empty file keeps the
+            # "both files present" completeness rule uniform.
+            (tmp / WEIGHTS_FILE).touch(exist_ok=True)
