@@ -25,7 +25,7 @@ EXIF_ORIENTATION = 0x0112
 MAX_MODEL_BYTES = 5 * 1024 * 1024
 INPUT_SIZE = 128
 
-IMAGE_MODELS = ("TinySeg.mlmodel", "TinySeg.mlpackage")
+IMAGE_MODELS = ("TinySeg.mlmodel", "TinySeg.mlpackage", "TinySeg18.mlpackage")
 ARRAY_MODELS = ("TinySegArray.mlmodel", "TinySegArray.mlpackage")
 ALL_MODELS = IMAGE_MODELS + ARRAY_MODELS
 
@@ -178,6 +178,30 @@ def test_neuralnetwork_image_model_scales_pixels_to_minus_half_plus_half(ct: Mod
     scaler = pre.scaler
     assert scaler.channelScale == pytest.approx(1 / 255, rel=1e-6)
     assert (scaler.redBias, scaler.greenBias, scaler.blueBias) == pytest.approx((-0.5, -0.5, -0.5))
+
+
+@pytest.mark.parametrize(
+    ("name", "spec_version", "opset"),
+    [("TinySeg.mlpackage", 7, "CoreML6"), ("TinySegArray.mlpackage", 7, "CoreML6"), ("TinySeg18.mlpackage", 9, "CoreML8")],
+)
+def test_ml_programs_target_ios16_or_ios18(ct: ModuleType, name: str, spec_version: int, opset: str) -> None:
+    """The iOS16 packages (spec 7) and TinySeg18.mlpackage, converted for iOS18 (spec 9)."""
+    spec = ct.utils.load_spec(str(MODELS / name))
+    assert spec.WhichOneof("Type") == "mlProgram"
+    assert spec.specificationVersion == spec_version
+    assert {f.opset for f in spec.mlProgram.functions.values()} == {opset}
+
+
+def test_ios18_package_is_the_ios16_image_model_retargeted(ct: ModuleType) -> None:
+    """Same network, signature, descriptions and fp16 weights as TinySeg.mlpackage."""
+    ios16 = ct.utils.load_spec(str(MODELS / "TinySeg.mlpackage"))
+    ios18 = ct.utils.load_spec(str(MODELS / "TinySeg18.mlpackage"))
+    assert ios18.description.input == ios16.description.input
+    assert ios18.description.output == ios16.description.output
+    assert "iOS18" in ios18.description.metadata.shortDescription
+    assert "conversion_date" not in str(dict(ios18.description.metadata.userDefined))
+    weights = "Data/com.apple.CoreML/weights/weight.bin"
+    assert (MODELS / "TinySeg18.mlpackage" / weights).read_bytes() == (MODELS / "TinySeg.mlpackage" / weights).read_bytes()
 
 
 @pytest.mark.parametrize("name", ARRAY_MODELS)

@@ -52,6 +52,7 @@ def tinyseg_result(golden_set: Dataset, onnx_backend, fixture_model, runtime_opt
     [
         ("TinySeg.mlmodel", "0..1"),
         ("TinySeg.mlpackage", "0..1"),
+        ("TinySeg18.mlpackage", "0..1"),
         ("TinySegArray.mlmodel", "-0.5..0.5"),
         ("TinySegArray.mlpackage", "-0.5..0.5"),
     ],

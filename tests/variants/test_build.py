@@ -9,7 +9,14 @@ import pytest
 
 from pytest_coreml_quality.errors import RecipeError
 from pytest_coreml_quality.model import Model
-from pytest_coreml_quality.variants import Variant, build_variant, parse_recipe, parse_recipes, weight_summary
+from pytest_coreml_quality.variants import (
+    Variant,
+    build_variant,
+    parse_recipe,
+    parse_recipes,
+    weight_summary,
+)
+from pytest_coreml_quality.variants.recipes import Prune
 from tests.variants.conftest import fixture_model, mlprogram_weights, nn_weights, quiet
 
 # recipe -> the most bits per weight it may spend (scales, LUTs, masks and the small
@@ -20,13 +27,23 @@ NN_RECIPES = {
     "q4-kmeans": 5.5, "q2-kmeans": 3.5, "q4-lut": 5.5, "q8-lut": 9.5, "q8-sym": 9.5,
 }  # fmt: skip
 ML_RECIPES = {
-    "int8": 9.0, "int8-sym": 9.0, "int8-pertensor": 9.0, "int4": 5.0, "int4-sym-block32": 5.0,
+    "int8": 9.0, "int8-sym": 9.0, "int8-pertensor": 9.0, "int4": 5.0, "int4-sym": 5.0,
+    "int4-block32": 5.0, "int4-sym-block32": 5.0, "int8-block32": 9.0,
     "pal1": 2.0, "pal2": 3.0, "pal3": 4.0, "pal4": 5.0, "pal6": 7.0, "pal8-uniform": 9.0,  # k-means pal8 is slow
     "pal4-uniform": 5.0, "pal4-group16": 5.0, "pal4-int8lut": 5.0,
     "prune25": 14.0, "prune50": 10.0, "prune75": 6.0, "prune50-block4": 10.0, "prune2:4": 10.0,
     "prune50+pal4": 4.0, "prune50+int8": 6.0, "prune50+pal4-int8lut": 4.0,
 }  # fmt: skip
-COMPRESSED_CONVS = ("conv1", "conv2")  # the tiny models' layers above weight_threshold
+WEIGHT_THRESHOLD = 2048  # coremltools compresses only tensors with more elements (the tiny
+# models' conv1 and conv2; every TinySeg conv but the first and the 1-channel head)
+# The committed iOS18 fixture (fixtures/make_fixtures.py) and the recipes it must take: every
+# recipe of the table above that needs iOS18 (a few seconds of k-means in all).
+IOS18_FIXTURE = "TinySeg18.mlpackage"
+IOS18_RECIPES = [text for text in ML_RECIPES if parse_recipe(text).ios18_reason()]
+# On TinySeg18 the joint prune recipes spend more than on the tiny model (measured with
+# coremltools 9: 4.47, 7.87 and 4.47 bits per weight; every tensor above the threshold is
+# jointly compressed, the sparse layouts just cost more on this network).
+IOS18_FIXTURE_BITS = ML_RECIPES | {"prune50+pal4": 5.0, "prune50+int8": 8.5, "prune50+pal4-int8lut": 5.0}
 
 
 @pytest.fixture(scope="session")
@@ -121,16 +138,37 @@ def test_neural_network_variants_on_the_fixture_models(shared_cache: Path) -> No
 
 
 @pytest.fixture(scope="session")
-def base_ml_weights(mlprogram_model: Model) -> dict:
-    return mlprogram_weights(mlprogram_model.path)
+def ml_bases(request: pytest.FixtureRequest) -> dict[str, tuple[Model, dict]]:
+    """Per base name: the ML Program and its decompressed weights, loaded once."""
+    return {}
 
 
-@pytest.mark.parametrize("text", list(ML_RECIPES))
-def test_ml_program_recipe(mlprogram_model: Model, base_ml_weights: dict, shared_cache: Path, text: str) -> None:
+def _ml_base(name: str, request: pytest.FixtureRequest) -> tuple[Model, dict]:
+    bases = request.getfixturevalue("ml_bases")
+    if name not in bases:
+        model = request.getfixturevalue("mlprogram_model") if name == "tiny" else fixture_model(name)
+        bases[name] = (model, mlprogram_weights(model.path))
+    return bases[name]
+
+
+def test_the_ios18_recipes_are_the_table_s_ios18_rows() -> None:
+    assert set(IOS18_RECIPES) == {
+        "int4", "int4-sym", "int4-block32", "int4-sym-block32", "int8-block32", "pal3", "pal4-group16",
+        "pal4-int8lut", "prune50+pal4", "prune50+int8", "prune50+pal4-int8lut",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("base_name", "text"),
+    [("tiny", text) for text in ML_RECIPES] + [(IOS18_FIXTURE, text) for text in IOS18_RECIPES],
+)
+def test_ml_program_recipe(base_name: str, shared_cache: Path, text: str, request: pytest.FixtureRequest) -> None:
+    mlprogram_model, base_ml_weights = _ml_base(base_name, request)
     variant = build_variant(mlprogram_model, text, shared_cache)
     _check_loads_like(mlprogram_model, variant)
-    assert variant.bits_per_weight <= ML_RECIPES[text]
-    assert variant.ratio <= ML_RECIPES[text] / 16 + 0.1
+    max_bits = (ML_RECIPES if base_name == "tiny" else IOS18_FIXTURE_BITS)[text]
+    assert variant.bits_per_weight <= max_bits
+    assert variant.ratio <= max_bits / 16 + 0.1
     got = mlprogram_weights(variant.path)
     weight_keys = {k for k in base_ml_weights if k[1] == "weight"}
     assert weight_keys <= got.keys()
@@ -138,11 +176,16 @@ def test_ml_program_recipe(mlprogram_model: Model, base_ml_weights: dict, shared
     for key in weight_keys:
         original, values = base_ml_weights[key], got[key]
         assert values.shape == original.shape
-        if not key[0].startswith(COMPRESSED_CONVS):
+        if original.size <= WEIGHT_THRESHOLD:
             np.testing.assert_array_equal(values, original)  # below weight_threshold: untouched
             continue
         for step in recipe.steps:
             _check_step(step, original, values, alone=len(recipe.steps) == 1)
+    if any(isinstance(step, Prune) and step.n_m is None for step in recipe.steps):
+        compressed = [key for key in weight_keys if base_ml_weights[key].size > WEIGHT_THRESHOLD]
+        dense = [key for key in compressed if (got[key] == 0).mean() < 0.05]
+        # All pruned on the tiny model; coremltools 9 leaves 3 of TinySeg18's 13 dense.
+        assert len(dense) <= (0 if base_name == "tiny" else 3), dense
 
 
 def _check_step(step: object, original: np.ndarray, values: np.ndarray, alone: bool) -> None:
@@ -156,6 +199,12 @@ def _check_step(step: object, original: np.ndarray, values: np.ndarray, alone: b
             groups = zeros.reshape(out_channels, -1, m, *original.shape[2:])  # m consecutive input channels
             assert groups.sum(axis=2).min() >= n
         else:
+            if zeros.mean() < 0.05:
+                # coremltools' magnitude pruner left this tensor dense (on TinySeg18 the three
+                # biggest convs, alone and in joint recipes; test_ml_program_recipe bounds how many)
+                if alone:
+                    np.testing.assert_array_equal(values, original)
+                return
             assert zeros.mean() >= step.percent / 100 - 0.01
         if alone:  # in a joint recipe the kept weights are quantized further
             kept = ~zeros
@@ -170,6 +219,12 @@ def _check_step(step: object, original: np.ndarray, values: np.ndarray, alone: b
         if step.granularity == "per_tensor":
             blocks = values.reshape(1, -1)
         elif step.granularity == "per_block":
+            if original.shape[1] % step.block_size:
+                # coremltools leaves a tensor whose input channels the block size does not
+                # divide as it is (TinySeg's 16- and 48-channel convs), with a warning.
+                if alone:
+                    np.testing.assert_array_equal(values, original)
+                return
             # A block is block_size consecutive input channels of one output channel.
             blocks = values.reshape(-1, step.block_size * int(np.prod(original.shape[2:])))
         else:
