@@ -15,6 +15,7 @@ import numpy as np
 from onnx import TensorProto
 
 from pytest_coreml_quality.runtime.onnx.builder import GraphBuilder
+from pytest_coreml_quality.runtime.onnx.handlers import registrar
 from pytest_coreml_quality.runtime.onnx.mil_weights import WEIGHT_OPS, decompress_op
 
 Handler = Callable[["MilContext", Any], "str | list[str] | None"]
@@ -22,17 +23,8 @@ Handler = Callable[["MilContext", Any], "str | list[str] | None"]
 MIL_OPS: dict[str, Handler] = {}
 
 
-def mil_op(*names: str) -> Callable[[Handler], Handler]:
-    """Register a handler for one or more MIL op types."""
-
-    def register(fn: Handler) -> Handler:
-        for name in names:
-            if name in MIL_OPS:
-                raise ValueError(f"MIL op {name!r} registered twice")
-            MIL_OPS[name] = fn
-        return fn
-
-    return register
+#: ``@mil_op("conv")``: register a handler for one or more MIL op types.
+mil_op = registrar(MIL_OPS, "MIL op")
 
 
 def is_supported(op_type: str) -> bool:

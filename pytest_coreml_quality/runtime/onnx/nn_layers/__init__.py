@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from pytest_coreml_quality.runtime.onnx.handlers import registrar
 from pytest_coreml_quality.runtime.onnx.nn_layers.context import LayerContext
 
 Handler = Callable[[LayerContext, Any, list[str]], "str | list[str]"]
@@ -17,17 +18,8 @@ Handler = Callable[[LayerContext, Any, list[str]], "str | list[str]"]
 HANDLERS: dict[str, Handler] = {}
 
 
-def nn_layer(*layer_types: str) -> Callable[[Handler], Handler]:
-    """Register ``fn`` as the translation of the given ``NeuralNetworkLayer`` oneof names."""
-
-    def register(fn: Handler) -> Handler:
-        for t in layer_types:
-            if t in HANDLERS:
-                raise ValueError(f"layer type {t!r} registered twice")
-            HANDLERS[t] = fn
-        return fn
-
-    return register
+#: ``@nn_layer("convolution")``: register the translation of ``NeuralNetworkLayer`` oneof names.
+nn_layer = registrar(HANDLERS, "layer type")
 
 
 def _load_handlers() -> None:
