@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_coreml_quality.errors import CoreMLQualityError
 from pytest_coreml_quality.model import Model
-from pytest_coreml_quality.results import CheckOutcome, ModelResults, RunResults, VariantResult, tool_versions
+from pytest_coreml_quality.report.figures import worst_images
+from pytest_coreml_quality.results import (
+    CheckOutcome,
+    ModelResults,
+    RunResults,
+    VariantResult,
+    tool_versions,
+)
 from pytest_coreml_quality.runtime.base import Backend, RuntimeOptions
 from pytest_coreml_quality.settings import THRESHOLDS, Settings
 
@@ -203,8 +210,9 @@ class QualitySession:
         per_image = {sid: dict(scores.values) for sid, scores in ev.per_image.items()}
         drift: dict[str, float] = {}
         if recipe != BASE:
-            drift = dict(ev.drift(self.evaluation(model_key, BASE)).summary)
-            for sid, scores in ev.drift(self.evaluation(model_key, BASE)).per_image.items():
+            against_base = ev.drift(self.evaluation(model_key, BASE))
+            drift = dict(against_base.summary)
+            for sid, scores in against_base.per_image.items():
                 per_image.setdefault(sid, {}).update({f"drift_{k}": v for k, v in scores.values.items()})
         result = self.results.models[model_key].variant(recipe)
         with self._lock:
@@ -255,7 +263,7 @@ class QualitySession:
             passed = value <= bound.value if bound.op == "<=" else value >= bound.value
             outcome = CheckOutcome(check=kind, metric=bound.metric, value=value, bound=bound.value, op=bound.op, passed=passed)
             if not passed:
-                outcome.worst = worst_images(result, bound.metric, bound.op)
+                outcome.worst = worst_images(result.per_image, bound.metric)
             outcomes.append(outcome)
         with self._lock:
             judged = {(o.metric, o.op) for o in outcomes}
@@ -291,10 +299,3 @@ def figure(result: VariantResult, metric: str) -> float | None:
     if metric.startswith("drift_"):
         return result.drift.get(metric[len("drift_") :])
     return result.metrics.get(metric)
-
-
-def worst_images(result: VariantResult, metric: str, op: str, count: int = 5) -> list[tuple[str, float]]:
-    """The images that pull ``metric`` the wrong way: highest for '<=' bounds, lowest for '>='."""
-    values = [(name, v[metric]) for name, v in result.per_image.items() if metric in v]
-    values.sort(key=lambda item: item[1], reverse=(op == "<="))
-    return values[:count]
