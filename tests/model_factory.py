@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +10,9 @@ def convert_quietly(*args: Any, **kwargs: Any) -> Any:
     """``coremltools.convert`` without its progress bars and per-pass chatter."""
     import coremltools as ct
 
-    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
+    from pytest_coreml_quality.variants.quiet import quiet_coremltools
+
+    with quiet_coremltools():
         return ct.convert(*args, **kwargs)
 
 
