@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
-from pytest_coreml_quality.errors import CoreMLQualityError
+from pytest_coreml_quality.items import fail_on_user_error
 from pytest_coreml_quality.model import Model
 from pytest_coreml_quality.results import VariantResult
 from pytest_coreml_quality.session import BASE, QualitySession
@@ -37,12 +37,12 @@ class VariantHandle:
     @property
     def model(self) -> Model:
         """The variant's own model file (the base model for ``base``)."""
-        return _user_step(lambda: self.session.variant_model(self.model_key, self.recipe))
+        return fail_on_user_error(lambda: self.session.variant_model(self.model_key, self.recipe))
 
     @property
     def result(self) -> VariantResult:
         """Size, ratio and weight summary (building the variant if needed)."""
-        _user_step(lambda: self.session.variant(self.model_key, self.recipe))
+        fail_on_user_error(lambda: self.session.variant(self.model_key, self.recipe))
         return self.session.results.models[self.model_key].variant(self.recipe)
 
     @property
@@ -57,11 +57,11 @@ class VariantHandle:
 
     def predictions(self) -> dict[str, np.ndarray]:
         """Image id -> predicted mask (float32 in [0, 1], the photo's size)."""
-        return _user_step(lambda: self.session.evaluation(self.model_key, self.recipe).predictions)
+        return fail_on_user_error(lambda: self.session.evaluation(self.model_key, self.recipe).predictions)
 
     def metrics(self) -> VariantResult:
         """Metrics vs ground truth (``.metrics``), drift vs base (``.drift``), per image (``.per_image``)."""
-        return _user_step(lambda: self.session.quality(self.model_key, self.recipe))
+        return fail_on_user_error(lambda: self.session.quality(self.model_key, self.recipe))
 
     def __repr__(self) -> str:
         return f"<coreml variant {self.model_key} [{self.recipe}]>"
@@ -87,13 +87,6 @@ def _active(request: pytest.FixtureRequest) -> QualitySession:
     if session is None or not session.models:
         pytest.skip("no Core ML model given: pass --coreml-model=PATH or set coreml_model in the ini file")
     return session
-
-
-def _user_step(step: Any) -> Any:
-    try:
-        return step()
-    except CoreMLQualityError as exc:
-        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture(scope="session")

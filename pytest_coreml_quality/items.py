@@ -13,7 +13,11 @@ from typing import Any
 import pytest
 
 from pytest_coreml_quality.errors import CoreMLQualityError
-from pytest_coreml_quality.loadtime import PLAIN_TIMER, time_plainly, time_with_benchmark
+from pytest_coreml_quality.loadtime import (
+    PLAIN_TIMER,
+    time_plainly,
+    time_with_benchmark,
+)
 from pytest_coreml_quality.results import CheckOutcome, VariantResult
 from pytest_coreml_quality.session import BASE, QualitySession
 
@@ -73,7 +77,7 @@ def _check_function(model_key: str, recipe: str, check: str) -> Callable[..., No
 
         def size(request: pytest.FixtureRequest) -> None:
             state = _state(request)
-            _guard(lambda: state.variant(model_key, recipe))
+            fail_on_user_error(lambda: state.variant(model_key, recipe))
             _finish(request, state, model_key, recipe, "size")
 
         return size
@@ -84,7 +88,7 @@ def _check_function(model_key: str, recipe: str, check: str) -> Callable[..., No
             state = _state(request)
             if state.dataset is None:
                 pytest.skip("no golden set: pass --coreml-dataset=DIR (or set coreml_dataset) to measure quality")
-            _guard(lambda: state.quality(model_key, recipe))
+            fail_on_user_error(lambda: state.quality(model_key, recipe))
             _finish(request, state, model_key, recipe, "quality")
 
         return quality
@@ -110,14 +114,14 @@ def _check_function(model_key: str, recipe: str, check: str) -> Callable[..., No
 
 def measure_load(state: QualitySession, model_key: str, recipe: str, kind: str, benchmark: Any | None) -> float:
     """Time ``kind`` loads of a variant, record them, and return the median in seconds."""
-    model = _guard(lambda: state.variant_model(model_key, recipe))
-    backend = _guard(state.backend)
+    model = fail_on_user_error(lambda: state.variant_model(model_key, recipe))
+    backend = fail_on_user_error(state.backend)
     options = state.runtime_options()
     rounds = state.settings.load_rounds
     if benchmark is not None:
-        seconds, timer = _guard(lambda: time_with_benchmark(benchmark, backend, model, options, kind, rounds))  # type: ignore[arg-type]
+        seconds, timer = fail_on_user_error(lambda: time_with_benchmark(benchmark, backend, model, options, kind, rounds))  # type: ignore[arg-type]
     else:
-        seconds, timer = _guard(lambda: time_plainly(backend, model, options, kind, rounds)), PLAIN_TIMER  # type: ignore[arg-type]
+        seconds, timer = fail_on_user_error(lambda: time_plainly(backend, model, options, kind, rounds)), PLAIN_TIMER  # type: ignore[arg-type]
     result = state.results.models[model_key].variant(recipe)
     result.load.timer = timer
     setattr(result.load, f"{kind}_s", seconds)
@@ -130,7 +134,7 @@ def _state(request: pytest.FixtureRequest) -> QualitySession:
     return request.config.stash[SESSION_KEY]
 
 
-def _guard(step: Callable[[], Any]) -> Any:
+def fail_on_user_error(step: Callable[[], Any]) -> Any:
     """Run a core step; a user-caused error fails the item with its message, no traceback."""
     try:
         return step()
@@ -172,4 +176,4 @@ def failure_message(model_key: str, recipe: str, failed: list[CheckOutcome]) -> 
     return "\n".join(lines)
 
 
-__all__ = ["BASE", "CHECKS", "CoreMLModelCollector", "failure_message", "make_collectors", "measure_load"]
+__all__ = ["BASE", "CHECKS", "CoreMLModelCollector", "fail_on_user_error", "failure_message", "make_collectors", "measure_load"]
