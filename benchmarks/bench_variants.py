@@ -87,7 +87,7 @@ def main() -> None:
 def run(args: argparse.Namespace, work: Path) -> None:
     from pytest_coreml_quality.model import Model
     from pytest_coreml_quality.variants import build_variant
-    from pytest_coreml_quality.variants.quiet import quiet_coremltools
+    from pytest_coreml_quality.quiet import quiet_coremltools
 
     model_path = args.model or (ISNET if ISNET.exists() else isnet_sized_model(work / "ISNetSized.mlmodel"))
     model = Model.open(model_path)

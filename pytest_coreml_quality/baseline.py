@@ -17,10 +17,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pytest_coreml_quality.errors import CoreMLQualityError
-from pytest_coreml_quality.report.figures import UNBOUNDED, higher_is_better
+from pytest_coreml_quality import catalogue
 from pytest_coreml_quality.cachefs import atomic_write_text
-from pytest_coreml_quality.report.json_report import encode_floats, load_json_object
+from pytest_coreml_quality.errors import CoreMLQualityError
+from pytest_coreml_quality.jsonio import encode_floats, load_json_object
 from pytest_coreml_quality.results import (
     SCHEMA_VERSION,
     LoadTimes,
@@ -57,32 +57,20 @@ class Tolerances:
                     f"tolerance {value!r}", field=f"coreml_baseline_tolerance_{f.name}", expected="a number >= 0"
                 )
 
-    def allowed(self, figure: str, old: float) -> float:
-        """The largest worsening of ``figure`` (from ``old``) that still passes."""
-        if figure == "size_bytes":
-            return self.size * abs(old)
-        if figure in ("cold_load_s", "warm_load_s"):
-            return self.load * abs(old)
-        name = figure.removeprefix("drift.")
-        if name == "loss255":
-            return self.metric * 255.0
-        if name in UNBOUNDED:
+    def allowed(self, key: str, old: float) -> float:
+        """The largest worsening of figure ``key`` (from ``old``) that still passes.
+
+        Sizes and load times are relative; metrics absolute, scaled by the figure's span
+        (255 for loss255), or relative to the old value for unbounded ones (PSNR, HCE).
+        """
+        figure = catalogue.get(key)
+        relative = {"size": self.size, "load": self.load}.get(figure.family if figure else "")
+        if relative is not None:
+            return relative * abs(old)
+        span = figure.span if figure is not None else 1.0
+        if span is None:
             return self.metric * abs(old) if math.isfinite(old) else 0.0
-        return self.metric
-
-
-def parse_tolerance(text: str | float | None, key: str, default: float) -> float:
-    """An ini/option value such as "0.01", "1%" or "" (default) as a non-negative float."""
-    if text is None or (isinstance(text, str) and not text.strip()):
-        return default
-    raw = str(text).strip()
-    try:
-        value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
-    except ValueError:
-        raise CoreMLQualityError(f"cannot read {raw!r}", field=key, expected="a number such as 0.01 or 1%") from None
-    if not math.isfinite(value) or value < 0:
-        raise CoreMLQualityError(f"{raw!r} is negative or not finite", field=key, expected="a number >= 0")
-    return value
+        return self.metric * span
 
 
 @dataclass(frozen=True)
@@ -91,7 +79,7 @@ class BaselineDiff:
 
     model: str
     variant: str
-    metric: str  # "size_bytes", "cold_load_s", "warm_load_s", a metric name, or "drift.<name>"
+    metric: str  # a catalogue key: "size_mb", "iou", "drift_mae", "cold_load_s", ...
     old: float
     new: float
     allowed: float  # the largest worsening that passes
@@ -113,6 +101,7 @@ class BaselineComparison:
     baseline_path: str
     diffs: list[BaselineDiff] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    not_compared: dict[tuple[str, str], str] = field(default_factory=dict)  # (model, variant) -> why
 
     @property
     def failures(self) -> list[BaselineDiff]:
@@ -169,6 +158,9 @@ def load_baseline(path: str | os.PathLike[str]) -> tuple[RunResults, dict[str, A
         for f in ("path", "content_hash", "kind", "backend"):
             setattr(model, f, str(m.get(f) or ""))
         model.dataset = m.get("dataset")
+        images = _number(m.get("dataset_images"), path, f"{where}.dataset_images")
+        model.dataset_images = None if images is None else int(images)
+        model.dataset_hash = str(m.get("dataset_hash") or "")
         for recipe, v in _expect(m, "variants", dict, path, f"{where}.variants").items():
             model.variants[recipe] = _variant(recipe, v, path, f"{where}.variants.{recipe}")
         run.models[name] = model
@@ -223,35 +215,40 @@ def compare_to_baseline(
 ) -> BaselineComparison:
     """Compare every figure of ``run`` with the baseline at ``baseline_path``.
 
-    Returns the differences (better ones too, with ``failed`` False) and warnings: a model
-    whose hash differs from the baseline's, variants or metrics only one side has, and
-    tool versions that changed. Raises :class:`CoreMLQualityError` for a missing or
-    malformed baseline file.
+    Returns the differences (better ones too, with ``failed`` False), warnings (a model
+    whose hash differs from the baseline's, another golden set, figures only one side
+    has, tool versions that changed) and, per variant, what could not be compared at all
+    (``not_compared``: the model or variant is not in the baseline, or no figure is in
+    both). Raises :class:`CoreMLQualityError` for a missing or malformed baseline file.
     """
     tolerances = tolerances or Tolerances()
     old_run, _ = load_baseline(baseline_path)
     out = BaselineComparison(baseline_path=str(baseline_path))
     for name, model in run.models.items():
-        old_model = old_run.models.get(name)
+        old_model = _matching_model(old_run, name, model, out)
         if old_model is None:
-            out.warnings.append(
-                f"{name}: not in baseline {baseline_path} (it has {', '.join(old_run.models) or 'no model'}); "
-                "nothing compared - save a new baseline with --coreml-save-baseline"
+            why = (
+                f"{name} is not in baseline {baseline_path} (it has {', '.join(old_run.models) or 'no model'}, "
+                "and none with this model's content hash); save a new baseline with --coreml-save-baseline"
             )
+            for recipe in model.variants:
+                out.not_compared[(name, recipe)] = why
             continue
-        if old_model.content_hash and model.content_hash and old_model.content_hash != model.content_hash:
-            out.warnings.append(
-                f"{name}: baseline {baseline_path} was saved for a different model file "
-                f"(hash {old_model.content_hash[:12]}, this run {model.content_hash[:12]}); "
-                "its figures may differ for that reason alone - save a new baseline with "
-                "--coreml-save-baseline once the model change is intended"
-            )
+        _note_model_differences(name, model, old_model, baseline_path, out)
         for recipe, result in model.variants.items():
             old = old_model.variants.get(recipe)
             if old is None:
-                out.warnings.append(f"{name}[{recipe}]: no figures in baseline {baseline_path}; not compared")
+                out.not_compared[(name, recipe)] = (
+                    f"{name}[{recipe}] has no figures in baseline {baseline_path} "
+                    f"(it has {', '.join(old_model.variants) or 'no variant'})"
+                )
                 continue
-            out.diffs += _compare_variant(name, recipe, old, result, tolerances, out.warnings)
+            diffs, compared = _compare_variant(name, recipe, old, result, tolerances, out.warnings)
+            out.diffs += diffs
+            if not compared:
+                out.not_compared[(name, recipe)] = (
+                    f"{name}[{recipe}]: no figure was measured both in this run and in baseline {baseline_path}"
+                )
         missing = [r for r in old_model.variants if r not in model.variants]
         if missing:
             out.warnings.append(f"{name}: variants in the baseline but not in this run: {', '.join(missing)}")
@@ -265,44 +262,78 @@ def compare_to_baseline(
     return out
 
 
-def _figures(result: VariantResult) -> dict[str, tuple[float | None, bool | None]]:
-    """Every comparable figure of a variant with its direction (True: higher is better)."""
-    figures: dict[str, tuple[float | None, bool | None]] = {
-        "size_bytes": (None if result.size_bytes is None else float(result.size_bytes), False),
-        "cold_load_s": (result.load.cold_s, False),
-        "warm_load_s": (result.load.warm_s, False),
-    }
-    for k, v in result.metrics.items():
-        figures[k] = (v, higher_is_better(k))
-    for k, v in result.drift.items():
-        figures[f"drift.{k}"] = (v, higher_is_better(k))
-    return figures
+def _matching_model(old_run: RunResults, name: str, model: ModelResults, out: BaselineComparison) -> ModelResults | None:
+    """The baseline's entry for ``model``: by name, else (a renamed file) by content hash."""
+    if name in old_run.models:
+        return old_run.models[name]
+    for old_name, old in old_run.models.items():
+        if model.content_hash and old.content_hash == model.content_hash:
+            out.warnings.append(f"{name}: compared with baseline entry {old_name} (same model content, other file name)")
+            return old
+    return None
+
+
+def _note_model_differences(
+    name: str, model: ModelResults, old_model: ModelResults, baseline_path: Any, out: BaselineComparison
+) -> None:
+    if old_model.content_hash and model.content_hash and old_model.content_hash != model.content_hash:
+        out.warnings.append(
+            f"{name}: baseline {baseline_path} was saved for a different model file "
+            f"(hash {old_model.content_hash[:12]}, this run {model.content_hash[:12]}); "
+            "its figures may differ for that reason alone - save a new baseline with "
+            "--coreml-save-baseline once the model change is intended"
+        )
+    if old_model.dataset_hash and model.dataset_hash and old_model.dataset_hash != model.dataset_hash:
+        count = (
+            f"{old_model.dataset_images} images then, {model.dataset_images} now"
+            if old_model.dataset_images != model.dataset_images
+            else "the same number of images, other content"
+        )
+        out.warnings.append(
+            f"{name}: baseline {baseline_path} was measured on another golden set ({count}); "
+            "quality figures are not comparable - save a new baseline with --coreml-save-baseline"
+        )
+
+
+def _figures(result: VariantResult) -> dict[str, tuple[float | None, bool]]:
+    """Every figure a baseline compares, by catalogue key, with its direction (True: higher is better)."""
+    return {f.key: (f.value(result), f.higher_is_better) for f in catalogue.figures() if f.baseline}
 
 
 def _compare_variant(
     model: str, recipe: str, old: VariantResult, new: VariantResult, tol: Tolerances, warnings: list[str]
-) -> list[BaselineDiff]:
+) -> tuple[list[BaselineDiff], int]:
+    """The differences of one variant and how many figures were compared."""
     diffs: list[BaselineDiff] = []
     old_figures, new_figures = _figures(old), _figures(new)
-    gone = [k for k, (v, _) in old_figures.items() if v is not None and new_figures.get(k, (None, None))[0] is None]
+    load_keys = {f.key for f in catalogue.figures("load")}
+    same_timer = old.load.timer == new.load.timer
+    timed_both = any(old_figures[k][0] is not None and new_figures[k][0] is not None for k in load_keys if k in old_figures)
+    if timed_both and not same_timer:
+        warnings.append(
+            f"{model}[{recipe}]: load times not compared: the baseline's were measured with {old.load.timer}, "
+            f"this run's with {new.load.timer}"
+        )
+    gone = [k for k, (v, _) in old_figures.items() if v is not None and new_figures[k][0] is None]
     # Load figures are absent whenever load items are deselected: not worth a note each time.
-    gone = [k for k in gone if k not in ("cold_load_s", "warm_load_s")]
+    gone = [k for k in gone if k not in load_keys]
     if gone:
         warnings.append(f"{model}[{recipe}]: in the baseline but not measured in this run: {', '.join(gone)}")
+    compared = 0
     for key, (new_value, high_good) in new_figures.items():
-        old_value = old_figures.get(key, (None, None))[0]
-        if old_value is None or new_value is None or old_value == new_value:
+        old_value = old_figures[key][0]
+        if old_value is None or new_value is None or (key in load_keys and not same_timer):
+            continue
+        compared += 1
+        if old_value == new_value:
             continue
         if math.isnan(old_value) or math.isnan(new_value):
             warnings.append(f"{model}[{recipe}] {key}: {old_value} -> {new_value}; not compared")
             continue
         allowed = tol.allowed(key, old_value)
-        if high_good is None:  # unknown direction: any change counts as worse
-            worse, excess = True, abs(new_value - old_value)
-        else:
-            excess = (old_value - new_value) if high_good else (new_value - old_value)
-            worse = excess > 0
+        excess = (old_value - new_value) if high_good else (new_value - old_value)
+        worse = excess > 0
         diffs.append(
             BaselineDiff(model, recipe, key, old_value, new_value, allowed, worse=worse, failed=worse and excess > allowed)
         )
-    return diffs
+    return diffs, compared

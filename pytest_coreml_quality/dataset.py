@@ -360,16 +360,6 @@ def _open_oriented(path: Path, problems: list[str]) -> Image.Image | None:
         return None
 
 
-def load_image(path: Path) -> Image.Image:
-    """Decode an image file as EXIF-oriented 8-bit RGB (raises DatasetError naming the file)."""
-    problems: list[str] = []
-    im = _open_oriented(path, problems)
-    if im is None:
-        _raise(path, problems)
-    assert im is not None
-    return _to_rgb(im)
-
-
 def _to_rgb(im: Image.Image) -> Image.Image:
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         arr = np.asarray(im, dtype=np.float64)

@@ -54,3 +54,15 @@ class DatasetError(CoreMLQualityError):
 
 class BackendUnavailableError(CoreMLQualityError):
     """The requested runtime backend cannot run on this machine."""
+
+
+class SettingError(CoreMLQualityError):
+    """A command-line option or ini key has a value it cannot take (a ``pytest.UsageError``)."""
+
+
+class MarkerError(CoreMLQualityError):
+    """A coreml marker's arguments are unknown or impossible; the message names the test."""
+
+
+class PreprocessError(CoreMLQualityError):
+    """An image cannot be turned into the model's input, or an output into a mask."""

@@ -15,8 +15,9 @@ import pytest
 
 from pytest_coreml_quality.items import fail_on_user_error
 from pytest_coreml_quality.model import Model
-from pytest_coreml_quality.results import VariantResult
-from pytest_coreml_quality.session import BASE, QualitySession
+from pytest_coreml_quality.results import BASE_VARIANT, VariantResult
+from pytest_coreml_quality.session import QualitySession
+from pytest_coreml_quality.stash import session_of
 
 if TYPE_CHECKING:
     from pytest_coreml_quality.dataset import Dataset
@@ -81,9 +82,7 @@ def variant_id(session: QualitySession, param: tuple[str, str]) -> str:
 
 
 def _active(request: pytest.FixtureRequest) -> QualitySession:
-    from pytest_coreml_quality.plugin import SESSION_KEY
-
-    session = request.config.stash.get(SESSION_KEY, None)
+    session = session_of(request.config)
     if session is None or not session.models:
         pytest.skip("no Core ML model given: pass --coreml-model=PATH or set coreml_model in the ini file")
     return session
@@ -101,7 +100,7 @@ def coreml_variant(request: pytest.FixtureRequest, coreml_session: QualitySessio
     param = getattr(request, "param", None)
     if param is None:
         first = coreml_session.key(coreml_session.models[0])
-        param = (first, BASE)
+        param = (first, BASE_VARIANT)
     return VariantHandle(coreml_session, *param)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import warnings
+
 import pytest
 
 from pytest_coreml_quality.errors import CoreMLQualityError
@@ -18,8 +20,10 @@ from pytest_coreml_quality.loadtime import (
     time_plainly,
     time_with_benchmark,
 )
-from pytest_coreml_quality.results import CheckOutcome, VariantResult
-from pytest_coreml_quality.session import BASE, QualitySession
+from pytest_coreml_quality.report.junit import junit_properties
+from pytest_coreml_quality.results import CheckOutcome
+from pytest_coreml_quality.session import QualitySession
+from pytest_coreml_quality.stash import SESSION_KEY
 
 CHECKS = ("size", "quality", "load-cold", "load-warm")
 
@@ -105,11 +109,28 @@ def _check_function(model_key: str, recipe: str, check: str) -> Callable[..., No
         return load
 
     def baseline(request: pytest.FixtureRequest) -> None:
-        from pytest_coreml_quality.plugin import compare_variant_to_baseline
-
         compare_variant_to_baseline(_state(request), model_key, recipe)
 
     return baseline
+
+
+def compare_variant_to_baseline(state: QualitySession, model_key: str, recipe: str) -> None:
+    """The ``baseline[recipe]`` item: fail where a figure got worse than the saved baseline allows,
+    or where nothing could be compared; every gap and caveat becomes a note under the table."""
+    comparison = fail_on_user_error(lambda: state.compare_with_baseline(model_key, recipe))
+    for note in comparison.warnings:
+        line = f"coreml-quality: WARNING: {note}"
+        if line not in state.report_notes:
+            state.report_notes.append(line)
+            warnings.warn(pytest.PytestWarning(f"coreml-quality: {note}"), stacklevel=1)
+    why = comparison.not_compared.get((model_key, recipe))
+    if why is not None:
+        pytest.fail(f"{model_key} [{recipe}]: nothing compared with the baseline: {why}", pytrace=False)
+    failures = comparison.failures
+    if failures:
+        lines = [f"{model_key} [{recipe}]: worse than baseline {state.settings.baseline}"]
+        lines += [f"  {d.describe()}" for d in failures]
+        pytest.fail("\n".join(lines), pytrace=False)
 
 
 def measure_load(state: QualitySession, model_key: str, recipe: str, kind: str, benchmark: Any | None) -> float:
@@ -129,8 +150,6 @@ def measure_load(state: QualitySession, model_key: str, recipe: str, kind: str, 
 
 
 def _state(request: pytest.FixtureRequest) -> QualitySession:
-    from pytest_coreml_quality.plugin import SESSION_KEY
-
     return request.config.stash[SESSION_KEY]
 
 
@@ -139,30 +158,21 @@ def fail_on_user_error(step: Callable[[], Any]) -> Any:
     try:
         return step()
     except CoreMLQualityError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        message = str(exc)
+    # Failing outside the except block: inside it, pytest would print the message twice
+    # ("During handling of the above exception, another exception occurred").
+    pytest.fail(message, pytrace=False)
 
 
 def _finish(request: pytest.FixtureRequest, state: QualitySession, model_key: str, recipe: str, kind: str) -> None:
     """Record figures as JUnit properties, then judge them against the thresholds."""
     result = state.results.models[model_key].variant(recipe)
-    for name, value in junit_figures(result, kind):
+    for name, value in junit_properties(result, kind):
         request.node.user_properties.append((name, value))
     outcomes = state.check(model_key, recipe, kind)
     failed = [o for o in outcomes if not o.passed]
     if failed:
         pytest.fail(failure_message(model_key, recipe, failed), pytrace=False)
-
-
-def junit_figures(result: VariantResult, kind: str) -> list[tuple[str, float]]:
-    """The figures one kind of item measured, as ``coreml.<name>`` properties."""
-    figures: list[tuple[str, Any]] = []
-    if kind == "size":
-        figures = [("size_mb", result.size_mb), ("ratio", result.ratio), ("bits_per_weight", result.bits_per_weight)]
-    elif kind == "quality":
-        figures = [(k, v) for k, v in result.metrics.items()] + [(f"drift_{k}", v) for k, v in result.drift.items()]
-    elif kind == "load":
-        figures = [("cold_load_s", result.load.cold_s), ("warm_load_s", result.load.warm_s), ("load_speedup", result.load.speedup)]
-    return [(f"coreml.{name}", round(float(value), 6)) for name, value in figures if value is not None]
 
 
 def failure_message(model_key: str, recipe: str, failed: list[CheckOutcome]) -> str:
@@ -176,4 +186,4 @@ def failure_message(model_key: str, recipe: str, failed: list[CheckOutcome]) -> 
     return "\n".join(lines)
 
 
-__all__ = ["BASE", "CHECKS", "CoreMLModelCollector", "fail_on_user_error", "failure_message", "make_collectors", "measure_load"]
+__all__ = ["CHECKS", "CoreMLModelCollector", "fail_on_user_error", "failure_message", "make_collectors", "measure_load"]

@@ -10,43 +10,36 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
 from typing import Any
 
-from pytest_coreml_quality.session import Bound
+from pytest_coreml_quality import catalogue
+from pytest_coreml_quality.errors import MarkerError
+from pytest_coreml_quality.thresholds import Bound
 
-# keyword -> (metric, op, lowest allowed, highest allowed)
-_QUALITY = {
-    "max_mae": ("mae", "<=", 0.0, 1.0),
-    "min_iou": ("iou", ">=", 0.0, 1.0),
-    "min_dice": ("dice", ">=", 0.0, 1.0),
-    "min_f": ("max_f", ">=", 0.0, 1.0),
-    "min_s": ("s", ">=", 0.0, 1.0),
-    "min_e": ("adp_e", ">=", 0.0, 1.0),
-    "max_drift": ("drift_mae", "<=", 0.0, 1.0),
-    "max_flip": ("drift_flip_share", "<=", 0.0, 1.0),
-}
-_SIZE = {"max_mb": ("size_mb", "<=", 0.0, math.inf), "max_ratio": ("ratio", "<=", 0.0, math.inf)}
-_LOAD = {
-    "max_cold_s": ("cold_s", "<=", 0.0, math.inf),
-    "max_warm_s": ("warm_s", "<=", 0.0, math.inf),
-    "min_speedup": ("speedup", ">=", 0.0, math.inf),
-}
-MARKERS: dict[str, tuple[str, dict[str, tuple[str, str, float, float]]]] = {
-    "coreml_quality": ("quality", _QUALITY),
-    "coreml_size": ("size", _SIZE),
-    "coreml_load": ("load", _LOAD),
-}
+#: Marker name -> the generated item kind whose figures it bounds.
+MARKERS: dict[str, str] = {"coreml_quality": "quality", "coreml_size": "size", "coreml_load": "load"}
 _BOUND_TEXT = re.compile(r"^\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
 
 
-class MarkerError(ValueError):
-    """A marker's arguments are unknown or impossible; the message names the test."""
+def marker_help(marker_name: str) -> str:
+    """The ``markers`` ini line of one marker, listing every keyword the catalogue gives it."""
+    check = MARKERS[marker_name]
+    params = [f"{kw}=None" for kw in catalogue.keywords(check)]
+    if check == "quality":
+        params.append("metric=None")
+    params.append("variants=None")
+    what = {"quality": "quality and drift", "size": "size", "load": "load-time"}[check]
+    extra = " metric={'<figure>': '>=X'} bounds any quality or drift figure." if check == "quality" else ""
+    return (
+        f"{marker_name}({', '.join(params)}): after the test, assert {what} thresholds of the Core ML model "
+        f"variants (all selected ones, or variants=[...]).{extra}"
+    )
 
 
-def marker_bounds(marker_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], where: str, known_metrics: Iterable[str]) -> tuple[list[Bound], list[str] | None]:
+def marker_bounds(marker_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], where: str) -> tuple[list[Bound], list[str] | None]:
     """Validate one marker and turn it into bounds plus its ``variants`` list (None: all)."""
-    check, table = MARKERS[marker_name]
+    check = MARKERS[marker_name]
+    table = catalogue.keywords(check)
     if args:
         raise MarkerError(f"{where}: @pytest.mark.{marker_name} takes keyword arguments only, got {len(args)} positional")
     allowed = sorted([*table, "variants", *(["metric"] if check == "quality" else [])])
@@ -58,10 +51,10 @@ def marker_bounds(marker_name: str, args: tuple[Any, ...], kwargs: dict[str, Any
     bounds = []
     for key, value in kwargs.items():
         if key in table:
-            metric, op, low, high = table[key]
-            bounds.append(Bound(check, metric, op, _number(where, marker_name, key, value, low, high)))
+            figure = table[key]
+            bounds.append(Bound.on(figure, _number(where, marker_name, key, value, *figure.bound_range)))
     if "metric" in kwargs:
-        bounds.extend(_metric_bounds(where, marker_name, kwargs["metric"], set(known_metrics)))
+        bounds.extend(_metric_bounds(where, marker_name, kwargs["metric"]))
     variants = kwargs.get("variants")
     if variants is not None:
         if isinstance(variants, str):
@@ -77,22 +70,28 @@ def marker_bounds(marker_name: str, args: tuple[Any, ...], kwargs: dict[str, Any
 def _number(where: str, marker: str, key: str, value: Any, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise MarkerError(f"{where}: @pytest.mark.{marker}: {key}={value!r}, expected a number")
-    if not low <= value <= high:
+    if not math.isfinite(value) or not low <= value <= high:
         span = f"between {low:g} and {high:g}" if high != math.inf else f">= {low:g}"
         raise MarkerError(f"{where}: @pytest.mark.{marker}: {key}={value!r} is impossible, expected a number {span}")
     return float(value)
 
 
-def _metric_bounds(where: str, marker: str, spec: Any, known: set[str]) -> list[Bound]:
-    """``metric={"s": ">=0.85", "drift_psnr": ">=30"}`` -> bounds on any reported metric."""
+def _metric_bounds(where: str, marker: str, spec: Any) -> list[Bound]:
+    """``metric={"s": ">=0.85", "drift_psnr": ">=30"}`` -> bounds on any quality or drift figure."""
     if not isinstance(spec, dict) or not spec:
         raise MarkerError(f"{where}: @pytest.mark.{marker}: metric={spec!r}, expected a dict such as {{'s': '>=0.85'}}")
+    known = {f.key: f for f in catalogue.figures(check="quality")}
     bounds = []
     for name, text in spec.items():
-        if name not in known:
+        figure = known.get(catalogue.canonical_key(str(name)))
+        if figure is None:
             raise MarkerError(f"{where}: @pytest.mark.{marker}: unknown metric {name!r}, expected one of {', '.join(sorted(known))}")
         match = _BOUND_TEXT.match(str(text))
         if match is None:
             raise MarkerError(f"{where}: @pytest.mark.{marker}: metric {name!r}: bound {text!r}, expected '<=NUMBER' or '>=NUMBER'")
-        bounds.append(Bound("quality", name, match.group(1), float(match.group(2))))
+        try:
+            number = float(match.group(2))
+        except ValueError:
+            raise MarkerError(f"{where}: @pytest.mark.{marker}: metric {name!r}: bound {text!r} is not a number") from None
+        bounds.append(Bound.on(figure, _number(where, marker, str(name), number, *figure.bound_range), match.group(1)))
     return bounds

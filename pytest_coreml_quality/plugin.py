@@ -27,26 +27,20 @@ from pytest_coreml_quality.fixtures import (  # noqa: F401  (fixtures are found 
     variant_id,
     variant_params,
 )
-from pytest_coreml_quality.markers import MARKERS as MARKER_KWARGS
+from pytest_coreml_quality.fixtures import VariantHandle
+from pytest_coreml_quality.items import fail_on_user_error, failure_message, make_collectors, measure_load
+from pytest_coreml_quality.markers import MARKERS, MarkerError, marker_bounds, marker_help
 from pytest_coreml_quality.quiet import silence_coremltools_import_notices
-from pytest_coreml_quality.markers import MarkerError, marker_bounds
-from pytest_coreml_quality.results import RunResults
-from pytest_coreml_quality.session import BASE, Bound, QualitySession
-from pytest_coreml_quality.settings import OPTIONS, SettingError, resolve
+from pytest_coreml_quality.results import RunResults, merge_results
+from pytest_coreml_quality.session import QualitySession
+from pytest_coreml_quality.settings import all_options, resolve
+from pytest_coreml_quality.stash import SESSION_KEY
+from pytest_coreml_quality.thresholds import Bound
 
 silence_coremltools_import_notices()
 
-SESSION_KEY = pytest.StashKey[QualitySession]()
 MARKER_BOUNDS_KEY = pytest.StashKey[list[tuple[list[Bound], "list[str] | None"]]]()
 WORKER_OUTPUT_KEY = "coreml_quality_results"
-
-MARKERS = {
-    "coreml_quality": "coreml_quality(max_mae=None, min_iou=None, max_drift=None, metric=None, variants=None): "
-    "after the test, assert quality thresholds of the Core ML model variants (all selected ones, or variants=[...]).",
-    "coreml_size": "coreml_size(max_mb=None, max_ratio=None, variants=None): after the test, assert variants' size on disk.",
-    "coreml_load": "coreml_load(max_cold_s=None, max_warm_s=None, min_speedup=None, variants=None): "
-    "after the test, assert variants' cold and warm load times.",
-}
 
 
 # --- options and configuration ---------------------------------------------------------------
@@ -54,7 +48,7 @@ MARKERS = {
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("coreml-quality", "Core ML model quality (pytest-coreml-quality)")
-    for spec in OPTIONS:
+    for spec in all_options():
         # argparse %-formats help texts ("1%" would break --help); ini help is printed as is.
         flag_help = spec.help.replace("%", "%%")
         kwargs: dict[str, object] = {"dest": spec.dest, "metavar": spec.metavar, "help": flag_help}
@@ -68,8 +62,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    for doc in MARKERS.values():
-        config.addinivalue_line("markers", doc)
+    for name in MARKERS:
+        config.addinivalue_line("markers", marker_help(name))
     try:
         settings = resolve(
             config.getoption,
@@ -80,7 +74,7 @@ def pytest_configure(config: pytest.Config) -> None:
         # Only touch the disk (pytest's cache dir) when there is a model to work on.
         default_cache = _default_cache_dir(config) if settings.active else config.rootpath
         session = QualitySession.start(settings, default_cache_dir=default_cache)
-    except (SettingError, CoreMLQualityError) as exc:
+    except CoreMLQualityError as exc:
         raise pytest.UsageError(str(exc)) from None
     session.progress = _progress_writer(config)
     config.stash[SESSION_KEY] = session
@@ -136,8 +130,6 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     _validate_markers(config, state, items)
     if not state.models:
         return
-    from pytest_coreml_quality.items import make_collectors
-
     for collector in make_collectors(session, state):
         generated = list(collector.collect())
         # Report the collection like pytest's own collectors do, so counts and --co are right.
@@ -160,16 +152,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def _validate_markers(config: pytest.Config, state: QualitySession, items: list[pytest.Item]) -> None:
     """Check every coreml marker's keywords at collection; report all bad ones at once."""
-    from pytest_coreml_quality.metrics.scores import HIGHER_IS_BETTER
-
-    known = [*HIGHER_IS_BETTER, *(f"drift_{m}" for m in HIGHER_IS_BETTER)]
     problems = []
     for item in items:
         collected = []
-        for name in MARKER_KWARGS:
+        for name in MARKERS:
             for mark in item.iter_markers(name):
                 try:
-                    bounds, variants = marker_bounds(name, mark.args, dict(mark.kwargs), item.nodeid, known)
+                    bounds, variants = marker_bounds(name, mark.args, dict(mark.kwargs), item.nodeid)
                     if variants is not None and state.models:
                         _check_marker_variants(state, variants)
                 except MarkerError as exc:
@@ -198,7 +187,7 @@ def _check_marker_variants(state: QualitySession, variants: list[str]) -> None:
 def _marker_variants(definition: pytest.Item) -> set[str] | None:
     """The union of ``variants=`` over the item's coreml markers, or None when any marker takes all."""
     wanted: set[str] = set()
-    for name in MARKER_KWARGS:
+    for name in MARKERS:
         for mark in definition.iter_markers(name):
             variants = mark.kwargs.get("variants")
             if variants is None:
@@ -220,9 +209,6 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
 
 
 def _assert_markers(item: pytest.Item, marks: list[tuple[list[Bound], list[str] | None]]) -> None:
-    from pytest_coreml_quality.fixtures import VariantHandle
-    from pytest_coreml_quality.items import failure_message, measure_load
-
     state = item.config.stash[SESSION_KEY]
     if not state.models:
         pytest.skip("no Core ML model given: coreml markers need --coreml-model=PATH")
@@ -235,26 +221,28 @@ def _assert_markers(item: pytest.Item, marks: list[tuple[list[Bound], list[str] 
         else:
             targets = [(k, r) for k, rs in state.recipes.items() for r in rs if variants is None or r in variants]
         for model_key, recipe in targets:
-            kinds = {b.check for b in bounds}
-            try:
-                if "size" in kinds:
-                    state.variant(model_key, recipe)
-                if "quality" in kinds:
-                    if state.dataset is None:
-                        pytest.fail("@pytest.mark.coreml_quality needs a golden set: pass --coreml-dataset=DIR", pytrace=False)
-                    state.quality(model_key, recipe)
-                if "load" in kinds:
-                    load = state.results.models[model_key].variant(recipe).load
-                    for kind in ("cold", "warm"):
-                        if getattr(load, f"{kind}_s") is None:
-                            measure_load(state, model_key, recipe, kind, None)
-            except CoreMLQualityError as exc:
-                pytest.fail(str(exc), pytrace=False)
-            failed = [o for kind in kinds for o in state.check(model_key, recipe, kind, bounds) if not o.passed]
+            checks = {b.check for b in bounds}
+            if "quality" in checks and state.dataset is None:
+                pytest.fail("@pytest.mark.coreml_quality needs a golden set: pass --coreml-dataset=DIR", pytrace=False)
+            fail_on_user_error(lambda: _measure_for_markers(state, model_key, recipe, checks))
+            failed = [o for check in checks for o in state.check(model_key, recipe, check, bounds) if not o.passed]
             if failed:
                 messages.append(failure_message(model_key, recipe, failed))
     if messages:
         pytest.fail("\n".join(messages), pytrace=False)
+
+
+def _measure_for_markers(state: QualitySession, model_key: str, recipe: str, checks: set[str]) -> None:
+    """Measure what the markers' checks need and this run has not measured yet."""
+    if "size" in checks:
+        state.variant(model_key, recipe)
+    if "quality" in checks:
+        state.quality(model_key, recipe)
+    if "load" in checks:
+        load = state.results.models[model_key].variant(recipe).load
+        for temperature in ("cold", "warm"):
+            if getattr(load, f"{temperature}_s") is None:
+                measure_load(state, model_key, recipe, temperature, None)
 
 
 # --- results across xdist workers, summary, reports ------------------------------------------
@@ -279,28 +267,6 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
     if state is None or not data:
         return
     merge_results(state.results, RunResults.from_dict(data))
-
-
-def merge_results(into: RunResults, other: RunResults) -> None:
-    """Copy every figure ``other`` measured into ``into`` (workers measure disjoint items)."""
-    for name, model in other.models.items():
-        target = into.models.setdefault(name, model)
-        if target is model:
-            continue
-        for recipe, variant in model.variants.items():
-            mine = target.variant(recipe)
-            for attr in ("path", "kind", "size_bytes", "ratio", "params", "bits_per_weight", "content_hash"):
-                if getattr(variant, attr) not in (None, ""):
-                    setattr(mine, attr, getattr(variant, attr))
-            for attr in ("metrics", "drift", "per_image"):
-                if getattr(variant, attr):
-                    setattr(mine, attr, getattr(variant, attr))
-            for attr in ("cold_s", "warm_s"):
-                if getattr(variant.load, attr) is not None:
-                    setattr(mine.load, attr, getattr(variant.load, attr))
-                    mine.load.timer = variant.load.timer
-            judged = {(c.check, c.metric, c.op) for c in variant.checks}
-            mine.checks = [c for c in mine.checks if (c.check, c.metric, c.op) not in judged] + list(variant.checks)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -342,40 +308,4 @@ def _write_reports(config: pytest.Config, state: QualitySession) -> None:
         warnings.warn(pytest.PytestWarning(f"coreml-quality: could not write a report: {exc}"), stacklevel=1)
 
 
-def compare_variant_to_baseline(state: QualitySession, model_key: str, recipe: str) -> None:
-    """The ``baseline[recipe]`` item: fail where a figure got worse than the saved baseline allows.
-
-    It compares what this run measured for the variant (size always; quality when a
-    golden set is given; load times when the load items ran before it).
-    """
-    from pytest_coreml_quality.baseline import Tolerances, compare_to_baseline
-    from pytest_coreml_quality.results import ModelResults
-
-    assert state.settings.baseline is not None
-    try:
-        state.variant(model_key, recipe)
-        if state.dataset is not None:
-            state.quality(model_key, recipe)
-        whole = state.results.models[model_key]
-        only = ModelResults(model=whole.model, path=whole.path, content_hash=whole.content_hash, kind=whole.kind,
-                            backend=whole.backend, dataset=whole.dataset, variants={recipe: whole.variants[recipe]})
-        comparison = compare_to_baseline(
-            RunResults(models={model_key: only}, versions=state.results.versions),
-            state.settings.baseline,
-            Tolerances(**state.settings.baseline_tolerances),
-        )
-    except CoreMLQualityError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    for note in comparison.warnings:
-        if "different model file" in note or "tool versions" in note:
-            if note not in state.report_notes:
-                state.report_notes.append(f"coreml-quality: WARNING: {note}")
-                warnings.warn(pytest.PytestWarning(f"coreml-quality: {note}"), stacklevel=1)
-    failures = comparison.failures
-    if failures:
-        lines = [f"{model_key} [{recipe}]: worse than baseline {state.settings.baseline}"]
-        lines += [f"  {d.describe()}" for d in failures]
-        pytest.fail("\n".join(lines), pytrace=False)
-
-
-__all__ = ["BASE", "SESSION_KEY", "merge_results"]
+__all__ = ["SESSION_KEY", "merge_results"]

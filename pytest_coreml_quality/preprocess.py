@@ -40,7 +40,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from pytest_coreml_quality.errors import CoreMLQualityError, UnsupportedModelError
+from pytest_coreml_quality.errors import PreprocessError, UnsupportedModelError
 from pytest_coreml_quality.model import FeatureDescription, Model
 
 SizePolicy = Literal["default", "closest", "largest"]
@@ -66,10 +66,6 @@ NAMED_NORMALIZATIONS: dict[str, tuple[float, tuple[float, ...], tuple[float, ...
 
 # A probability output may overshoot [0, 1] by float rounding, not by more.
 _PROBABILITY_TOLERANCE = 1e-3
-
-
-class PreprocessError(CoreMLQualityError):
-    """The preprocessing settings do not fit the model (bad option value, ambiguous output)."""
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,13 @@ JSON-serialisable through :meth:`RunResults.to_dict` / :meth:`RunResults.from_di
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
 SCHEMA_VERSION = 1
+
+#: The recipe name of the model as given: every variant is compared with it.
+BASE_VARIANT = "base"
 
 
 @dataclass
@@ -85,6 +88,8 @@ class ModelResults:
     kind: str = ""
     backend: str = ""
     dataset: str | None = None
+    dataset_images: int | None = None  # how many images the golden set has
+    dataset_hash: str = ""  # content hash of the golden set (ids, weights, pixels, masks)
     variants: dict[str, VariantResult] = field(default_factory=dict)  # recipe -> result, 'base' first
 
     def variant(self, recipe: str) -> VariantResult:
@@ -115,6 +120,54 @@ class RunResults:
                 variants[recipe] = VariantResult(**v)
             run.models[name] = ModelResults(**{**m, "variants": variants})
         return run
+
+
+def merge_results(into: RunResults, other: RunResults) -> None:
+    """Copy every figure ``other`` measured into ``into`` (xdist workers measure disjoint items).
+
+    Generic over the dataclass fields, so a figure stored in a new field is merged
+    without anyone remembering to list it: a field that is set in ``other`` (not None,
+    not empty) wins; nested dataclasses merge field by field; check outcomes replace
+    those of the same check, metric and comparison.
+    """
+    for name, model in other.models.items():
+        target = into.models.setdefault(name, model)
+        if target is model:
+            continue
+        _merge_fields(target, model, skip=("variants",))
+        for recipe, variant in model.variants.items():
+            _merge_fields(target.variant(recipe), variant, skip=())
+
+
+def _is_set(value: Any) -> bool:
+    return value is not None and not (isinstance(value, (str, dict, list, tuple)) and not value)
+
+
+def _merge_fields(mine: Any, theirs: Any, skip: tuple[str, ...]) -> None:
+    for f in fields(theirs):
+        if f.name in skip:
+            continue
+        value = getattr(theirs, f.name)
+        if f.name == "checks":
+            judged = {(c.check, c.metric, c.op) for c in value}
+            mine.checks = [c for c in mine.checks if (c.check, c.metric, c.op) not in judged] + list(value)
+        elif isinstance(value, LoadTimes):
+            _merge_load(mine.load, value)
+        elif is_dataclass(value):
+            _merge_fields(getattr(mine, f.name), value, skip=())
+        elif _is_set(value):
+            setattr(mine, f.name, value)
+
+
+def _merge_load(mine: LoadTimes, theirs: LoadTimes) -> None:
+    # The timer belongs to the times it measured: take it only along with one of them.
+    measured = False
+    for f in fields(theirs):
+        if f.name != "timer" and getattr(theirs, f.name) is not None:
+            setattr(mine, f.name, getattr(theirs, f.name))
+            measured = True
+    if measured:
+        mine.timer = theirs.timer
 
 
 def tool_versions() -> dict[str, str]:

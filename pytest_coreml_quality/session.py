@@ -8,40 +8,32 @@ run, and is cached on disk for the next run.
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_coreml_quality.errors import CoreMLQualityError
 from pytest_coreml_quality.model import Model
-from pytest_coreml_quality.report.figures import worst_images
 from pytest_coreml_quality.results import (
+    BASE_VARIANT,
     CheckOutcome,
     ModelResults,
     RunResults,
     VariantResult,
     tool_versions,
 )
+from pytest_coreml_quality.runtime import resolve_backend_name
 from pytest_coreml_quality.runtime.base import Backend, RuntimeOptions
-from pytest_coreml_quality.settings import THRESHOLDS, Settings
+from pytest_coreml_quality.settings import Settings
+from pytest_coreml_quality.thresholds import Bound, configured_bounds, judge
 
 if TYPE_CHECKING:
+    from pytest_coreml_quality.baseline import BaselineComparison
     from pytest_coreml_quality.dataset import Dataset
     from pytest_coreml_quality.evaluate import EvaluationResult, Evaluator
-
-BASE = "base"
-
-
-def effective_backend(requested: str) -> str:
-    """What ``auto`` means on this machine: Core ML on macOS, the onnx translation elsewhere."""
-    if requested != "auto":
-        return requested
-    return "coreml" if sys.platform == "darwin" else "onnx"
-
 
 @dataclass
 class QualitySession:
@@ -94,8 +86,11 @@ class QualitySession:
             from pytest_coreml_quality.dataset import Dataset
 
             session.dataset = Dataset.open(settings.dataset)
+            dataset_hash = session.dataset.content_hash
             for entry in session.results.models.values():
                 entry.dataset = str(settings.dataset)
+                entry.dataset_images = len(session.dataset.ids)
+                entry.dataset_hash = dataset_hash
         return session
 
     # --- identity ------------------------------------------------------------------------
@@ -109,7 +104,7 @@ class QualitySession:
 
     @property
     def backend_name(self) -> str:
-        return effective_backend(self.settings.backend)
+        return resolve_backend_name(self.settings.backend)
 
     @property
     def backend_label(self) -> str:
@@ -154,7 +149,7 @@ class QualitySession:
 
                 model = self.model(model_key)
                 variant = build_variant(model, recipe, self.cache_dir / "variants", progress=self.progress)
-                opened = model if recipe == BASE else Model.open(variant.path)
+                opened = model if recipe == BASE_VARIANT else Model.open(variant.path)
                 self._variants[(model_key, recipe)] = variant
                 self._variant_models[(model_key, recipe)] = opened
                 self._record_size(model_key, recipe, variant, opened)
@@ -209,8 +204,8 @@ class QualitySession:
         summary = ev.summary
         per_image = {sid: dict(scores.values) for sid, scores in ev.per_image.items()}
         drift: dict[str, float] = {}
-        if recipe != BASE:
-            against_base = ev.drift(self.evaluation(model_key, BASE))
+        if recipe != BASE_VARIANT:
+            against_base = ev.drift(self.evaluation(model_key, BASE_VARIANT))
             drift = dict(against_base.summary)
             for sid, scores in against_base.per_image.items():
                 per_image.setdefault(sid, {}).update({f"drift_{k}": v for k, v in scores.values.items()})
@@ -229,7 +224,7 @@ class QualitySession:
 
     def image_source(self) -> Any:
         """Photos, ground truth and (cached) predictions for the HTML report."""
-        from pytest_coreml_quality.report.html import DatasetImageSource
+        from pytest_coreml_quality.images import DatasetImageSource
 
         def predictions(model_key: str, recipe: str) -> Any:
             result = self.results.models[model_key].variants.get(recipe)
@@ -241,61 +236,58 @@ class QualitySession:
         datasets = {key: self.dataset for key in self.results.models} if self.dataset is not None else {}
         return DatasetImageSource(datasets=datasets, predictions=predictions)
 
+    # --- baseline -------------------------------------------------------------------------
+    def compare_with_baseline(self, model_key: str, recipe: str) -> "BaselineComparison":
+        """Compare what this run measured for one variant with the saved baseline, and record the verdict.
+
+        Size is always measured; quality when a golden set is given; load times only when
+        the load items ran before. Worse figures become ``baseline`` check outcomes of the
+        variant (so the table and JSON verdicts include them), as does a variant for which
+        nothing could be compared.
+        """
+        from pytest_coreml_quality.baseline import Tolerances, compare_to_baseline
+
+        assert self.settings.baseline is not None
+        self.variant(model_key, recipe)
+        if self.dataset is not None:
+            self.quality(model_key, recipe)
+        whole = self.results.models[model_key]
+        only = replace(whole, variants={recipe: whole.variants[recipe]})
+        comparison = compare_to_baseline(
+            RunResults(models={model_key: only}, versions=self.results.versions),
+            self.settings.baseline,
+            Tolerances(**self.settings.baseline_tolerances),
+        )
+        outcomes = [
+            CheckOutcome(
+                check="baseline",
+                metric=d.metric,
+                value=d.new,
+                bound=d.old + d.allowed if d.new > d.old else d.old - d.allowed,
+                op="<=" if d.new > d.old else ">=",
+                passed=not d.failed,
+            )
+            for d in comparison.for_variant(model_key, recipe)
+            if d.worse
+        ]
+        if (model_key, recipe) in comparison.not_compared:
+            outcomes.append(CheckOutcome(check="baseline", metric="figures compared", value=0, bound=1, op=">=", passed=False))
+        result = whole.variants[recipe]
+        with self._lock:
+            result.checks = [c for c in result.checks if c.check != "baseline"] + outcomes
+        return comparison
+
     # --- thresholds -----------------------------------------------------------------------
     def configured_bounds(self) -> list[Bound]:
         """The thresholds set by options / ini keys, for the generated items."""
-        return [Bound(*THRESHOLDS[name], value) for name, value in self.settings.thresholds.items()]
+        return configured_bounds(self.settings.thresholds)
 
-    def check(self, model_key: str, recipe: str, kind: str, bounds: list[Bound] | None = None) -> list[CheckOutcome]:
-        """Compare one variant's figures of ``kind`` with ``bounds`` (default: the configured ones).
-
-        A figure that does not exist for this variant (the base model's drift and ratio)
-        is not judged.
-        """
+    def check(self, model_key: str, recipe: str, check: str, bounds: list[Bound] | None = None) -> list[CheckOutcome]:
+        """Judge one variant's figures of the ``check`` item against ``bounds`` (default: the configured ones)."""
         result = self.results.models[model_key].variant(recipe)
-        outcomes = []
-        for bound in self.configured_bounds() if bounds is None else bounds:
-            if bound.check != kind:
-                continue
-            value = figure(result, bound.metric)
-            if value is None or (recipe == BASE and bound.metric in BASE_EXEMPT):
-                continue
-            passed = value <= bound.value if bound.op == "<=" else value >= bound.value
-            outcome = CheckOutcome(check=kind, metric=bound.metric, value=value, bound=bound.value, op=bound.op, passed=passed)
-            if not passed:
-                outcome.worst = worst_images(result.per_image, bound.metric)
-            outcomes.append(outcome)
+        outcomes = judge(result, recipe, check, self.configured_bounds() if bounds is None else bounds)
         with self._lock:
             judged = {(o.metric, o.op) for o in outcomes}
-            result.checks = [c for c in result.checks if not (c.check == kind and (c.metric, c.op) in judged)]
+            result.checks = [c for c in result.checks if not (c.check == check and (c.metric, c.op) in judged)]
             result.checks.extend(outcomes)
         return outcomes
-
-
-@dataclass(frozen=True)
-class Bound:
-    """A threshold: ``metric`` of a ``check`` ('quality', 'size', 'load') must be ``op`` ``value``."""
-
-    check: str
-    metric: str
-    op: str
-    value: float
-
-
-# Figures that compare a variant with the base model mean nothing for the base itself.
-BASE_EXEMPT = frozenset({"ratio"}) | frozenset(f"drift_{m}" for m in ("mae", "flip_share", "max_abs_diff", "psnr", "iou", "mse"))
-
-
-def figure(result: VariantResult, metric: str) -> float | None:
-    """A variant's value of ``metric``: sizes, load times, metrics, or ``drift_<name>``."""
-    if metric == "size_mb":
-        return result.size_mb
-    if metric == "ratio":
-        return result.ratio
-    if metric in ("cold_s", "warm_s"):
-        return getattr(result.load, metric)
-    if metric == "speedup":
-        return result.load.speedup
-    if metric.startswith("drift_"):
-        return result.drift.get(metric[len("drift_") :])
-    return result.metrics.get(metric)

@@ -1,26 +1,26 @@
 """Run settings: command-line options and ini keys resolved into one validated object.
 
 Each setting is declared once in :data:`OPTIONS` (flag, ini key, help, parser); the
+threshold settings come from the figure catalogue (:func:`all_options` adds them). The
 plugin registers them from this table and :func:`resolve` reads them back, so a flag
 and its ini key can never drift apart. Command-line values win over ini values.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_coreml_quality import catalogue
+from pytest_coreml_quality.errors import SettingError
 from pytest_coreml_quality.preprocess import RESAMPLE_FILTERS
 
 BACKENDS = ("auto", "coreml", "onnx")
 PRECISIONS = ("fp32", "fp16")
-
-
-class SettingError(ValueError):
-    """A setting has a value it cannot take; the plugin turns it into ``pytest.UsageError``."""
 
 
 @dataclass(frozen=True)
@@ -121,23 +121,6 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "coreml_hce",
         "also compute HCE (human correction efforts); needs the 'sod' extra and costs about 5 s per megapixel.",
     ),
-    # Thresholds of the generated items: unset means "report, don't judge".
-    *(
-        OptionSpec(dest, help_text, "NUMBER", kind="number")
-        for dest, help_text in (
-            ("coreml_max_mae", "fail a variant whose MAE against the ground truth (0..1) is above this."),
-            ("coreml_min_iou", "fail a variant whose IoU against the ground truth is below this."),
-            ("coreml_min_f", "fail a variant whose max F-measure is below this."),
-            ("coreml_min_s", "fail a variant whose S-measure is below this."),
-            ("coreml_max_drift", "fail a variant whose mean absolute difference from the base model's masks (0..1) is above this."),
-            ("coreml_max_flip", "fail a variant where more than this share of pixels flips at 0.5 compared with the base model."),
-            ("coreml_max_size_mb", "fail a variant larger than this many MB (10^6 bytes) on disk."),
-            ("coreml_max_ratio", "fail a compressed variant whose size is above this fraction of the base model's."),
-            ("coreml_max_cold_load_s", "fail a variant whose median cold load takes longer than this (seconds)."),
-            ("coreml_max_warm_load_s", "fail a variant whose median warm load takes longer than this (seconds)."),
-            ("coreml_min_load_speedup", "fail a variant whose cold/warm load-time ratio is below this."),
-        )
-    ),
     OptionSpec(
         "coreml_load_rounds",
         "how many cold and how many warm loads each load item measures. Default: 3.",
@@ -169,21 +152,17 @@ OPTIONS: tuple[OptionSpec, ...] = (
     ),
 )
 
-#: Threshold settings of the generated items: setting name -> (metric key, comparison).
-THRESHOLDS: dict[str, tuple[str, str, str]] = {
-    # name: (check, metric, op)
-    "coreml_max_mae": ("quality", "mae", "<="),
-    "coreml_min_iou": ("quality", "iou", ">="),
-    "coreml_min_f": ("quality", "max_f", ">="),
-    "coreml_min_s": ("quality", "s", ">="),
-    "coreml_max_drift": ("quality", "drift_mae", "<="),
-    "coreml_max_flip": ("quality", "drift_flip_share", "<="),
-    "coreml_max_size_mb": ("size", "size_mb", "<="),
-    "coreml_max_ratio": ("size", "ratio", "<="),
-    "coreml_max_cold_load_s": ("load", "cold_s", "<="),
-    "coreml_max_warm_load_s": ("load", "warm_s", "<="),
-    "coreml_min_load_speedup": ("load", "speedup", ">="),
-}
+def threshold_options() -> tuple[OptionSpec, ...]:
+    """One threshold setting per catalogue figure that has one: unset means "report, don't judge"."""
+    return tuple(
+        OptionSpec(figure.option_dest, figure.threshold_help(), "NUMBER", kind="number")  # type: ignore[arg-type]
+        for figure in catalogue.threshold_figures()
+    )
+
+
+def all_options() -> tuple[OptionSpec, ...]:
+    """Every setting: :data:`OPTIONS` and the catalogue's thresholds."""
+    return OPTIONS + threshold_options()
 
 
 @dataclass(frozen=True)
@@ -199,7 +178,7 @@ class Settings:
     output: str | None = None
     normalization: str = "0..1"
     logits: bool = False
-    thresholds: dict[str, float] = field(default_factory=dict)  # THRESHOLDS name -> bound
+    thresholds: dict[str, float] = field(default_factory=dict)  # threshold option dest -> bound
     load_rounds: int = 3
     report_json: Path | None = None
     report_html: Path | None = None
@@ -228,7 +207,7 @@ def resolve(
     to the rootdir (where the config file lives), as users expect from both.
     """
     raw: dict[str, tuple[Any, Path]] = {}
-    for spec in OPTIONS:
+    for spec in all_options():
         value = get_option(spec.dest)
         base = invocation_dir
         if value in (None, [], ""):
@@ -252,10 +231,10 @@ def resolve(
         return path_of(str(value), base) if value else None
 
     thresholds = {}
-    for name in THRESHOLDS:
-        value = raw[name][0]
+    for spec in threshold_options():
+        value = raw[spec.dest][0]
         if value not in (None, ""):
-            thresholds[name] = _number(name, value)
+            thresholds[spec.dest] = _threshold(spec.dest, value)
     settings = Settings(
         models=models,
         dataset=path_of(dataset_value, dataset_base) if dataset_value else None,
@@ -288,7 +267,20 @@ def _switch_on(dest: str, raw: dict[str, tuple[Any, Path]]) -> bool:
 
 
 def _spec(dest: str) -> OptionSpec:
-    return next(s for s in OPTIONS if s.dest == dest)
+    return next(s for s in all_options() if s.dest == dest)
+
+
+def _threshold(dest: str, value: Any) -> float:
+    """A bound the figure can take: [0, 1] for bounded figures, finite and >= 0 otherwise."""
+    number = _number(dest, value)
+    figure = catalogue.by_option(dest)
+    low, high = figure.bound_range
+    if not math.isfinite(number) or not low <= number <= high:
+        spec = _spec(dest)
+        raise SettingError(
+            f"{spec.flag} / ini '{spec.ini}': got '{value}', which {figure.key} can never reach; expected {figure.bound_text()}"
+        )
+    return number
 
 
 def _number(dest: str, value: Any) -> float:
@@ -305,9 +297,11 @@ def _number(dest: str, value: Any) -> float:
 def _tolerance(dest: str, value: Any) -> float:
     """A tolerance as a number ("0.01") or a percentage ("1%")."""
     text = str(value).strip()
-    if text.endswith("%"):
-        return _number(dest, text[:-1]) / 100.0
-    return _number(dest, text)
+    number = _number(dest, text[:-1]) / 100.0 if text.endswith("%") else _number(dest, text)
+    if not math.isfinite(number):
+        spec = _spec(dest)
+        raise SettingError(f"{spec.flag} / ini '{spec.ini}': got '{value}', expected a finite number such as 0.01 or 1%")
+    return number
 
 
 def _count(dest: str, value: Any) -> int:

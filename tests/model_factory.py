@@ -10,7 +10,7 @@ def convert_quietly(*args: Any, **kwargs: Any) -> Any:
     """``coremltools.convert`` without its progress bars and per-pass chatter."""
     import coremltools as ct
 
-    from pytest_coreml_quality.variants.quiet import quiet_coremltools
+    from pytest_coreml_quality.quiet import quiet_coremltools
 
     with quiet_coremltools():
         return ct.convert(*args, **kwargs)

@@ -169,7 +169,7 @@ def test_load_marker_measures_and_asserts(pytester: pytest.Pytester, shared_cach
     )
     result = run(pytester, shared_cache, "-k", "test_")
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*cold_s = *, bound <= 0*"])
+    result.stdout.fnmatch_lines(["*cold_load_s = *, bound <= 0*"])
 
 
 @pytest.mark.parametrize(
@@ -284,7 +284,7 @@ def test_a_load_speedup_threshold_is_checked(pytester: pytest.Pytester, shared_c
     result = run(pytester, shared_cache, "-k", "load and base", "--coreml-min-load-speedup=1000000")
     # The bound needs both loads: judged (and failed) once both were measured.
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*speedup = *, bound >= 1e+06*"])
+    result.stdout.fnmatch_lines(["*load_speedup = *, bound >= 1e+06*"])
 
 
 # --- reports and baselines --------------------------------------------------------------------------------------

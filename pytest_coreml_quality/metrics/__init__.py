@@ -18,7 +18,7 @@ from pytest_coreml_quality.metrics.core import (
 from pytest_coreml_quality.metrics.drift import flip_share, max_abs_diff, psnr
 from pytest_coreml_quality.metrics.human_effort import hce, hce_available, hce_unavailable_reason
 from pytest_coreml_quality.metrics.reference import Reference
-from pytest_coreml_quality.metrics.scores import HIGHER_IS_BETTER, ImageScores, score_mask, summarize
+from pytest_coreml_quality.metrics.scores import ImageScores, score_mask, summarize
 from pytest_coreml_quality.metrics.structure import (
     adaptive_emeasure,
     emeasure_curve,
@@ -29,7 +29,6 @@ from pytest_coreml_quality.metrics.structure import (
 __all__ = [
     "BINARY_THRESHOLD",
     "F_BETA2",
-    "HIGHER_IS_BETTER",
     "ImageScores",
     "Reference",
     "adaptive_emeasure",

@@ -11,6 +11,9 @@ the salient-object-detection literature (and PySODMetrics) does:
   thresholds of the *mean curve*: one threshold for the whole set, not a per-image best;
 * drift: ``max_abs_diff`` is the maximum over images, ``psnr`` comes from the mean
   per-image MSE, ``flip_share`` is the mean per-image share.
+
+Each value's rule is its figure's ``aggregate`` in :mod:`pytest_coreml_quality.catalogue`;
+a catalogue figure with a ``compute`` function is scored here too.
 """
 
 from __future__ import annotations
@@ -22,32 +25,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from pytest_coreml_quality import catalogue
 from pytest_coreml_quality.metrics import core, drift, structure
 from pytest_coreml_quality.metrics.human_effort import hce as hce_value
 from pytest_coreml_quality.metrics.human_effort import hce_available
 from pytest_coreml_quality.metrics.reference import Reference
-
-#: Every metric name, with True when higher is better.
-HIGHER_IS_BETTER: dict[str, bool] = {
-    "mae": False,
-    "loss255": False,
-    "iou": True,
-    "dice": True,
-    "max_f": True,
-    "mean_f": True,
-    "adp_f": True,
-    "wf": True,
-    "s": True,
-    "max_e": True,
-    "mean_e": True,
-    "adp_e": True,
-    "hce": False,
-    "max_abs_diff": False,
-    "mse": False,
-    "psnr": True,
-    "flip_share": False,
-}
-
 
 @dataclass(frozen=True)
 class ImageScores:
@@ -112,6 +94,8 @@ def score_mask(
         h = hce_value(p, g)
         if h is not None:
             values["hce"] = h
+    for figure in catalogue.computed_metrics():
+        values[figure.key] = float(figure.compute(p, ref))  # type: ignore[misc]
     if with_drift:
         diff = p - ref.soft
         values["max_abs_diff"] = float(np.max(np.abs(diff)))
@@ -142,16 +126,23 @@ def summarize(scores: Sequence[ImageScores], weights: Sequence[float] | None = N
 
     f_curve = np.tensordot(w, np.stack([s.f_curve for s in scores]), axes=1)
     e_curve = np.tensordot(w, np.stack([s.e_curve for s in scores]), axes=1)
+    curves = {"f_curve": f_curve, "e_curve": e_curve}
     out: dict[str, float] = {}
     for name in scores[0].values:
         column = [s.values.get(name, math.nan) for s in scores]
-        if name in ("max_f", "mean_f", "max_e", "mean_e", "psnr"):
-            continue
-        out[name] = max(column) if name == "max_abs_diff" else wmean(column)
-    out["max_f"], out["mean_f"] = float(f_curve.max()), float(f_curve.mean())
-    out["max_e"], out["mean_e"] = float(e_curve.max()), float(e_curve.mean())
-    if "mse" in out:
-        out["psnr"] = math.inf if out["mse"] == 0 else 10.0 * math.log10(1.0 / out["mse"])
+        figure = catalogue.per_image_value(name)
+        rule = "mean" if figure is None else figure.aggregate
+        if rule == "max":
+            out[name] = max(column)
+        elif rule.endswith(("_max", "_mean")):
+            curve, reducer = rule.rsplit("_", 1)
+            out[name] = float(curves[curve].max() if reducer == "max" else curves[curve].mean())
+        elif rule != "psnr_of_mse":
+            out[name] = wmean(column)
+    for name in scores[0].values:
+        figure = catalogue.per_image_value(name)
+        if figure is not None and figure.aggregate == "psnr_of_mse" and "mse" in out:
+            out[name] = math.inf if out["mse"] == 0 else 10.0 * math.log10(1.0 / out["mse"])
     # Keep the order of the per-image values for readable reports.
     order = list(scores[0].values)
     return {k: out[k] for k in order if k in out}

@@ -6,10 +6,9 @@ The HTML report imports Pillow lazily, so importing this package stays cheap.
 
 from pytest_coreml_quality.report.json_report import read_json, write_json
 from pytest_coreml_quality.report.junit import junit_properties
-from pytest_coreml_quality.report.terminal import failed_check_lines, render_table, worst_image_lines
+from pytest_coreml_quality.report.terminal import render_table, worst_image_lines
 
 __all__ = [
-    "failed_check_lines",
     "junit_properties",
     "read_json",
     "render_table",

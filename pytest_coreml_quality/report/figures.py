@@ -1,8 +1,9 @@
-"""What every report shows: metric names and directions, value look-ups and number formatting.
+"""What every report shows: value look-ups, verdicts and number formatting.
 
-The terminal table, HTML page, JUnit properties and baselines all read figures through
-these helpers, so a metric missing from a run (HCE without its optional dependency, drift
-of the base model) shows as "-" everywhere instead of crashing one report.
+Names, directions and units of figures come from :mod:`pytest_coreml_quality.catalogue`.
+The terminal table and HTML page read values through these helpers, so a figure missing
+from a run (HCE without its optional dependency, drift of the base model) shows as "-"
+everywhere instead of crashing one report.
 """
 
 from __future__ import annotations
@@ -10,17 +11,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from pytest_coreml_quality.metrics.scores import HIGHER_IS_BETTER
 from pytest_coreml_quality.results import VariantResult
 
 MISSING = "-"
-
-# Metrics whose values are not confined to [0, 1]: tolerances and colour scales need their unit.
-UNBOUNDED = frozenset({"loss255", "hce", "psnr"})
-
-def higher_is_better(metric: str) -> bool | None:
-    """True/False for a known metric (``drift.``/``drift_`` prefix allowed), None when unknown."""
-    return HIGHER_IS_BETTER.get(metric.removeprefix("drift.").removeprefix("drift_"))
 
 
 def lookup(values: Mapping[str, float], name: str) -> float | None:
@@ -29,16 +22,6 @@ def lookup(values: Mapping[str, float], name: str) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     return None
-
-
-def worst_images(per_image: Mapping[str, Mapping[str, float]], metric: str, n: int = 5) -> list[tuple[str, float]]:
-    """The ``n`` images with the worst per-image ``metric`` (direction from :func:`higher_is_better`)."""
-    found = [(name, v) for name, values in per_image.items() if (v := lookup(values, metric)) is not None]
-    found = [(name, v) for name, v in found if not math.isnan(v)]
-    # Unknown direction: treat larger as worse, the safer reading for errors.
-    best_high = higher_is_better(metric) is True
-    found.sort(key=lambda item: (item[1] if best_high else -item[1], item[0]))
-    return found[:n]
 
 
 def verdict(result: VariantResult) -> str:

@@ -13,10 +13,10 @@ import html
 import io
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -32,6 +32,7 @@ from pytest_coreml_quality.report.figures import (
 )
 from pytest_coreml_quality.cachefs import atomic_write_text
 from pytest_coreml_quality.report.terminal import model_header
+from pytest_coreml_quality.images import DatasetImageSource, ImageSource  # noqa: F401  (re-exported)
 from pytest_coreml_quality.results import ModelResults, RunResults, VariantResult
 
 THUMB_SIDE = 160
@@ -48,53 +49,6 @@ _RAMP = np.array(
     [[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]],
     dtype=np.float64,
 )
-
-
-class ImageSource(Protocol):
-    """Where the HTML report gets pixels from; ``model`` is the model's file name in the run."""
-
-    def names(self, model: str) -> list[str]:
-        """The image names of the golden set used for ``model`` (as in ``per_image``)."""
-        ...
-
-    def photo(self, model: str, name: str) -> Image.Image:
-        """The input photo."""
-        ...
-
-    def truth(self, model: str, name: str) -> NDArray[Any]:
-        """The ground-truth mask, floats in [0, 1]."""
-        ...
-
-    def prediction(self, model: str, recipe: str, name: str) -> NDArray[Any] | None:
-        """The variant's predicted mask in [0, 1], or None when it was not computed."""
-        ...
-
-
-@dataclass
-class DatasetImageSource:
-    """An :class:`ImageSource` over golden sets and a look-up of predicted masks.
-
-    ``datasets`` maps a model name to an object with ``ids`` and ``sample(id)`` returning
-    ``.image`` (PIL) and ``.mask`` (float array), like :class:`pytest_coreml_quality.dataset.Dataset`;
-    ``predictions(model, recipe)`` returns id -> mask, or None for a variant not evaluated.
-    """
-
-    datasets: Mapping[str, Any]
-    predictions: Callable[[str, str], Mapping[str, NDArray[Any]] | None]
-
-    def names(self, model: str) -> list[str]:
-        ds = self.datasets.get(model)
-        return [] if ds is None else list(ds.ids)
-
-    def photo(self, model: str, name: str) -> Image.Image:
-        return self.datasets[model].sample(name).image
-
-    def truth(self, model: str, name: str) -> NDArray[Any]:
-        return np.asarray(self.datasets[model].sample(name).mask)
-
-    def prediction(self, model: str, recipe: str, name: str) -> NDArray[Any] | None:
-        masks = self.predictions(model, recipe)
-        return None if masks is None else masks.get(name)
 
 
 # --- pixels -------------------------------------------------------------------------------

@@ -10,12 +10,12 @@ import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pytest_coreml_quality import catalogue
 from pytest_coreml_quality.report.figures import (
     MISSING,
     elide,
     fmt_fixed,
     fmt_size_mb,
-    lookup,
     ordered_variants,
     verdict,
 )
@@ -32,71 +32,74 @@ class Column:
     title: str
     width: int
     cell: Callable[[VariantResult], str]
+    drop_rank: int | None = None  # narrow terminals drop low ranks first; None: kept
 
 
-def _metric(name: str, decimals: int = 4) -> Callable[[VariantResult], str]:
-    return lambda v: fmt_fixed(lookup(v.metrics, name), 6, decimals)
+def _figure_column(figure: catalogue.Figure) -> Column:
+    spec = figure.column
+    assert spec is not None
 
-
-def _load(attr: str) -> Callable[[VariantResult], str]:
     def cell(v: VariantResult) -> str:
-        text = fmt_fixed(getattr(v.load, attr), 6, 3)
-        # A '*' marks figures from the plain timer (pytest-benchmark disabled), see the legend.
-        return text + "*" if text != MISSING and v.load.timer != "pytest-benchmark" else text
+        value = figure.value(v)
+        if spec.style == "megabytes":
+            return fmt_size_mb(value, spec.width)
+        text = fmt_fixed(value, spec.width - 1 if figure.family == "load" else spec.width, spec.decimals)
+        # A '*' marks load times from the plain timer (pytest-benchmark disabled), see the legend.
+        if figure.family == "load" and text != MISSING and v.load.timer != "pytest-benchmark":
+            text += "*"
+        return text
 
-    return cell
-
-
-COLUMNS: tuple[Column, ...] = (
-    Column("size MB", 8, lambda v: fmt_size_mb(v.size_mb)),
-    Column("ratio", 5, lambda v: fmt_fixed(v.ratio, 5, 3)),
-    Column("MAE", 6, _metric("mae")),
-    Column("IoU", 6, _metric("iou")),
-    Column("F", 6, _metric("max_f")),
-    Column("S", 6, _metric("s")),
-    Column("E", 6, _metric("mean_e")),
-    Column("drift", 6, lambda v: fmt_fixed(lookup(v.drift, "mae"), 6, 4)),
-    Column("cold s", 7, _load("cold_s")),
-    Column("warm s", 7, _load("warm_s")),
-    Column("result", 6, verdict),
-)
-
-# Columns given up, in this order, when the terminal is narrower than the full table.
-DROP_ORDER = ("E", "S", "F", "ratio", "warm s", "drift")
-
-LEGEND = (
-    "size in MB (10^6 bytes); ratio = size / base size; MAE, IoU, F (max F-measure), S (S-measure), "
-    "E (mean E-measure) against the ground truth; drift = MAE against the base model's predictions; "
-    "cold load with the compile/translation cache evicted, warm with it primed, in seconds "
-    "(* = plain timer, pytest-benchmark disabled); result against the configured thresholds, "
-    "'-' where none is set."
-)
+    return Column(spec.title, spec.width, cell, spec.drop_rank)
 
 
-def render_table(run: RunResults, width: int = 100, legend: bool = True) -> list[str]:
+RESULT_COLUMN = Column("result", 6, verdict)
+
+
+def columns() -> tuple[Column, ...]:
+    """Every column of the full table: the catalogue's figures, then the verdict."""
+    return (*(_figure_column(f) for f in catalogue.columns()), RESULT_COLUMN)
+
+
+def legend() -> str:
+    """What the columns mean, from the catalogue's legend phrases, grouped by family."""
+    by_family: dict[str, list[str]] = {}
+    for figure in catalogue.columns():
+        if figure.column is not None and figure.column.legend:
+            by_family.setdefault(figure.family, []).append(figure.column.legend)
+    parts = list(by_family.get("size", []))
+    if by_family.get("quality"):
+        parts.append(", ".join(by_family["quality"]) + " against the ground truth")
+    parts += by_family.get("drift", [])
+    if by_family.get("load"):
+        parts.append(", ".join(by_family["load"]) + " (* = plain timer, pytest-benchmark disabled)")
+    parts.append("result against the configured thresholds, '-' where none is set.")
+    return "; ".join(parts)
+
+
+def render_table(run: RunResults, width: int = 100, with_legend: bool = True) -> list[str]:
     """Summary lines for every model of ``run``, none longer than ``width`` characters."""
     lines: list[str] = []
     for model in run.models.values():
         if lines:
             lines.append("")
         lines += render_model(model, width)
-    if lines and legend:
-        lines += textwrap.wrap(LEGEND, width=width)
+    if lines and with_legend:
+        lines += textwrap.wrap(legend(), width=width)
     return lines
 
 
 def fitting_columns(width: int) -> tuple[tuple[Column, ...], int]:
     """The columns that fit ``width`` with a readable variant name, and that name's width.
 
-    Narrow terminals lose the secondary figures first (E, S, F, ratio, warm load, drift),
-    never the size, MAE, IoU, cold load or the verdict.
+    Narrow terminals lose the secondary figures first (the catalogue's ``drop_rank``:
+    E, S, F, ratio, warm load, drift), never the size, MAE, IoU, cold load or the verdict.
     """
-    columns = COLUMNS
-    for title in DROP_ORDER:
-        if width - sum(c.width + 1 for c in columns) >= MIN_NAME_WIDTH:
+    shown = columns()
+    for title in [c.title for c in sorted((c for c in shown if c.drop_rank is not None), key=lambda c: c.drop_rank)]:  # type: ignore[arg-type, return-value]
+        if width - sum(c.width + 1 for c in shown) >= MIN_NAME_WIDTH:
             break
-        columns = tuple(c for c in columns if c.title != title)
-    return columns, max(MIN_NAME_WIDTH, width - sum(c.width + 1 for c in columns))
+        shown = tuple(c for c in shown if c.title != title)
+    return shown, max(MIN_NAME_WIDTH, width - sum(c.width + 1 for c in shown))
 
 
 def render_model(model: ModelResults, width: int = 100) -> list[str]:
@@ -141,17 +144,6 @@ def header_lines(model: ModelResults, width: int = 100) -> list[str]:
     if len(path) > room:
         path = "…" + path[-(room - 1):]
     return [elide(first, width), f"  dataset {path}"]
-
-
-def failed_check_lines(run: RunResults, width: int = 100, limit: int = 5) -> list[str]:
-    """For every failed check of every variant: what failed and its worst images."""
-    lines: list[str] = []
-    for model in run.models.values():
-        for result in ordered_variants(model.variants):
-            for check in result.checks:
-                if not check.passed:
-                    lines += worst_image_lines(check, f"{model.model}[{result.recipe}]", width, limit)
-    return lines
 
 
 def worst_image_lines(check: CheckOutcome, label: str = "", width: int = 100, limit: int = 5) -> list[str]:

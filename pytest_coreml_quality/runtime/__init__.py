@@ -24,14 +24,23 @@ def coreml_available() -> bool:
     return True
 
 
-def get_backend(name: str = "auto") -> Backend:
-    """The backend called ``name``; ``auto`` is ``coreml`` where Core ML runs, else ``onnx``."""
+def resolve_backend_name(name: str) -> str:
+    """What ``name`` means on this machine; ``auto`` is ``coreml`` where Core ML runs, else ``onnx``.
+
+    The one place that decides ``auto``: the report header and :func:`get_backend` agree.
+    """
     if name not in BACKEND_NAMES:
         raise BackendUnavailableError(
             f"unknown backend '{name}'", field="--coreml-backend", expected=" or ".join(BACKEND_NAMES)
         )
     if name == "auto":
-        name = "coreml" if coreml_available() else "onnx"
+        return "coreml" if coreml_available() else "onnx"
+    return name
+
+
+def get_backend(name: str = "auto") -> Backend:
+    """The backend called ``name`` (see :func:`resolve_backend_name`)."""
+    name = resolve_backend_name(name)
     if name == "coreml":
         if not coreml_available():
             where = "this platform" if sys.platform == "darwin" else f"{sys.platform} (Core ML exists only on macOS)"
@@ -57,4 +66,5 @@ __all__ = [
     "coreml_available",
     "default_cache_dir",
     "get_backend",
+    "resolve_backend_name",
 ]

@@ -7,11 +7,11 @@
 
 from pytest_coreml_quality.variants.build import coremltools_call
 from pytest_coreml_quality.variants.cache import Variant, build_variant, cache_key, clear_cache
-from pytest_coreml_quality.variants.recipes import BASE, VALID_FORMS, Recipe, parse_recipe, parse_recipes
+from pytest_coreml_quality.variants.recipes import BASE_RECIPE, VALID_FORMS, Recipe, parse_recipe, parse_recipes
 from pytest_coreml_quality.variants.summary import WeightSummary, weight_summary
 
 __all__ = [
-    "BASE",
+    "BASE_RECIPE",
     "VALID_FORMS",
     "Recipe",
     "Variant",

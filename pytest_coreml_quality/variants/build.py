@@ -14,7 +14,7 @@ from typing import Any
 from pytest_coreml_quality.errors import RecipeError
 from pytest_coreml_quality.model import Model
 from pytest_coreml_quality.variants import nn_fast_quantize
-from pytest_coreml_quality.variants.quiet import quiet_coremltools
+from pytest_coreml_quality.quiet import quiet_coremltools
 from pytest_coreml_quality.variants.recipes import LinearQuantize, NNQuantize, Palettize, Prune, Recipe, Step
 
 # The lookup table of a palN-int8lut recipe: one int8 scale for the whole table.

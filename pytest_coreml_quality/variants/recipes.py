@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from pytest_coreml_quality.errors import RecipeError
+from pytest_coreml_quality.results import BASE_VARIANT
 
 if TYPE_CHECKING:
     from pytest_coreml_quality.model import Model
@@ -200,7 +201,7 @@ class Recipe:
         raise RecipeError(why, path=model.path, field="recipe", expected=expected)
 
 
-BASE = Recipe(name="base", family="base")
+BASE_RECIPE = Recipe(name=BASE_VARIANT, family="base")
 
 
 # --- parsing ------------------------------------------------------------------------------
@@ -223,7 +224,7 @@ def parse_recipe(text: str) -> Recipe:
     if not name:
         raise _error(raw, "empty recipe name")
     if name == "base":
-        return BASE
+        return BASE_RECIPE
     if name == "fp16":
         return Recipe("fp16", "neuralNetwork", (NNQuantize(16),))
     nn = _NN_RE.match(name)
@@ -379,7 +380,7 @@ def parse_recipes(
             raise _error(recipes, "empty name in the comma-separated list")
     else:
         items = list(recipes)
-    parsed: list[Recipe] = [BASE] if include_base else []
+    parsed: list[Recipe] = [BASE_RECIPE] if include_base else []
     for item in items:
         recipe = parse_recipe(item)
         if model is not None:

@@ -14,12 +14,11 @@ from pytest_coreml_quality.baseline import (
     Tolerances,
     compare_to_baseline,
     load_baseline,
-    parse_tolerance,
     save_baseline,
 )
-from pytest_coreml_quality.errors import CoreMLQualityError
-from pytest_coreml_quality.metrics.scores import HIGHER_IS_BETTER
-from pytest_coreml_quality.report.figures import higher_is_better
+from pytest_coreml_quality import catalogue
+from pytest_coreml_quality.errors import CoreMLQualityError, SettingError
+from pytest_coreml_quality.settings import _tolerance
 from pytest_coreml_quality.report.json_report import write_json
 from tests.report.sample import make_run
 
@@ -101,15 +100,15 @@ def test_drift_figures_are_compared_by_direction(saved: Path) -> None:
     q8.drift["flip_share"] += 0.01
     q8.drift["psnr"] -= 1.0  # relative tolerance: 0.5 % of 39 dB is 0.195 dB
     comparison = compare_to_baseline(run, saved)
-    assert _only(comparison, "drift.flip_share").failed
-    psnr = _only(comparison, "drift.psnr")
+    assert _only(comparison, "drift_flip_share").failed
+    psnr = _only(comparison, "drift_psnr")
     assert psnr.failed and psnr.allowed == pytest.approx(0.005 * 39.0)
 
 
 def test_base_psnr_infinity_to_finite_is_a_regression(saved: Path) -> None:
     run = make_run()
     run.models[MODEL].variants["base"].drift["psnr"] = 60.0
-    diff = _only(compare_to_baseline(run, saved), "drift.psnr")
+    diff = _only(compare_to_baseline(run, saved), "drift_psnr")
     assert diff.old == math.inf and diff.worse and diff.failed
 
 
@@ -119,9 +118,9 @@ def test_size_tolerance_is_relative(saved: Path, factor: float, failed: bool) ->
     q8 = run.models[MODEL].variants["q8"]
     old = q8.size_bytes
     q8.size_bytes = int(old * factor)
-    diff = _only(compare_to_baseline(run, saved), "size_bytes")
+    diff = _only(compare_to_baseline(run, saved), "size_mb")
     assert diff.failed == failed and diff.worse == (factor > 1)
-    assert diff.allowed == pytest.approx(0.01 * old)
+    assert diff.allowed == pytest.approx(0.01 * old / 1e6)
 
 
 @pytest.mark.parametrize(("factor", "failed"), [(1.4, False), (1.6, True)])
@@ -171,20 +170,72 @@ def test_gaps_and_version_changes_are_warnings_not_failures(saved: Path) -> None
     run.versions["coremltools"] = "9.1"
     comparison = compare_to_baseline(run, saved)
     assert not comparison.failed
+    assert "TinySeg.mlmodel[q2] has no figures in baseline" in comparison.not_compared[(MODEL, "q2")]
+    assert list(comparison.not_compared) == [(MODEL, "q2")]
     text = "\n".join(comparison.warnings)
-    assert "TinySeg.mlmodel[q2]: no figures in baseline" in text
     assert "variants in the baseline but not in this run: prune50+pal4-int8lut, q8" in text
     assert "TinySeg.mlmodel[base]: in the baseline but not measured in this run: dice" in text
     assert "coremltools 9.0 -> 9.1" in text
 
 
-def test_model_missing_from_baseline_warns(saved: Path) -> None:
+def test_model_missing_from_baseline_compares_nothing_and_says_so(saved: Path) -> None:
     run = make_run()
     run.models["Other.mlpackage"] = run.models.pop(MODEL)
     run.models["Other.mlpackage"].model = "Other.mlpackage"
+    run.models["Other.mlpackage"].content_hash = "e" * 64
     comparison = compare_to_baseline(run, saved)
     assert comparison.diffs == []
-    assert comparison.warnings[0].startswith("Other.mlpackage: not in baseline")
+    assert set(comparison.not_compared) == {("Other.mlpackage", r) for r in run.models["Other.mlpackage"].variants}
+    why = comparison.not_compared[("Other.mlpackage", "q8")]
+    assert "Other.mlpackage is not in baseline" in why and MODEL in why and "--coreml-save-baseline" in why
+
+
+def test_renamed_model_file_is_matched_by_content_hash(saved: Path) -> None:
+    run = make_run()
+    run.models["Renamed.mlmodel"] = run.models.pop(MODEL)
+    run.models["Renamed.mlmodel"].variants["q8"].metrics["iou"] -= 0.1
+    comparison = compare_to_baseline(run, saved)
+    assert comparison.not_compared == {}
+    assert [d.metric for d in comparison.failures] == ["iou"]
+    assert any("same model content, other file name" in w and MODEL in w for w in comparison.warnings)
+
+
+def test_variant_with_no_common_figure_compares_nothing(saved: Path) -> None:
+    run = make_run()
+    q8 = run.models[MODEL].variants["q8"]
+    q8.size_bytes, q8.metrics, q8.drift = None, {}, {}
+    q8.load.cold_s = q8.load.warm_s = None
+    comparison = compare_to_baseline(run, saved)
+    assert "no figure was measured both in this run and in baseline" in comparison.not_compared[(MODEL, "q8")]
+
+
+def test_another_golden_set_warns(saved: Path) -> None:
+    base = make_run()
+    base.models[MODEL].dataset_images, base.models[MODEL].dataset_hash = 28, "a" * 32
+    path = save_baseline(saved.parent / "with_set.json", base)
+    run = make_run()
+    run.models[MODEL].dataset_images, run.models[MODEL].dataset_hash = 30, "b" * 32
+    text = "\n".join(compare_to_baseline(run, path).warnings)
+    assert "measured on another golden set (28 images then, 30 now)" in text
+    same = make_run()
+    same.models[MODEL].dataset_images, same.models[MODEL].dataset_hash = 28, "a" * 32
+    assert compare_to_baseline(same, path).warnings == []
+
+
+def test_load_times_from_another_timer_are_not_compared(saved: Path) -> None:
+    run = make_run()
+    q8 = run.models[MODEL].variants["q8"]
+    q8.load.cold_s *= 10
+    q8.load.timer = "perf_counter"
+    comparison = compare_to_baseline(run, saved)
+    assert not comparison.failed and all(d.metric != "cold_load_s" for d in comparison.diffs)
+    assert any("load times not compared" in w and "perf_counter" in w for w in comparison.warnings)
+
+
+def test_old_names_of_figures_are_still_understood() -> None:
+    assert catalogue.get("drift.mae") is catalogue.get("drift_mae") is not None
+    assert catalogue.get("size_bytes") is catalogue.get("size_mb")
+    assert catalogue.get("cold_s").key == "cold_load_s"
 
 
 def test_json_report_serves_as_baseline(tmp_path: Path) -> None:
@@ -223,20 +274,21 @@ def test_tolerances_must_be_non_negative_numbers() -> None:
         Tolerances(metric=math.nan)
 
 
-@pytest.mark.parametrize(("text", "value"), [("0.01", 0.01), ("1%", 0.01), (" 50% ", 0.5), ("", 0.3), (None, 0.3), (0.2, 0.2)])
-def test_parse_tolerance(text: object, value: float) -> None:
-    assert parse_tolerance(text, "coreml_baseline_tolerance_load", 0.3) == pytest.approx(value)
+@pytest.mark.parametrize(("text", "value"), [("0.01", 0.01), ("1%", 0.01), (" 50% ", 0.5), (0.2, 0.2)])
+def test_tolerance_setting(text: object, value: float) -> None:
+    assert _tolerance("coreml_baseline_tolerance_load", text) == pytest.approx(value)
 
 
-@pytest.mark.parametrize("text", ["abc", "-1", "inf", "5%%"])
-def test_parse_tolerance_rejects_bad_values(text: str) -> None:
-    with pytest.raises(CoreMLQualityError, match="coreml_baseline_tolerance_load"):
-        parse_tolerance(text, "coreml_baseline_tolerance_load", 0.5)
+@pytest.mark.parametrize("text", ["abc", "-1", "inf", "5%%", "nan"])
+def test_tolerance_setting_rejects_bad_values(text: str) -> None:
+    with pytest.raises(SettingError, match="coreml-baseline-tolerance-load"):
+        _tolerance("coreml_baseline_tolerance_load", text)
 
 
-def test_directions_agree_with_the_metrics_package() -> None:
-    for name, high in HIGHER_IS_BETTER.items():
-        assert higher_is_better(name) is high, name
-        assert higher_is_better(f"drift.{name}") is high, name
-    assert higher_is_better("drift_flip_share") is False  # the threshold spelling
-    assert higher_is_better("no_such_metric") is None
+def test_directions_come_from_the_catalogue() -> None:
+    assert catalogue.higher_is_better("iou") is True and catalogue.higher_is_better("mae") is False
+    for figure in catalogue.figures("quality"):
+        assert catalogue.higher_is_better("drift_" + figure.key) is figure.higher_is_better, figure.key
+        assert catalogue.higher_is_better("drift." + figure.key) is figure.higher_is_better, figure.key
+    assert catalogue.higher_is_better("drift_flip_share") is False
+    assert catalogue.higher_is_better("no_such_metric") is None

@@ -46,9 +46,10 @@ def test_file_is_strict_json_with_schema_versions_and_summary(tmp_path: Path) ->
     assert summary["base"]["verdict"] == "-"
     assert summary["q8"]["verdict"] == "PASS"
     assert summary["prune50+pal4-int8lut"]["verdict"] == "FAIL"
-    assert summary["prune50+pal4-int8lut"]["failed_checks"] == [
-        run.models["TinySeg.mlmodel"].variants["prune50+pal4-int8lut"].checks[0].describe()
-    ]
+    check = run.models["TinySeg.mlmodel"].variants["prune50+pal4-int8lut"].checks[0]
+    assert summary["prune50+pal4-int8lut"]["failed_checks"] == [f"{check.check} {check.describe()}"]
+    assert summary["q8"]["iou"] == pytest.approx(run.models["TinySeg.mlmodel"].variants["q8"].metrics["iou"])
+    assert summary["q8"]["drift_mae"] == pytest.approx(run.models["TinySeg.mlmodel"].variants["q8"].drift["mae"])
     assert summary["q8"]["size_mb"] == pytest.approx(run.models["TinySeg.mlmodel"].variants["q8"].size_mb)
     assert summary["q8"]["load_speedup"] == pytest.approx(1.5 / 0.06)
     # RunResults.from_dict reads the file itself once the non-finite markers are decoded.

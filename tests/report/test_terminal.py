@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from pytest_coreml_quality.report.figures import elide, fmt_fixed, worst_images
+from pytest_coreml_quality.report.figures import elide, fmt_fixed
+from pytest_coreml_quality.thresholds import worst_images
 from pytest_coreml_quality.report.terminal import (
-    COLUMNS,
-    failed_check_lines,
+    columns,
     render_model,
     render_table,
     worst_image_lines,
@@ -74,7 +74,7 @@ def test_missing_figures_render_as_dash() -> None:
     assert cells[0] == "base"
     assert cells[4] == "0.5000"
     # size, ratio, MAE, F, S, E, drift, cold, warm, result: all unknown
-    assert [c for i, c in enumerate(cells) if i not in (0, 4)] == ["-"] * (len(COLUMNS) - 1)
+    assert [c for i, c in enumerate(cells) if i not in (0, 4)] == ["-"] * (len(columns()) - 1)
 
 
 def test_plain_timer_is_marked_and_explained() -> None:
@@ -111,15 +111,6 @@ def test_worst_image_lines_name_the_check_and_the_images() -> None:
     assert [line.split() for line in lines[2:5]] == [["img_0.png", "0.5000"], ["img_1.png", "0.4900"], ["img_2.png", "0.4800"]]
     assert lines[5].strip() == "... and 5 more"
     assert all(len(line) <= 60 for line in lines)
-
-
-def test_failed_check_lines_skip_passing_checks() -> None:
-    run = make_run()
-    lines = failed_check_lines(run)
-    heads = [line for line in lines if "FAILED" in line]
-    assert len(heads) == 2
-    assert heads[0].startswith("TinySeg.mlmodel[prune50+pal4-int8lut]: quality mae")
-    assert not any("[q8]" in line for line in lines)
 
 
 def test_worst_images_follow_the_metric_direction() -> None:

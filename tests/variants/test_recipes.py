@@ -6,7 +6,7 @@ import pytest
 
 from pytest_coreml_quality.errors import RecipeError
 from pytest_coreml_quality.model import Model
-from pytest_coreml_quality.variants import BASE, coremltools_call, parse_recipe, parse_recipes
+from pytest_coreml_quality.variants import BASE_RECIPE, coremltools_call, parse_recipe, parse_recipes
 from pytest_coreml_quality.variants.recipes import LinearQuantize, NNQuantize, Palettize, Prune
 
 
@@ -81,7 +81,7 @@ def test_malformed_recipes_name_the_recipe_and_list_valid_forms(text: str, why: 
 def test_parse_recipes_puts_base_first_and_deduplicates(nn_model: Model) -> None:
     recipes = parse_recipes("q8, Q8,q4-linear,q4,base", nn_model)
     assert [r.name for r in recipes] == ["base", "q8", "q4"]
-    assert recipes[0] is BASE
+    assert recipes[0] is BASE_RECIPE
     assert [r.name for r in parse_recipes(["q8"], include_base=False)] == ["q8"]
     assert [r.name for r in parse_recipes("", nn_model)] == ["base"]
 
