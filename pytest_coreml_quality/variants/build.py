@@ -15,11 +15,7 @@ from pytest_coreml_quality.errors import RecipeError
 from pytest_coreml_quality.model import Model
 from pytest_coreml_quality.variants import nn_fast_quantize
 from pytest_coreml_quality.quiet import quiet_coremltools
-from pytest_coreml_quality.variants.recipes import LinearQuantize, NNQuantize, Palettize, Prune, Recipe, Step
-
-# The lookup table of a palN-int8lut recipe: one int8 scale for the whole table.
-INT8_LUT_CONFIG = {"mode": "linear_symmetric", "dtype": "int8", "granularity": "per_tensor"}
-
+from pytest_coreml_quality.variants.recipes import MLStep, NNQuantize, Recipe, Step
 
 def build_recipe(model: Model, recipe: Recipe, out_path: Path, *, fast_nn: bool = True) -> str:
     """Compress ``model`` with ``recipe`` and save the result at ``out_path``.
@@ -77,80 +73,19 @@ def _build_ml_program(model: Model, steps: tuple[Step, ...], out_path: Path) -> 
     mlmodel.save(str(out_path))
 
 
-def apply_step(mlmodel: Any, step: Step, *, joint: bool) -> Any:
-    """Apply one ML Program step with ``coremltools.optimize.coreml``; return the new MLModel."""
+def apply_step(mlmodel: Any, step: MLStep, *, joint: bool) -> Any:
+    """Apply one ML Program step's calls with ``coremltools.optimize.coreml``; return the new MLModel."""
     import coremltools.optimize.coreml as cto
 
-    def config(op_config: Any) -> Any:
-        return cto.OptimizationConfig(global_config=op_config)
-
-    if isinstance(step, LinearQuantize):
-        op = cto.OpLinearQuantizerConfig(**linear_config_kwargs(step))
-        return cto.linear_quantize_weights(mlmodel, config(op), joint_compression=joint)
-    if isinstance(step, Palettize):
-        op = cto.OpPalettizerConfig(**palettize_config_kwargs(step))
-        out = cto.palettize_weights(mlmodel, config(op), joint_compression=joint)
-        if step.int8_lut:
-            lut = cto.OpLinearQuantizerConfig(**INT8_LUT_CONFIG)
-            out = cto.linear_quantize_weights(out, config(lut), joint_compression=True)
-        return out
-    if isinstance(step, Prune):
-        op = cto.OpMagnitudePrunerConfig(**prune_config_kwargs(step))
-        return cto.prune_weights(mlmodel, config(op), joint_compression=joint)
-    raise TypeError(f"not an ML Program step: {step!r}")
-
-
-def linear_config_kwargs(step: LinearQuantize) -> dict[str, Any]:
-    """``OpLinearQuantizerConfig`` arguments for an ``int..`` step."""
-    kwargs: dict[str, Any] = {
-        "mode": "linear_symmetric" if step.symmetric else "linear",
-        "dtype": step.dtype,
-        "granularity": step.granularity,
-    }
-    if step.block_size is not None:
-        kwargs["block_size"] = step.block_size
-    return kwargs
-
-
-def palettize_config_kwargs(step: Palettize) -> dict[str, Any]:
-    """``OpPalettizerConfig`` arguments for a ``pal..`` step (without the int8 LUT pass)."""
-    kwargs: dict[str, Any] = {"mode": step.mode, "nbits": step.nbits}
-    if step.group_size is not None:
-        kwargs.update(granularity="per_grouped_channel", group_size=step.group_size)
-    return kwargs
-
-
-def prune_config_kwargs(step: Prune) -> dict[str, Any]:
-    """``OpMagnitudePrunerConfig`` arguments for a ``prune..`` step."""
-    if step.n_m is not None:
-        return {"n_m_ratio": step.n_m}
-    kwargs: dict[str, Any] = {"target_sparsity": (step.percent or 0) / 100}
-    if step.block_size is not None:
-        kwargs["block_size"] = step.block_size
-    return kwargs
+    for index, call in enumerate(step.calls()):
+        config = cto.OptimizationConfig(global_config=getattr(cto, call.config)(**call.kwargs))
+        # Every call after a model's first compression must say so: coremltools requires it.
+        mlmodel = getattr(cto, call.function)(mlmodel, config, joint_compression=joint or index > 0)
+    return mlmodel
 
 
 def coremltools_call(recipe: Recipe) -> str:
     """The coremltools call(s) a recipe makes, as Python source, for docs and reports."""
     if recipe.is_base:
         return "(none: the model as given)"
-    calls = []
-    for index, step in enumerate(recipe.steps):
-        joint = ", joint_compression=True" if index > 0 else ""
-        if isinstance(step, NNQuantize):
-            calls.append(f"quantization_utils.quantize_weights(model, nbits={step.nbits}, quantization_mode={step.mode!r})")
-        elif isinstance(step, LinearQuantize):
-            calls.append(f"linear_quantize_weights(m, OptimizationConfig(OpLinearQuantizerConfig({_kw(linear_config_kwargs(step))})){joint})")
-        elif isinstance(step, Palettize):
-            calls.append(f"palettize_weights(m, OptimizationConfig(OpPalettizerConfig({_kw(palettize_config_kwargs(step))})){joint})")
-            if step.int8_lut:
-                calls.append(
-                    f"linear_quantize_weights(m, OptimizationConfig(OpLinearQuantizerConfig({_kw(INT8_LUT_CONFIG)})), joint_compression=True)"
-                )
-        elif isinstance(step, Prune):
-            calls.append(f"prune_weights(m, OptimizationConfig(OpMagnitudePrunerConfig({_kw(prune_config_kwargs(step))})){joint})")
-    return " -> ".join(calls)
-
-
-def _kw(kwargs: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    return " -> ".join(step.source(joint=index > 0) for index, step in enumerate(recipe.steps))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pytest_coreml_quality.errors import RecipeError
 from pytest_coreml_quality.results import BASE_VARIANT
@@ -50,7 +50,22 @@ NEURAL_NETWORK_FORMS = "fp16, q1..q8, q1..q8-kmeans, q1..q8-lut, q8-sym"
 ML_PROGRAM_FORMS = "int8, int4 (-sym, -pertensor, -blockN), pal1..pal8 (-uniform, -groupN, -int8lut), prune25/50/75 (-blockN), pruneN:M, prune..+pal.., prune..+int.."
 
 
-# --- steps: one coremltools call each -----------------------------------------------------
+# --- steps: each family describes its own coremltools calls, ordering and requirements -------
+
+
+@dataclass(frozen=True)
+class Call:
+    """One ``coremltools.optimize.coreml`` call: ``function(model, OptimizationConfig(config(**kwargs)))``."""
+
+    function: str
+    config: str
+    kwargs: dict[str, Any]
+
+    def source(self, joint: bool) -> str:
+        """The call as Python source, for docs and reports."""
+        args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
+        tail = ", joint_compression=True" if joint else ""
+        return f"{self.function}(m, OptimizationConfig({self.config}({args})){tail})"
 
 
 @dataclass(frozen=True)
@@ -60,6 +75,8 @@ class NNQuantize:
     nbits: int
     mode: Literal["linear", "linear_symmetric", "kmeans_lut", "linear_lut"] = "linear"
 
+    joint_order: ClassVar[int | None] = None  # NeuralNetwork compressions do not combine
+
     @property
     def name(self) -> str:
         if self.nbits == 16:
@@ -67,15 +84,40 @@ class NNQuantize:
         suffix = {"linear": "", "linear_symmetric": "-sym", "kmeans_lut": "-kmeans", "linear_lut": "-lut"}[self.mode]
         return f"q{self.nbits}{suffix}"
 
+    def ios18_reason(self) -> str | None:
+        return None
+
+    def source(self, joint: bool) -> str:
+        return f"quantization_utils.quantize_weights(model, nbits={self.nbits}, quantization_mode={self.mode!r})"
+
 
 @dataclass(frozen=True)
-class LinearQuantize:
+class MLStep:
+    """An ML Program step: one or more :class:`Call` s of ``coremltools.optimize.coreml``."""
+
+    joint_order: ClassVar[int | None] = None  # position in a joint recipe: prune, pal, int
+
+    def calls(self) -> list[Call]:
+        raise NotImplementedError
+
+    def ios18_reason(self) -> str | None:
+        """Why this step needs an ML Program targeting iOS18, or None."""
+        return None
+
+    def source(self, joint: bool) -> str:
+        return " -> ".join(call.source(joint or index > 0) for index, call in enumerate(self.calls()))
+
+
+@dataclass(frozen=True)
+class LinearQuantize(MLStep):
     """``optimize.coreml.linear_quantize_weights`` with an ``OpLinearQuantizerConfig``."""
 
     dtype: Literal["int8", "int4"]
     symmetric: bool = False
     granularity: Literal["per_channel", "per_tensor", "per_block"] = "per_channel"
     block_size: int | None = None
+
+    joint_order: ClassVar[int | None] = 2
 
     @property
     def name(self) -> str:
@@ -86,9 +128,32 @@ class LinearQuantize:
             out += f"-block{self.block_size}"
         return out
 
+    def calls(self) -> list[Call]:
+        kwargs: dict[str, Any] = {
+            "mode": "linear_symmetric" if self.symmetric else "linear",
+            "dtype": self.dtype,
+            "granularity": self.granularity,
+        }
+        if self.block_size is not None:
+            kwargs["block_size"] = self.block_size
+        return [Call("linear_quantize_weights", "OpLinearQuantizerConfig", kwargs)]
+
+    def ios18_reason(self) -> str | None:
+        if self.dtype == "int4":
+            return "4-bit linear quantization"
+        if self.granularity == "per_block":
+            return "per-block quantization"
+        return None
+
+
+# The lookup table of a palN-int8lut recipe: one int8 scale for the whole table.
+INT8_LUT_CALL = Call(
+    "linear_quantize_weights", "OpLinearQuantizerConfig", {"mode": "linear_symmetric", "dtype": "int8", "granularity": "per_tensor"}
+)
+
 
 @dataclass(frozen=True)
-class Palettize:
+class Palettize(MLStep):
     """``optimize.coreml.palettize_weights`` with an ``OpPalettizerConfig``.
 
     ``int8_lut`` adds a joint ``linear_quantize_weights`` that stores the lookup table as int8.
@@ -98,6 +163,8 @@ class Palettize:
     mode: Literal["kmeans", "uniform"] = "kmeans"
     group_size: int | None = None  # None: per_tensor; else per_grouped_channel
     int8_lut: bool = False
+
+    joint_order: ClassVar[int | None] = 1
 
     @property
     def name(self) -> str:
@@ -110,20 +177,46 @@ class Palettize:
             out += "-int8lut"
         return out
 
+    def calls(self) -> list[Call]:
+        kwargs: dict[str, Any] = {"mode": self.mode, "nbits": self.nbits}
+        if self.group_size is not None:
+            kwargs.update(granularity="per_grouped_channel", group_size=self.group_size)
+        calls = [Call("palettize_weights", "OpPalettizerConfig", kwargs)]
+        return calls + [INT8_LUT_CALL] if self.int8_lut else calls
+
+    def ios18_reason(self) -> str | None:
+        if self.group_size is not None:
+            return "per-grouped-channel palettization"
+        if self.nbits == 3:
+            return "3-bit palettes"
+        if self.int8_lut:
+            return "an int8 lookup table (joint compression)"
+        return None
+
 
 @dataclass(frozen=True)
-class Prune:
+class Prune(MLStep):
     """``optimize.coreml.prune_weights`` with an ``OpMagnitudePrunerConfig``."""
 
     percent: int | None = None  # target_sparsity * 100
     block_size: int | None = None
     n_m: tuple[int, int] | None = None
 
+    joint_order: ClassVar[int | None] = 0
+
     @property
     def name(self) -> str:
         if self.n_m is not None:
             return f"prune{self.n_m[0]}:{self.n_m[1]}"
         return f"prune{self.percent}" + (f"-block{self.block_size}" if self.block_size else "")
+
+    def calls(self) -> list[Call]:
+        if self.n_m is not None:
+            return [Call("prune_weights", "OpMagnitudePrunerConfig", {"n_m_ratio": self.n_m})]
+        kwargs: dict[str, Any] = {"target_sparsity": (self.percent or 0) / 100}
+        if self.block_size is not None:
+            kwargs["block_size"] = self.block_size
+        return [Call("prune_weights", "OpMagnitudePrunerConfig", kwargs)]
 
 
 Step = NNQuantize | LinearQuantize | Palettize | Prune
@@ -148,18 +241,7 @@ class Recipe:
         """Why this recipe needs an ML Program targeting iOS18 (spec version 9), or None."""
         if len(self.steps) > 1:
             return "joint compression"
-        for step in self.steps:
-            if isinstance(step, LinearQuantize) and step.dtype == "int4":
-                return "4-bit linear quantization"
-            if isinstance(step, LinearQuantize) and step.granularity == "per_block":
-                return "per-block quantization"
-            if isinstance(step, Palettize) and step.group_size is not None:
-                return "per-grouped-channel palettization"
-            if isinstance(step, Palettize) and step.nbits == 3:
-                return "3-bit palettes"
-            if isinstance(step, Palettize) and step.int8_lut:
-                return "an int8 lookup table (joint compression)"
-        return None
+        return next((reason for step in self.steps if (reason := step.ios18_reason())), None)
 
     def check_applies_to(self, model: Model) -> None:
         """Raise :class:`RecipeError` if this recipe cannot compress ``model``'s kind."""
@@ -210,7 +292,6 @@ _NN_RE = re.compile(r"^q([0-9]+)(?:-(kmeans|lut|sym|linear))?$")
 _HEAD_RE = re.compile(r"^(int|pal|prune)([0-9]+)(?::([0-9]+))?$")
 _BLOCK_RE = re.compile(r"^block([0-9]+)$")
 _GROUP_RE = re.compile(r"^group([0-9]+)$")
-_ORDER = {Prune: 0, Palettize: 1, LinearQuantize: 2}
 
 
 def _error(recipe: str, why: str) -> RecipeError:
@@ -359,8 +440,8 @@ def _check_joint_order(raw: str, steps: list[Step]) -> None:
     kinds = [type(s) for s in steps]
     if len(set(kinds)) != len(kinds):
         raise _error(raw, "each kind of step (prune, pal, int) may appear once")
-    if kinds != sorted(kinds, key=_ORDER.__getitem__):
-        ordered = "+".join(s.name for s in sorted(steps, key=lambda s: _ORDER[type(s)]))
+    if kinds != sorted(kinds, key=lambda kind: kind.joint_order):
+        ordered = "+".join(s.name for s in sorted(steps, key=lambda s: s.joint_order))
         raise _error(raw, f"joint steps apply in the order prune, pal, int: write '{ordered}'")
     if Palettize in kinds and LinearQuantize in kinds:
         raise _error(raw, "to quantize a palette's lookup table write palN-int8lut; pal and int steps do not otherwise combine")
