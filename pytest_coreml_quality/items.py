@@ -98,14 +98,14 @@ def _check_function(model_key: str, recipe: str, check: str) -> Callable[..., No
         return quality
 
     if check in ("load-cold", "load-warm"):
-        kind = check.split("-")[1]
+        temperature = check.split("-")[1]
 
         def load(request: pytest.FixtureRequest, benchmark: Any) -> None:
             state = _state(request)
-            measure_load(state, model_key, recipe, kind, benchmark)  # type: ignore[arg-type]
+            measure_load(state, model_key, recipe, temperature, benchmark)  # type: ignore[arg-type]
             _finish(request, state, model_key, recipe, "load")
 
-        load.__name__ = f"load_{kind}"
+        load.__name__ = f"load_{temperature}"
         return load
 
     def baseline(request: pytest.FixtureRequest) -> None:
@@ -133,19 +133,19 @@ def compare_variant_to_baseline(state: QualitySession, model_key: str, recipe: s
         pytest.fail("\n".join(lines), pytrace=False)
 
 
-def measure_load(state: QualitySession, model_key: str, recipe: str, kind: str, benchmark: Any | None) -> float:
-    """Time ``kind`` loads of a variant, record them, and return the median in seconds."""
+def measure_load(state: QualitySession, model_key: str, recipe: str, temperature: str, benchmark: Any | None) -> float:
+    """Time ``temperature`` loads of a variant, record them, and return the median in seconds."""
     model = fail_on_user_error(lambda: state.variant_model(model_key, recipe))
     backend = fail_on_user_error(state.backend)
     options = state.runtime_options()
     rounds = state.settings.load_rounds
     if benchmark is not None:
-        seconds, timer = fail_on_user_error(lambda: time_with_benchmark(benchmark, backend, model, options, kind, rounds))  # type: ignore[arg-type]
+        seconds, timer = fail_on_user_error(lambda: time_with_benchmark(benchmark, backend, model, options, temperature, rounds))  # type: ignore[arg-type]
     else:
-        seconds, timer = fail_on_user_error(lambda: time_plainly(backend, model, options, kind, rounds)), PLAIN_TIMER  # type: ignore[arg-type]
+        seconds, timer = fail_on_user_error(lambda: time_plainly(backend, model, options, temperature, rounds)), PLAIN_TIMER  # type: ignore[arg-type]
     result = state.results.models[model_key].variant(recipe)
     result.load.timer = timer
-    setattr(result.load, f"{kind}_s", seconds)
+    setattr(result.load, f"{temperature}_s", seconds)
     return seconds
 
 
@@ -164,12 +164,12 @@ def fail_on_user_error(step: Callable[[], Any]) -> Any:
     pytest.fail(message, pytrace=False)
 
 
-def _finish(request: pytest.FixtureRequest, state: QualitySession, model_key: str, recipe: str, kind: str) -> None:
+def _finish(request: pytest.FixtureRequest, state: QualitySession, model_key: str, recipe: str, check: str) -> None:
     """Record figures as JUnit properties, then judge them against the thresholds."""
     result = state.results.models[model_key].variant(recipe)
-    for name, value in junit_properties(result, kind):
+    for name, value in junit_properties(result, check):
         request.node.user_properties.append((name, value))
-    outcomes = state.check(model_key, recipe, kind)
+    outcomes = state.check(model_key, recipe, check)
     failed = [o for o in outcomes if not o.passed]
     if failed:
         pytest.fail(failure_message(model_key, recipe, failed), pytrace=False)

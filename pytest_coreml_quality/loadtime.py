@@ -16,17 +16,17 @@ from typing import Any, Literal
 from pytest_coreml_quality.model import Model
 from pytest_coreml_quality.runtime.base import Backend, RuntimeOptions
 
-LoadKind = Literal["cold", "warm"]
+Temperature = Literal["cold", "warm"]
 
 
-def loader(backend: Backend, model: Model, options: RuntimeOptions, kind: LoadKind) -> tuple[Callable[[], Any], Callable[[], None]]:
+def loader(backend: Backend, model: Model, options: RuntimeOptions, temperature: Temperature) -> tuple[Callable[[], Any], Callable[[], None]]:
     """``(load, setup)`` for one timed round: ``setup`` evicts (cold) or primes (warm) the cache."""
 
     def load() -> Any:
         return backend.load(model, options)
 
     def setup() -> None:
-        if kind == "cold":
+        if temperature == "cold":
             backend.evict(model, options)
         else:
             backend.load(model, options)  # primes the compiled cache; the timed load reuses it
@@ -40,7 +40,7 @@ PLAIN_TIMER = "perf_counter (pytest-benchmark disabled)"
 
 
 def time_with_benchmark(
-    benchmark: Any, backend: Backend, model: Model, options: RuntimeOptions, kind: LoadKind, rounds: int
+    benchmark: Any, backend: Backend, model: Model, options: RuntimeOptions, temperature: Temperature, rounds: int
 ) -> tuple[float, str]:
     """Median load time through pytest-benchmark's ``pedantic``, and which timer took it.
 
@@ -50,17 +50,17 @@ def time_with_benchmark(
     """
     if getattr(benchmark, "disabled", False):
         samples: list[float] = []
-        benchmark.pedantic(lambda: samples.append(time_plainly(backend, model, options, kind, rounds)), rounds=1, iterations=1)
+        benchmark.pedantic(lambda: samples.append(time_plainly(backend, model, options, temperature, rounds)), rounds=1, iterations=1)
         return samples[0], PLAIN_TIMER
-    load, setup = loader(backend, model, options, kind)
-    benchmark.extra_info.update({"coreml_load": kind, "model": model.name})
+    load, setup = loader(backend, model, options, temperature)
+    benchmark.extra_info.update({"coreml_load": temperature, "model": model.name})
     benchmark.pedantic(load, setup=setup, rounds=rounds, iterations=1, warmup_rounds=0)
     return float(benchmark.stats.stats.median), BENCHMARK_TIMER
 
 
-def time_plainly(backend: Backend, model: Model, options: RuntimeOptions, kind: LoadKind, rounds: int) -> float:
+def time_plainly(backend: Backend, model: Model, options: RuntimeOptions, temperature: Temperature, rounds: int) -> float:
     """Median of ``rounds`` loads with ``time.perf_counter`` (used when pytest-benchmark is off)."""
-    load, setup = loader(backend, model, options, kind)
+    load, setup = loader(backend, model, options, temperature)
     samples = []
     for _ in range(rounds):
         setup()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -286,26 +286,32 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 
 def _write_reports(config: pytest.Config, state: QualitySession) -> None:
+    """Write every requested report; one that fails is named, and the others are still written."""
     settings = state.settings
-    notes = state.report_notes
-    try:
-        if settings.report_json is not None:
-            from pytest_coreml_quality.report.json_report import write_json
+    writers: list[tuple[str, Any, Callable[[Path], object]]] = []
+    if settings.report_json is not None:
+        from pytest_coreml_quality.report.json_report import write_json
 
-            write_json(settings.report_json, state.results)
-            notes.append(f"coreml-quality: JSON report written to {settings.report_json}")
-        if settings.report_html is not None:
-            from pytest_coreml_quality.report.html import write_html
+        writers.append(("JSON report", settings.report_json, lambda p: write_json(p, state.results)))
+    if settings.report_html is not None:
+        from pytest_coreml_quality.report.html import write_html
 
-            write_html(settings.report_html, state.results, state.image_source())
-            notes.append(f"coreml-quality: HTML report written to {settings.report_html}")
-        if settings.save_baseline is not None:
-            from pytest_coreml_quality.baseline import save_baseline
+        writers.append(("HTML report", settings.report_html, lambda p: write_html(p, state.results, state.image_source())))
+    if settings.save_baseline is not None:
+        from pytest_coreml_quality.baseline import save_baseline
 
-            save_baseline(settings.save_baseline, state.results)
-            notes.append(f"coreml-quality: baseline saved to {settings.save_baseline}")
-    except CoreMLQualityError as exc:
-        warnings.warn(pytest.PytestWarning(f"coreml-quality: could not write a report: {exc}"), stacklevel=1)
+        writers.append(("baseline", settings.save_baseline, lambda p: save_baseline(p, state.results)))
+    for what, path, write in writers:
+        try:
+            write(path)
+        except (CoreMLQualityError, OSError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            line = f"coreml-quality: ERROR: could not write the {what} to {path}: {reason}"
+            state.report_notes.append(line)
+            warnings.warn(pytest.PytestWarning(line), stacklevel=1)
+        else:
+            verb = "saved" if what == "baseline" else "written"
+            state.report_notes.append(f"coreml-quality: {what} {verb} to {path}")
 
 
 __all__ = ["SESSION_KEY", "merge_results"]

@@ -91,7 +91,33 @@ class QualitySession:
                 entry.dataset = str(settings.dataset)
                 entry.dataset_images = len(session.dataset.ids)
                 entry.dataset_hash = dataset_hash
+        session._check_outputs()
         return session
+
+    def _check_outputs(self) -> None:
+        """Refuse report paths that cannot be written or would overwrite the user's files."""
+        from pytest_coreml_quality.outputs import check_output_paths
+
+        s = self.settings
+        outputs = {
+            flag: path
+            for flag, path in (
+                ("--coreml-report-json", s.report_json),
+                ("--coreml-report-html", s.report_html),
+                ("--coreml-save-baseline", s.save_baseline),
+            )
+            if path is not None
+        }
+        dataset_files = []
+        if self.dataset is not None:
+            dataset_files = [p for e in self.dataset.entries for p in (e.image_path, e.mask_path)]
+            if self.dataset.source.is_file():
+                dataset_files.append(self.dataset.source)
+        protected = {"the model": [m.path for m in self.models], "a golden-set file": dataset_files}
+        if s.baseline is not None and s.baseline != s.save_baseline:
+            # Saving over the compared baseline is how a team accepts new figures; anything else is not.
+            protected["the baseline compared against"] = [s.baseline]
+        check_output_paths(outputs, protected)
 
     # --- identity ------------------------------------------------------------------------
     def key(self, model: Model) -> str:
