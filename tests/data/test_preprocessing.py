@@ -130,8 +130,8 @@ def test_bad_settings_are_rejected() -> None:
         PreprocessSettings(normalization="-2..2")
     with pytest.raises(PreprocessError, match="size_policy"):
         PreprocessSettings(size_policy="smallest")  # type: ignore[arg-type]
-    with pytest.raises(PreprocessError, match="output_kind"):
-        PreprocessSettings(output_kind="percent")  # type: ignore[arg-type]
+    with pytest.raises(CoreMLQualityError, match="--coreml-mask"):
+        PreprocessSettings(mask="percent")
     assert PreprocessSettings().cache_key() != PreprocessSettings(resample="bicubic").cache_key()
 
 
@@ -168,16 +168,16 @@ def test_multiarray_probabilities_and_logits(models: dict[str, Model]) -> None:
     mask = Preprocessor(models["rgb"]).mask_from({"mask": probs}, (32, 32))
     np.testing.assert_allclose(mask, probs[0, 0], atol=1e-7)
     logits = np.array([[[[-20.0, 0.0], [2.0, 20.0]]]])
-    with pytest.raises(PreprocessError) as info:
+    with pytest.raises(CoreMLQualityError) as info:
         Preprocessor(models["rgb"]).mask_from({"mask": logits}, (2, 2))
-    assert "output_kind='logits'" in str(info.value) and "'mask'" in str(info.value)
-    sig = Preprocessor(models["rgb"], PreprocessSettings(output_kind="logits")).mask_from({"mask": logits}, (2, 2))
+    assert "--coreml-mask=logits" in str(info.value) and "'mask'" in str(info.value)
+    sig = Preprocessor(models["rgb"], PreprocessSettings(mask="logits")).mask_from({"mask": logits}, (2, 2))
     np.testing.assert_allclose(sig, [[1 / (1 + np.exp(20)), 0.5], [1 / (1 + np.exp(-2)), 1 / (1 + np.exp(-20))]], rtol=1e-6)
 
 
-def test_multichannel_output_is_rejected(models: dict[str, Model]) -> None:
-    with pytest.raises(CoreMLQualityError, match=r"\(1, 2, 4, 4\)"):
-        Preprocessor(models["rgb"]).mask_from({"mask": np.zeros((1, 2, 4, 4))}, (4, 4))
+def test_three_channel_output_is_not_guessed(models: dict[str, Model]) -> None:
+    with pytest.raises(CoreMLQualityError, match=r"\(1, 3, 4, 4\)"):
+        Preprocessor(models["rgb"]).mask_from({"mask": np.zeros((1, 3, 4, 4))}, (4, 4))
 
 
 def test_resize_mask_keeps_range_and_size() -> None:
