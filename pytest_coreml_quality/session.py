@@ -118,14 +118,11 @@ class QualitySession:
         from pytest_coreml_quality.preprocess import Preprocessor
 
         settings = self.evaluator().settings
-        if settings.mask != "auto":
-            return
         for model in self.models:
-            try:
-                pre = Preprocessor(model, settings)
-            except CoreMLQualityError:
-                continue  # the model's items report it, as for every other model problem
-            if pre.output.is_image:
+            # Inputs and outputs that cannot give a mask (a colour image output, an
+            # ambiguous output) are usage errors now, not one failure per variant later.
+            pre = Preprocessor(model, settings)
+            if settings.mask != "auto" or pre.output.is_image:
                 continue  # grayscale image outputs are read as they are
             decided = self._decide_auto_mask(model, pre)
             if decided is not None:
