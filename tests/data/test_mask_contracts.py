@@ -192,3 +192,24 @@ def test_mask_is_read_from_the_ini_file(pytester, zoo, cache) -> None:
     from_ini, _ = base_metrics(pytester, zoo["classmap"], cache)
     from_flag, _ = base_metrics(pytester, zoo["classmap"], cache, "--coreml-mask=class:1")
     assert from_ini == from_flag
+
+
+def test_normalize_predictions_scores_the_stretched_masks(pytester, zoo, cache, pytester_module) -> None:
+    from pytest_coreml_quality.dataset import Dataset
+    from pytest_coreml_quality.evaluate import Evaluator
+    from pytest_coreml_quality.model import Model
+    from pytest_coreml_quality.preprocess import PreprocessSettings
+    from pytest_coreml_quality.runtime.base import RuntimeOptions
+    from pytest_coreml_quality.runtime.onnx.backend import OnnxBackend
+
+    got, _ = base_metrics(pytester, zoo["prob"], cache, "--coreml-normalize-predictions")
+    evaluator = Evaluator(Dataset.open(GOLDEN), PreprocessSettings(mask="prob", normalize_predictions=True))
+    expected = evaluator.evaluate(backend=OnnxBackend(), model=Model.open(zoo["prob"]), options=RuntimeOptions(cache_dir=cache / "api")).summary
+    assert_same_figures(got, dict(expected), exact=tuple(expected))
+    assert got["mae"] != pytest.approx(pytester_module(zoo["prob"])["mae"], abs=1e-3)
+
+
+def test_input_layout_option_reaches_the_preprocessing(pytester, zoo, tmp_path) -> None:
+    result = run(pytester, zoo["array_rgb"], tmp_path, "--coreml-input-layout=NHWC")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "multiarray input 'img' has shape (3, 32, 32), not NHWC with 1 or 3 channels" in "\n".join(result.stderr.lines)
