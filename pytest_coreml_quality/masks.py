@@ -225,7 +225,7 @@ def decide_auto(value: Any, output_name: str, where: str = "") -> tuple[MaskSpec
             ids = np.unique(np.rint(plane).astype(np.int64))
             shown = ", ".join(map(str, ids[:_MAX_IDS_SHOWN])) + (", ..." if ids.size > _MAX_IDS_SHOWN else "")
             foreground = [int(i) for i in ids if i != 0] or [int(ids[0])]
-            example = ",".join(map(str, foreground[:2]))
+            example = ",".join(map(str, foreground[:2])) if len(foreground) > 1 else "K1,K2"
             raise MaskError(
                 f"{seen}: a class-index map (class ids seen: {shown}); say which classes are the mask",
                 field="--coreml-mask",

@@ -134,7 +134,7 @@ def test_class_map_under_auto_lists_the_class_ids(pytester, zoo, tmp_path) -> No
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     text = "\n".join(result.stderr.lines)
     assert "shape (1, 32, 32) (C,H,W), dtype int32, values in [0, 1]: a class-index map (class ids seen: 0, 1)" in text
-    assert "(expected --coreml-mask=class:1, or several as --coreml-mask=class:1)" in text
+    assert "(expected --coreml-mask=class:1, or several as --coreml-mask=class:K1,K2)" in text
 
 
 def test_class_map_and_argmax_of_scores_give_the_same_figures(pytester, zoo, cache) -> None:
@@ -213,3 +213,27 @@ def test_input_layout_option_reaches_the_preprocessing(pytester, zoo, tmp_path) 
     result = run(pytester, zoo["array_rgb"], tmp_path, "--coreml-input-layout=NHWC")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "multiarray input 'img' has shape (3, 32, 32), not NHWC with 1 or 3 channels" in "\n".join(result.stderr.lines)
+
+
+def test_auto_decision_is_cached_per_model_and_reused(pytester, zoo, tmp_path) -> None:
+    first, _ = base_metrics(pytester, zoo["two_logits"], tmp_path)
+    (stored,) = (tmp_path / "masks").glob("*.json")
+    assert json.loads(stored.read_text()) == {"mask": "channel:1", "note": "channel 1 of 2, softmax"}
+    # The next run reads the decision instead of running the model for it: a planted one is obeyed.
+    stored.write_text(json.dumps({"mask": "class:1", "note": "planted"}))
+    planted, result = base_metrics(pytester, zoo["two_logits"], tmp_path, "-v")
+    result.stdout.fnmatch_lines(["coreml-quality: two_logits.mlmodel mask: planted"])
+    by_class, _ = base_metrics(pytester, zoo["two_logits"], tmp_path / "other", "--coreml-mask=class:1")
+    assert planted == by_class != first
+    # A damaged entry is decided again.
+    stored.write_text("{not json")
+    again, _ = base_metrics(pytester, zoo["two_logits"], tmp_path)
+    assert again == first
+
+
+def test_cache_clear_happens_before_auto_decides(pytester, zoo, tmp_path) -> None:
+    base_metrics(pytester, zoo["two_logits"], tmp_path)
+    (tmp_path / "masks" / "stale.json").write_text("{}")
+    _, result = base_metrics(pytester, zoo["two_logits"], tmp_path, "--coreml-cache-clear")
+    assert [p.name for p in (tmp_path / "masks").glob("*.json")] != [] and not (tmp_path / "masks" / "stale.json").exists()
+    assert any("(cleared)" in line for line in result.stdout.lines)
