@@ -215,8 +215,8 @@ def decide_auto(value: Any, output_name: str, where: str = "") -> tuple[MaskSpec
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (float("nan"), float("nan"))
     seen = f"output '{output_name}'{where}: shape {tuple(arr.shape)} {layout}, dtype {arr.dtype}, values in [{low:.4g}, {high:.4g}]"
     if channels == 2:
-        softmaxed = not are_probabilities(chw)
-        return MaskSpec("channel", channel=1), f"channel 1 of 2, {'softmax' if softmaxed else 'already probabilities'}"
+        spec = MaskSpec("channel", channel=1)
+        return spec, describe(arr, spec)
     if channels == 1:
         plane = chw[0]
         integer_dtype = np.issubdtype(arr.dtype, np.integer)
@@ -248,6 +248,18 @@ def decide_auto(value: Any, output_name: str, where: str = "") -> tuple[MaskSpec
     )
 
 
+def describe(value: Any, spec: MaskSpec) -> str | None:
+    """How ``spec`` reads this output, for the report header (None where nothing needs saying)."""
+    chw, _ = channels_first(value)
+    channels = chw.shape[0]
+    if spec.kind == "channel":
+        return f"channel {spec.channel} of {channels}, {'already probabilities' if are_probabilities(chw) else 'softmax'}"
+    if spec.kind == "class":
+        source = "a class-index map" if channels == 1 else f"the argmax of {channels} channels"
+        return f"class {', '.join(map(str, spec.classes))} of {source}"
+    return None
+
+
 def stretch(mask: NDArray[Any]) -> NDArray[np.float32]:
     """Min-max stretch of one prediction to span [0, 1] (the published protocol; constant masks stay)."""
     arr = np.asarray(mask, dtype=np.float64)
@@ -265,6 +277,7 @@ __all__ = [
     "are_probabilities",
     "channels_first",
     "decide_auto",
+    "describe",
     "is_integral",
     "parse_mask_spec",
     "read_mask",

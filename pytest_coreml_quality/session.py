@@ -106,12 +106,12 @@ class QualitySession:
         return session
 
     def decide_masks(self) -> None:
-        """Decide ``--coreml-mask=auto`` once per model, from the base model's first image.
+        """Decide ``--coreml-mask=auto`` (or check an explicit contract) once per model, on the base model's first image.
 
         Runs before any variant is built or scored, so an output that ``auto`` cannot
-        read safely is a usage error up front; the decision is cached on disk (per model
-        bytes, backend, preprocessing and first image) so later runs and xdist workers
-        do not run the model again for it.
+        read safely, or that the given contract does not fit, is a usage error up front.
+        The outcome is cached on disk (per model bytes, backend, preprocessing and first
+        image) so later runs and xdist workers do not run the model again for it.
         """
         if self.dataset is None or not self.dataset.ids:
             return
@@ -122,21 +122,22 @@ class QualitySession:
             # Inputs and outputs that cannot give a mask (a colour image output, an
             # ambiguous output) are usage errors now, not one failure per variant later.
             pre = Preprocessor(model, settings)
-            if settings.mask != "auto" or pre.output.is_image:
+            if pre.output.is_image:
                 continue  # grayscale image outputs are read as they are
-            decided = self._decide_auto_mask(model, pre)
+            decided = self._read_first_mask(model, pre)
             if decided is not None:
                 self.masks[self.key(model)], note = decided
                 if note:
                     self.mask_notes[self.key(model)] = note
 
-    def _decide_auto_mask(self, model: Model, pre: "Preprocessor") -> tuple[str, str | None] | None:
+    def _read_first_mask(self, model: Model, pre: "Preprocessor") -> tuple[str, str | None] | None:
+        """(contract, header note) from the base model's output on the first image; None if it cannot run."""
         import hashlib
         import json
 
         from pytest_coreml_quality.cachefs import atomic_write_text, build_lock
         from pytest_coreml_quality.evaluate import backend_key
-        from pytest_coreml_quality.masks import MaskError, decide_auto
+        from pytest_coreml_quality.masks import MaskError, decide_auto, describe, parse_mask_spec, read_mask
 
         assert self.dataset is not None
         sample = next(iter(self.dataset))
@@ -157,8 +158,14 @@ class QualitySession:
                 return None  # a model that cannot run fails its items with this error
             if pre.output.name not in outputs:
                 return None
+            value, name = outputs[pre.output.name], pre.output.name
             try:
-                spec, note = decide_auto(outputs[pre.output.name], pre.output.name, where=f" on the first image ({sample.id})")
+                spec = parse_mask_spec(pre.settings.mask)
+                if spec.kind == "auto":
+                    spec, note = decide_auto(value, name, where=f" on the first image ({sample.id})")
+                else:
+                    read_mask(value, spec, name)  # a contract that does not fit this output fails here
+                    note = describe(value, spec)
             except MaskError as exc:
                 raise MaskError(exc.message, path=model.path, field=exc.field, expected=exc.expected) from None
             atomic_write_text(path, json.dumps({"mask": str(spec), "note": note}))

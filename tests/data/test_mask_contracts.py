@@ -237,3 +237,26 @@ def test_cache_clear_happens_before_auto_decides(pytester, zoo, tmp_path) -> Non
     _, result = base_metrics(pytester, zoo["two_logits"], tmp_path, "--coreml-cache-clear")
     assert [p.name for p in (tmp_path / "masks").glob("*.json")] != [] and not (tmp_path / "masks" / "stale.json").exists()
     assert any("(cleared)" in line for line in result.stdout.lines)
+
+
+def test_explicit_contract_that_does_not_fit_is_a_usage_error_before_anything_is_built(pytester, zoo, tmp_path) -> None:
+    result = run(pytester, zoo["two_logits"], tmp_path, "--coreml-mask=channel:2", "--coreml-variants=q8")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert (
+        f"{zoo['two_logits']}: field '--coreml-mask': output 'mask' (C,H,W) with 2 channels: has no channel 2 "
+        "(expected channel:K with K in 0..1)"
+    ) in "\n".join(result.stderr.lines)
+    assert not (tmp_path / "variants").exists()
+
+
+@pytest.mark.parametrize(
+    ("kind", "spec", "note"),
+    [
+        ("classmap", "class:1", "class 1 of a class-index map"),
+        ("three", "class:1,2", "class 1, 2 of the argmax of 3 channels"),
+        ("two_softmax", "channel:0", "channel 0 of 2, already probabilities"),
+    ],
+)
+def test_report_header_says_how_an_explicit_contract_reads_the_output(pytester, zoo, cache, kind, spec, note) -> None:
+    _, result = base_metrics(pytester, zoo[kind], cache, f"--coreml-mask={spec}")
+    result.stdout.fnmatch_lines([f"coreml-quality: {kind}.mlmodel mask: {note}"])
