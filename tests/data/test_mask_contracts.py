@@ -121,12 +121,18 @@ def test_two_channels_read_channel_1_under_auto_and_say_so(pytester, zoo, cache,
     result.stdout.fnmatch_lines([f"coreml-quality: {kind}.mlmodel mask: channel 1 of 2, {note}"])
 
 
-def test_auto_is_decided_once_from_the_base_model_and_reused_for_variants(pytester, zoo, cache, reference) -> None:
-    out = pytester.path / "variants.json"
-    result = run(pytester, zoo["two_logits"], cache, "-k", "quality", "--coreml-variants=fp16", f"--coreml-report-json={out}")
-    result.assert_outcomes(passed=2)
-    fp16 = json.loads(out.read_text())["models"]["two_logits.mlmodel"]["variants"]["fp16"]["metrics"]
-    assert fp16["iou"] == pytest.approx(reference["iou"], abs=0.01)
+def test_auto_is_decided_once_from_the_base_model_and_reused_for_variants(pytester, zoo, tmp_path, reference) -> None:
+    def fp16_metrics(cache: Path, *args: str) -> dict[str, Any]:
+        out = pytester.path / "variants.json"
+        result = run(pytester, zoo["two_logits"], cache, "-k", "quality", "--coreml-variants=fp16", f"--coreml-report-json={out}", *args)
+        result.assert_outcomes(passed=2)
+        return json.loads(out.read_text())["models"]["two_logits.mlmodel"]["variants"]["fp16"]["metrics"]
+
+    assert fp16_metrics(tmp_path)["iou"] == pytest.approx(reference["iou"], abs=0.01)
+    # Plant another decision for the base model: the variant follows it, it does not decide for itself.
+    (stored,) = (tmp_path / "masks").glob("*.json")
+    stored.write_text(json.dumps({"mask": "class:1", "note": None}))
+    assert fp16_metrics(tmp_path) == fp16_metrics(tmp_path / "explicit", "--coreml-mask=class:1")
 
 
 def test_class_map_under_auto_lists_the_class_ids(pytester, zoo, tmp_path) -> None:
