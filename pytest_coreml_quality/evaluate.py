@@ -137,8 +137,10 @@ class EvaluationResult:
         model: Model,
         key: VariantKey,
         load: Callable[[], Predictor],
+        settings: PreprocessSettings | None = None,
     ) -> None:
         self.evaluator = evaluator
+        self.settings = settings or evaluator.settings
         self.model = model
         self.key = key
         self._load = load
@@ -184,7 +186,7 @@ class EvaluationResult:
         self.timings.cache_misses = len(missing)
         if missing:
             # Check the settings against the model's description before a (slow) load.
-            pre = Preprocessor(self.model, ev.settings)
+            pre = Preprocessor(self.model, self.settings)
             t0 = time.perf_counter()
             predictor = self._load()
             t1 = time.perf_counter()
@@ -297,6 +299,7 @@ class Evaluator:
         model: Model | None = None,
         options: RuntimeOptions | None = None,
         backend_id: str | None = None,
+        settings: PreprocessSettings | None = None,
     ) -> EvaluationResult:
         """A lazy result for a ready ``predictor``, or for ``model`` loaded by ``backend`` when needed.
 
@@ -306,7 +309,10 @@ class Evaluator:
         model is then not even loaded when every prediction is cached.
         Asking twice for the same variant (same model bytes, backend and options)
         returns the same result object, so its predictions are computed once.
+        ``settings`` overrides the evaluator's preprocessing for this model (the plugin
+        passes each model's decided mask contract).
         """
+        settings = settings or self.settings
         if predictor is not None:
             the_model = predictor.model
             bkey = backend_id or predictor_backend_key(predictor)
@@ -319,11 +325,11 @@ class Evaluator:
             load = lambda: chosen_backend.load(chosen_model, options)  # noqa: E731
         else:
             raise TypeError("evaluate() needs a predictor, or a backend and a model")
-        key = VariantKey(model_hash=the_model.content_hash, backend=bkey, settings=self.settings.cache_key())
+        key = VariantKey(model_hash=the_model.content_hash, backend=bkey, settings=settings.cache_key())
         with self._memo_lock:
             result = self._memo.get(key.digest())
             if result is None:
-                result = EvaluationResult(self, the_model, key, load)
+                result = EvaluationResult(self, the_model, key, load, settings)
                 self._memo[key.digest()] = result
             return result
 

@@ -73,16 +73,19 @@ def pytest_configure(config: pytest.Config) -> None:
         )
         # Only touch the disk (pytest's cache dir) when there is a model to work on.
         default_cache = _default_cache_dir(config) if settings.active else config.rootpath
+        # Cleared before the session starts: starting may already run the model (to decide
+        # --coreml-mask=auto) and cache what it translated.
+        cleared = settings.active and settings.cache_clear and not _is_xdist_worker(config)
+        if cleared:
+            from pytest_coreml_quality.cachefs import remove_path
+
+            remove_path(settings.cache_dir or default_cache)
         session = QualitySession.start(settings, default_cache_dir=default_cache)
     except CoreMLQualityError as exc:
         raise pytest.UsageError(str(exc)) from None
     session.progress = _progress_writer(config)
+    session.cache_cleared = cleared  # said in the report header: no terminal exists yet
     config.stash[SESSION_KEY] = session
-    if settings.cache_clear and not _is_xdist_worker(config):
-        from pytest_coreml_quality.cachefs import remove_path
-
-        remove_path(session.cache_dir)
-        session.cache_cleared = True  # said in the report header: no terminal exists yet
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

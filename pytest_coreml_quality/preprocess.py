@@ -13,19 +13,25 @@ Everything is read from the model's own input/output description (:class:`Model`
   enumerated size nearest to the photo's, in log scale; for ranges, the photo's own
   size clamped into the range) or ``"largest"`` (the largest enumerated size; for
   ranges, each dimension's upper bound, or the photo's size where unbounded).
-* **Multiarray inputs** get float32 NCHW arrays of the declared shape, RGB channel
+* **Multiarray inputs** get float32 arrays of the declared shape, laid out NCHW or NHWC
+  (``input_layout``: ``"auto"`` reads it from the shape, where a channel axis of 1 or 3
+  tells; ``"NCHW"``/``"NHWC"`` say it where the shape does not), RGB channel
   order unless ``channel_order="BGR"``, normalised by ``normalization``:
   ``"0..1"`` (pixel/255, the default), ``"-0.5..0.5"`` (pixel/255 - 0.5),
   ``"-1..1"`` ((pixel/255 - 0.5) / 0.5), ``"0..255"`` (raw pixels), ``"imagenet"``
   ((pixel/255 - mean) / std with ImageNet statistics), or explicit
   ``"mean=0.5,0.5,0.5;std=0.25,0.25,0.25"`` (applied to pixel/255).
 * **The mask output** is the output named ``output_name`` (``--coreml-output``), else
-  the only image/multiarray output. Grayscale image outputs are divided by 255;
-  multiarray outputs are probabilities (``output_kind="probabilities"``; values
-  outside [0, 1] by more than 1e-3 are an error, not clipped away silently) or logits
-  (``output_kind="logits"``: a sigmoid is applied).
+  the only image/multiarray output. Grayscale image outputs are divided by 255 (colour
+  image outputs are not masks and are refused); multiarray outputs are read by the
+  ``mask`` contract (:mod:`pytest_coreml_quality.masks`: ``auto``, ``prob``, ``logits``,
+  ``channel:K``, ``class:K``). A Preprocessor left on ``auto`` decides on the first
+  output it sees; the plugin decides once per model, from the base model, and passes
+  the decided contract.
 * The mask is resized back to the photo's size with **bilinear interpolation on the
-  float values** (no 8-bit rounding) and returned as float32 in [0, 1].
+  float values** (no 8-bit rounding) and returned as float32 in [0, 1];
+  ``normalize_predictions=True`` then stretches it to span [0, 1] (the published
+  protocol, as PySODMetrics does).
 """
 
 from __future__ import annotations
@@ -40,11 +46,12 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from pytest_coreml_quality.errors import PreprocessError, UnsupportedModelError
+from pytest_coreml_quality.errors import CoreMLQualityError, PreprocessError, UnsupportedModelError
+from pytest_coreml_quality.masks import MaskSpec, decide_auto, parse_mask_spec, read_mask, stretch
 from pytest_coreml_quality.model import FeatureDescription, Model
 
 SizePolicy = Literal["default", "closest", "largest"]
-OutputKind = Literal["probabilities", "logits"]
+InputLayout = Literal["auto", "NCHW", "NHWC"]
 
 RESAMPLE_FILTERS: dict[str, Image.Resampling] = {
     "lanczos": Image.Resampling.LANCZOS,
@@ -64,8 +71,6 @@ NAMED_NORMALIZATIONS: dict[str, tuple[float, tuple[float, ...], tuple[float, ...
     "imagenet": (1 / 255, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 
-# A probability output may overshoot [0, 1] by float rounding, not by more.
-_PROBABILITY_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,9 @@ class PreprocessSettings:
     size_policy: SizePolicy = "default"
     normalization: str = "0..1"
     channel_order: Literal["RGB", "BGR"] = "RGB"
-    output_kind: OutputKind = "probabilities"
+    input_layout: InputLayout = "auto"
+    mask: str = "auto"  # a --coreml-mask value, see pytest_coreml_quality.masks
+    normalize_predictions: bool = False
 
     def __post_init__(self) -> None:
         if self.resample not in RESAMPLE_FILTERS:
@@ -89,10 +96,9 @@ class PreprocessSettings:
             raise PreprocessError(
                 f"unknown size policy {self.size_policy!r}", field="size_policy", expected="default, closest or largest"
             )
-        if self.output_kind not in ("probabilities", "logits"):
-            raise PreprocessError(
-                f"unknown output kind {self.output_kind!r}", field="output_kind", expected="probabilities or logits"
-            )
+        parse_mask_spec(self.mask)
+        if self.input_layout not in ("auto", "NCHW", "NHWC"):
+            raise PreprocessError(f"unknown input layout {self.input_layout!r}", field="input_layout", expected="auto, NCHW or NHWC")
         if self.channel_order not in ("RGB", "BGR"):
             raise PreprocessError(f"unknown channel order {self.channel_order!r}", field="channel_order", expected="RGB or BGR")
         parse_normalization(self.normalization)
@@ -131,6 +137,9 @@ class Preprocessor:
         self.settings = settings or PreprocessSettings()
         self.input = self._pick_input()
         self.output = self._pick_output()
+        # The mask contract; 'auto' is replaced by what the first output decides.
+        self.mask_spec: MaskSpec = parse_mask_spec(self.settings.mask)
+        self.mask_note: str | None = None
 
     # --- features ---------------------------------------------------------------------
     def _pick_input(self) -> FeatureDescription:
@@ -165,7 +174,7 @@ class Preprocessor:
                     field="--coreml-output",
                     expected="an image or multiarray output",
                 )
-            return feature
+            return self._refuse_colour_image(feature)
         candidates = [f for f in self.model.outputs if f.is_image or f.is_multiarray]
         if len(candidates) != 1:
             names = ", ".join(f"'{f.name}' ({f.type})" for f in self.model.outputs) or "none"
@@ -175,7 +184,24 @@ class Preprocessor:
                 field="--coreml-output",
                 expected="the name of the mask output",
             )
-        return candidates[0]
+        return self._refuse_colour_image(candidates[0])
+
+    def _refuse_colour_image(self, feature: FeatureDescription) -> FeatureDescription:
+        # Its luminance would score as a plausible but meaningless mask.
+        if feature.is_image and feature.channels == 3:
+            raise UnsupportedModelError(
+                f"output '{feature.name}' is an {feature.color_layout} image output: not a mask; "
+                "this looks like style transfer or super-resolution, which this plugin does not score",
+                path=self.model.path,
+                expected="a grayscale image or multiarray mask output (--coreml-output names it)",
+            )
+        return feature
+
+    @property
+    def input_layout(self) -> str:
+        """NCHW or NHWC for a multiarray input (see ``input_layout`` in the settings)."""
+        shape = tuple(self.input.shape)
+        return self._input_layout(self.input, (1, *shape) if len(shape) == 3 else shape)
 
     # --- input side -------------------------------------------------------------------
     def target_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
@@ -222,17 +248,37 @@ class Preprocessor:
         return {f.name: self._to_array(resized)}
 
     def _array_layout(self, f: FeatureDescription) -> tuple[int, int, int, int]:
-        """(N, C, H, W) of a multiarray input: NCHW or CHW with 1 or 3 channels."""
+        """(N, C, H, W) of a multiarray input laid out NCHW/CHW or NHWC/HWC, with 1 or 3 channels."""
         shape = tuple(f.shape)
         if len(shape) == 3:
             shape = (1, *shape)
-        if len(shape) != 4 or shape[0] != 1 or shape[1] not in (1, 3) or min(shape) <= 0:
+        expected = "(1, C, H, W), (C, H, W), (1, H, W, C) or (H, W, C) with C = 1 or 3"
+        if len(shape) != 4 or shape[0] != 1 or min(shape) <= 0:
+            raise UnsupportedModelError(f"multiarray input '{f.name}' has shape {f.shape}", path=self.model.path, expected=expected)
+        layout = self._input_layout(f, shape)
+        n, a, b, c = shape
+        return (n, a, b, c) if layout == "NCHW" else (n, c, a, b)
+
+    def _input_layout(self, f: FeatureDescription, shape: tuple[int, ...]) -> str:
+        """NCHW or NHWC: as set, else read from which axis can hold 1 or 3 channels."""
+        chw_ok, hwc_ok = shape[1] in (1, 3), shape[3] in (1, 3)
+        layout = self.settings.input_layout
+        if layout == "auto":
+            if chw_ok and hwc_ok:
+                raise PreprocessError(
+                    f"multiarray input '{f.name}' has shape {f.shape}: its channels may be first or last",
+                    path=self.model.path,
+                    field="--coreml-input-layout",
+                    expected="NCHW or NHWC",
+                )
+            layout = "NHWC" if hwc_ok else "NCHW"
+        if not (chw_ok if layout == "NCHW" else hwc_ok):
             raise UnsupportedModelError(
-                f"multiarray input '{f.name}' has shape {f.shape}",
+                f"multiarray input '{f.name}' has shape {f.shape}, not {layout} with 1 or 3 channels",
                 path=self.model.path,
-                expected="(1, C, H, W) or (C, H, W) with C = 1 or 3",
+                expected="(1, C, H, W) or (C, H, W) for NCHW, (1, H, W, C) or (H, W, C) for NHWC, with C = 1 or 3",
             )
-        return shape  # type: ignore[return-value]
+        return layout
 
     def _to_array(self, image: Image.Image) -> NDArray[np.float32]:
         _, channels, _, _ = self._array_layout(self.input)
@@ -248,6 +294,8 @@ class Preprocessor:
         m = np.asarray(mean, dtype=np.float64).reshape(-1, 1, 1)
         s = np.asarray(std, dtype=np.float64).reshape(-1, 1, 1)
         arr = (pixels * scale - m) / s
+        if self.input_layout == "NHWC":
+            arr = arr.transpose(1, 2, 0)
         return arr.astype(np.float32).reshape(self.input.shape)
 
     # --- output side ------------------------------------------------------------------
@@ -258,12 +306,16 @@ class Preprocessor:
             raise UnsupportedModelError(
                 f"prediction has no output '{name}' (got {', '.join(map(repr, outputs)) or 'none'})", path=self.model.path
             )
-        mask = self._to_probabilities(outputs[name])
-        return resize_mask(mask, image_size)
+        mask = resize_mask(self._to_probabilities(outputs[name]), image_size)
+        return stretch(mask) if self.settings.normalize_predictions else mask
 
     def _to_probabilities(self, value: Any) -> NDArray[np.float64]:
         name = self.output.name
         if isinstance(value, Image.Image):
+            if len(value.getbands()) >= 3:
+                raise UnsupportedModelError(
+                    f"output '{name}' is an {value.mode} image output: not a mask", path=self.model.path, expected="a grayscale mask"
+                )
             if value.mode in ("F", "I", "I;16"):
                 arr = np.asarray(value, dtype=np.float64)
                 # Float16 grayscale outputs hold 0..1 when the model says so; 8/16-bit hold 0..255/65535.
@@ -271,27 +323,9 @@ class Preprocessor:
             else:
                 arr = np.asarray(value.convert("L"), dtype=np.float64) / 255.0
             return arr
-        arr = np.asarray(value, dtype=np.float64)
-        squeezed = arr.reshape([d for d in arr.shape if d != 1]) if arr.ndim > 2 else arr
-        if squeezed.ndim != 2:
-            raise UnsupportedModelError(
-                f"output '{name}' has shape {arr.shape}", path=self.model.path, expected="one mask channel, e.g. (1, 1, H, W)"
-            )
-        if self.settings.output_kind == "logits":
-            with np.errstate(over="ignore"):
-                return 1.0 / (1.0 + np.exp(-squeezed))
-        if squeezed.size and (
-            not np.isfinite(squeezed).all()
-            or squeezed.min() < -_PROBABILITY_TOLERANCE
-            or squeezed.max() > 1 + _PROBABILITY_TOLERANCE
-        ):
-            raise PreprocessError(
-                f"output '{name}' has values in [{squeezed.min():.4g}, {squeezed.max():.4g}], not probabilities",
-                path=self.model.path,
-                field="output_kind",
-                expected="probabilities in [0, 1], or output_kind='logits' to apply a sigmoid",
-            )
-        return np.clip(squeezed, 0.0, 1.0)
+        if self.mask_spec.kind == "auto":
+            self.mask_spec, self.mask_note = decide_auto(value, name)
+        return read_mask(value, self.mask_spec, name)
 
 
 def resize_mask(mask: NDArray[Any], size: tuple[int, int]) -> NDArray[np.float32]:

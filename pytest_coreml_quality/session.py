@@ -34,6 +34,10 @@ if TYPE_CHECKING:
     from pytest_coreml_quality.baseline import BaselineComparison
     from pytest_coreml_quality.dataset import Dataset
     from pytest_coreml_quality.evaluate import EvaluationResult, Evaluator
+    from pytest_coreml_quality.preprocess import PreprocessSettings, Preprocessor
+
+# Bump when the way --coreml-mask=auto decides changes meaning.
+MASK_DECISION_FORMAT = "mask-auto-v1"
 
 @dataclass
 class QualitySession:
@@ -48,6 +52,8 @@ class QualitySession:
     progress: Callable[[str], None] = field(default=lambda line: None, repr=False)
     report_notes: list[str] = field(default_factory=list)  # lines for the terminal summary
     cache_cleared: bool = False
+    masks: dict[str, str] = field(default_factory=dict)  # model key -> the mask contract 'auto' decided
+    mask_notes: dict[str, str] = field(default_factory=dict)  # model key -> how 'auto' reads its mask
     _variants: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
     _variant_models: dict[tuple[str, str], Model] = field(default_factory=dict, repr=False)
     _backend: Backend | None = field(default=None, repr=False)
@@ -92,6 +98,8 @@ class QualitySession:
                 entry.dataset_images = len(session.dataset.ids)
                 entry.dataset_hash = dataset_hash
         session._check_outputs()
+        if session.dataset is not None:
+            session.decide_masks()
         return session
 
     def _check_outputs(self) -> None:
@@ -118,6 +126,72 @@ class QualitySession:
             # Saving over the compared baseline is how a team accepts new figures; anything else is not.
             protected["the baseline compared against"] = [s.baseline]
         check_output_paths(outputs, protected)
+
+    def decide_masks(self) -> None:
+        """Decide ``--coreml-mask=auto`` (or check an explicit contract) once per model, on the base model's first image.
+
+        Runs before any variant is built or scored, so an output that ``auto`` cannot
+        read safely, or that the given contract does not fit, is a usage error up front.
+        The outcome is cached on disk (per model bytes, backend, preprocessing and first
+        image) so later runs and xdist workers do not run the model again for it.
+        """
+        if self.dataset is None or not self.dataset.ids:
+            return
+        from pytest_coreml_quality.preprocess import Preprocessor
+
+        settings = self.evaluator().settings
+        for model in self.models:
+            # Inputs and outputs that cannot give a mask (a colour image output, an
+            # ambiguous output) are usage errors now, not one failure per variant later.
+            pre = Preprocessor(model, settings)
+            if pre.output.is_image:
+                continue  # grayscale image outputs are read as they are
+            decided = self._read_first_mask(model, pre)
+            if decided is not None:
+                self.masks[self.key(model)], note = decided
+                if note:
+                    self.mask_notes[self.key(model)] = note
+
+    def _read_first_mask(self, model: Model, pre: "Preprocessor") -> tuple[str, str | None] | None:
+        """(contract, header note) from the base model's output on the first image; None if it cannot run."""
+        import hashlib
+        import json
+
+        from pytest_coreml_quality.cachefs import atomic_write_text, build_lock
+        from pytest_coreml_quality.evaluate import backend_key
+        from pytest_coreml_quality.masks import MaskError, decide_auto, describe, parse_mask_spec, read_mask
+
+        assert self.dataset is not None
+        sample = next(iter(self.dataset))
+        backend, options = self.backend(), self.runtime_options()
+        h = hashlib.blake2b(digest_size=20)
+        for part in (MASK_DECISION_FORMAT, model.content_hash, backend_key(backend.name, options), pre.settings.cache_key(), sample.image_hash):
+            h.update(part.encode("utf-8") + b"\0")
+        path = self.cache_dir / "masks" / f"{h.hexdigest()}.json"
+        with build_lock(path):
+            try:
+                stored = json.loads(path.read_text(encoding="utf-8"))
+                return str(stored["mask"]), stored.get("note")
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # absent or damaged: decide again
+            try:
+                outputs = backend.load(model, options).predict(pre.prepare(sample.image))
+            except CoreMLQualityError:
+                return None  # a model that cannot run fails its items with this error
+            if pre.output.name not in outputs:
+                return None
+            value, name = outputs[pre.output.name], pre.output.name
+            try:
+                spec = parse_mask_spec(pre.settings.mask)
+                if spec.kind == "auto":
+                    spec, note = decide_auto(value, name, where=f" on the first image ({sample.id})")
+                else:
+                    read_mask(value, spec, name)  # a contract that does not fit this output fails here
+                    note = describe(value, spec)
+            except MaskError as exc:
+                raise MaskError(exc.message, path=model.path, field=exc.field, expected=exc.expected) from None
+            atomic_write_text(path, json.dumps({"mask": str(spec), "note": note}))
+            return str(spec), note
 
     # --- identity ------------------------------------------------------------------------
     def key(self, model: Model) -> str:
@@ -148,6 +222,7 @@ class QualitySession:
         cache = f"{self.cache_dir} (cleared)" if self.cache_cleared else str(self.cache_dir)
         lines = [f"coreml-quality: backend {shown}, precision {self.settings.precision}, cache {cache}"]
         lines += [f"coreml-quality: model {m.summary()}" for m in self.models]
+        lines += [f"coreml-quality: {key} mask: {note}" for key, note in self.mask_notes.items()]
         if self.dataset is not None:
             lines.append(f"coreml-quality: dataset {self.settings.dataset} ({len(self.dataset.ids)} images)")
         if self.settings.variants:
@@ -208,16 +283,29 @@ class QualitySession:
                 settings = PreprocessSettings(
                     output_name=self.settings.output,
                     normalization=self.settings.normalization,
-                    output_kind="logits" if self.settings.logits else "probabilities",
+                    channel_order=self.settings.channel_order,  # type: ignore[arg-type]
+                    input_layout=self.settings.input_layout,  # type: ignore[arg-type]
+                    mask=self.settings.mask,
+                    normalize_predictions=self.settings.normalize_predictions,
                     resample=self.settings.resample,
                 )
                 self._evaluator = Evaluator(self.dataset, settings, cache_dir=self.cache_dir, with_hce=self.settings.hce)
             return self._evaluator
 
+    def preprocess_settings(self, model_key: str) -> "PreprocessSettings":
+        """The run's preprocessing with this model's mask contract (as ``auto`` decided it)."""
+        import dataclasses
+
+        settings = self.evaluator().settings
+        decided = self.masks.get(model_key)
+        return settings if decided is None else dataclasses.replace(settings, mask=decided)
+
     def evaluation(self, model_key: str, recipe: str) -> "EvaluationResult":
         """The variant's lazy evaluation: two callers share one run of the model."""
         model = self.variant_model(model_key, recipe)
-        return self.evaluator().evaluate(backend=self.backend(), model=model, options=self.runtime_options())
+        return self.evaluator().evaluate(
+            backend=self.backend(), model=model, options=self.runtime_options(), settings=self.preprocess_settings(model_key)
+        )
 
     def quality(self, model_key: str, recipe: str) -> VariantResult:
         """Metrics vs ground truth and drift vs base, recorded in the run's results."""

@@ -17,10 +17,13 @@ from typing import Any
 
 from pytest_coreml_quality import catalogue
 from pytest_coreml_quality.errors import SettingError
+from pytest_coreml_quality.masks import MASK_VALUES_HELP, MaskError, parse_mask_spec
 from pytest_coreml_quality.preprocess import RESAMPLE_FILTERS
 
 BACKENDS = ("auto", "coreml", "onnx")
 PRECISIONS = ("fp32", "fp16")
+CHANNEL_ORDERS = ("RGB", "BGR")
+INPUT_LAYOUTS = ("auto", "NCHW", "NHWC")
 
 
 @dataclass(frozen=True)
@@ -106,9 +109,37 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "NAME",
         default="0..1",
     ),
+    OptionSpec(
+        "coreml_channel_order",
+        "multiarray inputs only: channel order the model expects, RGB or BGR. Default: RGB.",
+        "ORDER",
+        choices=CHANNEL_ORDERS,
+        default="RGB",
+    ),
+    OptionSpec(
+        "coreml_input_layout",
+        "multiarray inputs only: NCHW or NHWC, for shapes that do not tell (e.g. 1x3x3x3); "
+        "auto reads it from the axis holding 1 or 3 channels. Default: auto.",
+        "LAYOUT",
+        choices=INPUT_LAYOUTS,
+        default="auto",
+    ),
+    OptionSpec(
+        "coreml_mask",
+        "how the output becomes a mask: 'auto', 'prob' (one channel in 0..1), 'logits' (one channel, sigmoid), "
+        "'channel:K' (channel K of C, softmax first unless already probabilities) or 'class:K' / 'class:K1,K2' "
+        "(class-index map, or argmax of C channels). Default: auto (one channel in 0..1, or channel 1 of two).",
+        "SPEC",
+        default="auto",
+    ),
     _switch(
         "coreml_logits",
-        "the mask output holds logits: apply a sigmoid before scoring ('true'/'false'). Default: false.",
+        "the mask output holds logits: apply a sigmoid before scoring ('true'/'false'); same as --coreml-mask=logits.",
+    ),
+    _switch(
+        "coreml_normalize_predictions",
+        "stretch each predicted mask to span 0..1 before scoring, as papers and PySODMetrics do ('true'/'false'). "
+        "Default: false (score the mask the model ships).",
     ),
     OptionSpec(
         "coreml_resample",
@@ -178,6 +209,10 @@ class Settings:
     output: str | None = None
     normalization: str = "0..1"
     logits: bool = False
+    mask: str = "auto"  # a --coreml-mask value; 'logits' when --coreml-logits is on
+    normalize_predictions: bool = False
+    channel_order: str = "RGB"
+    input_layout: str = "auto"
     thresholds: dict[str, float] = field(default_factory=dict)  # threshold option dest -> bound
     load_rounds: int = 3
     report_json: Path | None = None
@@ -245,6 +280,10 @@ def resolve(
         output=str(raw["coreml_output"][0]).strip() if raw["coreml_output"][0] else None,
         normalization=str(raw["coreml_normalization"][0]).strip(),
         logits=_switch_on("coreml_logits", raw),
+        mask=_mask(raw["coreml_mask"][0], _switch_on("coreml_logits", raw)),
+        normalize_predictions=_switch_on("coreml_normalize_predictions", raw),
+        channel_order=_choice("coreml_channel_order", raw["coreml_channel_order"][0]),
+        input_layout=_choice("coreml_input_layout", raw["coreml_input_layout"][0]),
         cache_clear=_switch_on("coreml_cache_clear", raw),
         resample=_choice("coreml_resample", raw["coreml_resample"][0]),
         hce=_switch_on("coreml_hce", raw),
@@ -260,6 +299,21 @@ def resolve(
         },
     )
     return settings
+
+
+def _mask(value: Any, logits: bool) -> str:
+    """The canonical --coreml-mask value; --coreml-logits is a synonym of 'logits'."""
+    spec = _spec("coreml_mask")
+    try:
+        mask = str(parse_mask_spec(str(value)))
+    except MaskError:
+        raise SettingError(f"{spec.flag} / ini '{spec.ini}': got '{value}', expected {MASK_VALUES_HELP}") from None
+    if logits and mask not in ("auto", "logits"):
+        raise SettingError(
+            f"--coreml-logits / ini 'coreml_logits' conflicts with {spec.flag}={mask}: "
+            "--coreml-logits means --coreml-mask=logits; keep one of them"
+        )
+    return "logits" if logits else mask
 
 
 def _switch_on(dest: str, raw: dict[str, tuple[Any, Path]]) -> bool:
@@ -324,9 +378,11 @@ def _as_list(value: Any) -> list[str]:
 
 
 def _choice(dest: str, value: Any) -> str:
+    """The choice ``value`` names, case-insensitively, spelt as in the spec's choices."""
     spec = _spec(dest)
     text = str(value).strip().lower()
     assert spec.choices is not None
-    if text not in spec.choices:
+    by_lower = {c.lower(): c for c in spec.choices}
+    if text not in by_lower:
         raise SettingError(f"{spec.flag} / ini '{spec.ini}': got '{value}', expected one of {', '.join(spec.choices)}")
-    return text
+    return by_lower[text]

@@ -130,8 +130,8 @@ def test_bad_settings_are_rejected() -> None:
         PreprocessSettings(normalization="-2..2")
     with pytest.raises(PreprocessError, match="size_policy"):
         PreprocessSettings(size_policy="smallest")  # type: ignore[arg-type]
-    with pytest.raises(PreprocessError, match="output_kind"):
-        PreprocessSettings(output_kind="percent")  # type: ignore[arg-type]
+    with pytest.raises(CoreMLQualityError, match="--coreml-mask"):
+        PreprocessSettings(mask="percent")
     assert PreprocessSettings().cache_key() != PreprocessSettings(resample="bicubic").cache_key()
 
 
@@ -168,16 +168,16 @@ def test_multiarray_probabilities_and_logits(models: dict[str, Model]) -> None:
     mask = Preprocessor(models["rgb"]).mask_from({"mask": probs}, (32, 32))
     np.testing.assert_allclose(mask, probs[0, 0], atol=1e-7)
     logits = np.array([[[[-20.0, 0.0], [2.0, 20.0]]]])
-    with pytest.raises(PreprocessError) as info:
+    with pytest.raises(CoreMLQualityError) as info:
         Preprocessor(models["rgb"]).mask_from({"mask": logits}, (2, 2))
-    assert "output_kind='logits'" in str(info.value) and "'mask'" in str(info.value)
-    sig = Preprocessor(models["rgb"], PreprocessSettings(output_kind="logits")).mask_from({"mask": logits}, (2, 2))
+    assert "--coreml-mask=logits" in str(info.value) and "'mask'" in str(info.value)
+    sig = Preprocessor(models["rgb"], PreprocessSettings(mask="logits")).mask_from({"mask": logits}, (2, 2))
     np.testing.assert_allclose(sig, [[1 / (1 + np.exp(20)), 0.5], [1 / (1 + np.exp(-2)), 1 / (1 + np.exp(-20))]], rtol=1e-6)
 
 
-def test_multichannel_output_is_rejected(models: dict[str, Model]) -> None:
-    with pytest.raises(CoreMLQualityError, match=r"\(1, 2, 4, 4\)"):
-        Preprocessor(models["rgb"]).mask_from({"mask": np.zeros((1, 2, 4, 4))}, (4, 4))
+def test_three_channel_output_is_not_guessed(models: dict[str, Model]) -> None:
+    with pytest.raises(CoreMLQualityError, match=r"\(1, 3, 4, 4\)"):
+        Preprocessor(models["rgb"]).mask_from({"mask": np.zeros((1, 3, 4, 4))}, (4, 4))
 
 
 def test_resize_mask_keeps_range_and_size() -> None:
@@ -205,3 +205,77 @@ def test_fixture_tinyseg_array_description(fixture_models_dir: Path, photo: Imag
     arr = pre.prepare(photo)["input"]
     assert arr.shape == (1, 3, 128, 128) and arr.dtype == np.float32
     assert -0.5 <= arr.min() and arr.max() <= 0.5
+
+
+# --- the published protocol: stretched predictions -------------------------------------------
+
+
+def _hand_made_predictions() -> list[tuple[np.ndarray, np.ndarray]]:
+    """(uint8 prediction, uint8 ground truth) pairs whose range is not 0..255."""
+    yy, xx = np.mgrid[0:32, 0:32]
+    gt = np.where((yy - 14) ** 2 + (xx - 18) ** 2 < 81, 255, 0).astype(np.uint8)
+    ramp = (40 + 5 * xx).astype(np.uint8)  # 40..195
+    low = np.where(gt > 0, 90, 30).astype(np.uint8)  # a timid model: never above 90
+    noisy = np.clip(gt * 0.6 + np.random.default_rng(5).normal(50, 20, gt.shape), 10, 220).astype(np.uint8)
+    return [(ramp, gt), (low, gt), (noisy, gt)]
+
+
+def test_normalize_predictions_matches_pysodmetrics(models: dict[str, Model]) -> None:
+    sod = pytest.importorskip("py_sod_metrics")
+    from pytest_coreml_quality.metrics.scores import score_mask
+
+    stretched = Preprocessor(models["gray"], PreprocessSettings(normalize_predictions=True))
+    raw = Preprocessor(models["gray"])
+    for pred, gt in _hand_made_predictions():
+        ours = stretched.mask_from({"mask": Image.fromarray(pred, "L")}, (32, 32))
+        theirs, gt_bool = sod.utils.prepare_data(pred, gt)
+        np.testing.assert_allclose(ours, theirs, atol=1e-6)
+        mae, sm = sod.MAE(), sod.Smeasure()
+        mae.step(pred, gt)
+        sm.step(pred, gt)
+        scores = score_mask(ours, gt_bool.astype(np.float32))
+        assert scores["mae"] == pytest.approx(mae.get_results()["mae"], abs=1e-6)
+        assert scores["s"] == pytest.approx(sm.get_results()["sm"], abs=1e-5)
+        # Without the option the model's own numbers are scored, which differ here.
+        plain = raw.mask_from({"mask": Image.fromarray(pred, "L")}, (32, 32))
+        assert score_mask(plain, gt_bool.astype(np.float32))["mae"] != pytest.approx(mae.get_results()["mae"], abs=1e-3)
+
+
+def test_normalize_predictions_is_part_of_the_cache_key() -> None:
+    assert PreprocessSettings().cache_key() != PreprocessSettings(normalize_predictions=True).cache_key()
+    assert PreprocessSettings().cache_key() != PreprocessSettings(mask="channel:1").cache_key()
+
+
+# --- multiarray input layouts ---------------------------------------------------------------
+
+
+def _array_input_model(path: Path, shape: tuple[int, ...]) -> Model:
+    import coremltools as ct
+    from coremltools.models import datatypes
+    from coremltools.models.neural_network import NeuralNetworkBuilder
+
+    builder = NeuralNetworkBuilder([("x", datatypes.Array(*shape))], [("y", datatypes.Array(*shape))], disable_rank5_shape_mapping=True)
+    builder.add_activation("id", "LINEAR", "x", "y", params=[1.0, 0.0])
+    ct.utils.save_spec(builder.spec, str(path))
+    return Model.open(path)
+
+
+def test_nhwc_input_gets_the_nchw_array_transposed(tmp_path: Path, photo: Image.Image) -> None:
+    nchw = Preprocessor(_array_input_model(tmp_path / "nchw.mlmodel", (1, 3, 8, 16)), PreprocessSettings(channel_order="BGR"))
+    nhwc = Preprocessor(_array_input_model(tmp_path / "nhwc.mlmodel", (1, 8, 16, 3)), PreprocessSettings(channel_order="BGR"))
+    assert (nchw.input_layout, nhwc.input_layout) == ("NCHW", "NHWC")
+    a, b = nchw.prepare(photo)["x"], nhwc.prepare(photo)["x"]
+    assert b.shape == (1, 8, 16, 3)
+    np.testing.assert_array_equal(b, a.transpose(0, 2, 3, 1))
+    hwc = Preprocessor(_array_input_model(tmp_path / "hwc.mlmodel", (8, 16, 3)))
+    assert hwc.input_layout == "NHWC" and hwc.target_size(photo.size) == (16, 8)
+
+
+def test_ambiguous_input_layout_asks_for_the_option(tmp_path: Path, photo: Image.Image) -> None:
+    model = _array_input_model(tmp_path / "cube.mlmodel", (1, 3, 3, 3))
+    with pytest.raises(PreprocessError, match=r"field '--coreml-input-layout': .*\(1, 3, 3, 3\): its channels may be first or last"):
+        Preprocessor(model)
+    pixels = np.asarray(photo.resize((3, 3), Image.Resampling.LANCZOS), dtype=np.float32) / 255
+    np.testing.assert_allclose(Preprocessor(model, PreprocessSettings(input_layout="NHWC")).prepare(photo)["x"][0], pixels, atol=1e-6)
+    with pytest.raises(CoreMLQualityError, match=r"not NHWC with 1 or 3 channels"):
+        Preprocessor(_array_input_model(tmp_path / "chw.mlmodel", (1, 3, 8, 16)), PreprocessSettings(input_layout="NHWC"))
