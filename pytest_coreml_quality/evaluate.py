@@ -191,7 +191,7 @@ class EvaluationResult:
             self.timings.load = t1 - t0
             for s in missing:
                 outputs = predictor.predict(pre.prepare(s.image))
-                mask = pre.mask_from(outputs, s.size)
+                mask = pre.mask_from(outputs, s.size, image=s.id)
                 found[s.id] = mask
                 if ev.cache is not None:
                     ev.cache.put(self.key.for_image(s.image_hash), mask)
