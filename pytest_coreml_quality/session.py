@@ -133,6 +133,14 @@ class QualitySession:
             lines.append(f"coreml-quality: variants {', '.join(self.settings.variants)}")
         return lines
 
+    def note(self, line: str) -> None:
+        """A one-line note (e.g. a damaged cache entry rebuilt): shown now and in the terminal summary."""
+        self.progress(line)
+        text = f"coreml-quality: NOTE: {line}"
+        with self._lock:
+            if text not in self.report_notes:
+                self.report_notes.append(text)
+
     # --- runtime --------------------------------------------------------------------------
     def backend(self) -> Backend:
         with self._lock:
@@ -140,6 +148,8 @@ class QualitySession:
                 from pytest_coreml_quality.runtime import get_backend
 
                 self._backend = get_backend(self.settings.backend)
+                if hasattr(self._backend, "note"):  # backends with a compiled cache report repairs
+                    self._backend.note = self.note
             return self._backend
 
     def runtime_options(self) -> RuntimeOptions:
@@ -153,7 +163,7 @@ class QualitySession:
                 from pytest_coreml_quality.variants import build_variant
 
                 model = self.model(model_key)
-                variant = build_variant(model, recipe, self.cache_dir / "variants", progress=self.progress)
+                variant = build_variant(model, recipe, self.cache_dir / "variants", progress=self.progress, note=self.note)
                 opened = model if recipe == BASE else Model.open(variant.path)
                 self._variants[(model_key, recipe)] = variant
                 self._variant_models[(model_key, recipe)] = opened
@@ -190,7 +200,9 @@ class QualitySession:
                     output_kind="logits" if self.settings.logits else "probabilities",
                     resample=self.settings.resample,
                 )
-                self._evaluator = Evaluator(self.dataset, settings, cache_dir=self.cache_dir, with_hce=self.settings.hce)
+                self._evaluator = Evaluator(
+                    self.dataset, settings, cache_dir=self.cache_dir, with_hce=self.settings.hce, note=self.note
+                )
             return self._evaluator
 
     def evaluation(self, model_key: str, recipe: str) -> "EvaluationResult":

@@ -94,6 +94,6 @@ def test_nan_from_a_model_fails_the_evaluation_and_never_reaches_the_cache(
     result = evaluator.evaluate(NanPredictor(models["array"], bad_mean=200))
     with pytest.raises(NonFiniteOutputError, match=r"4 NaN value\(s\) out of 16 for image 'bad'"):
         result.summary
-    stored = sorted((tmp_path / "cache").rglob("*.npy"))
+    stored = sorted((tmp_path / "cache").rglob("*.mask"))
     for path in stored:
         assert np.isfinite(np.load(path)).all()
