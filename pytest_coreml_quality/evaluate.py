@@ -35,6 +35,7 @@ from pytest_coreml_quality.dataset import Dataset, Sample
 from pytest_coreml_quality.metrics.reference import Reference
 from pytest_coreml_quality.metrics.scores import ImageScores, score_mask, summarize
 from pytest_coreml_quality.model import Model
+from pytest_coreml_quality.output_checks import NonFiniteOutputError
 from pytest_coreml_quality.preprocess import PreprocessSettings, Preprocessor
 from pytest_coreml_quality.runtime.base import Backend, Predictor, RuntimeOptions
 
@@ -226,7 +227,10 @@ class EvaluationResult:
             t1 = time.perf_counter()
             self.timings.load = t1 - t0
             for s in missing:
-                outputs = predictor.predict(pre.prepare(s.image))
+                try:
+                    outputs = predictor.predict(pre.prepare(s.image))
+                except NonFiniteOutputError as exc:  # found by the runtime, which knows no image ids
+                    raise exc.for_image(s.id) from None
                 mask = pre.mask_from(outputs, s.size, image=s.id)
                 found[s.id] = mask
                 if ev.cache is not None:

@@ -8,6 +8,7 @@ into ``pytest.UsageError`` or a failed item with a plain message.
 from __future__ import annotations
 
 import contextlib
+import sys
 import warnings
 from collections.abc import Generator
 from pathlib import Path
@@ -37,6 +38,7 @@ from pytest_coreml_quality.settings import OPTIONS, SettingError, resolve
 silence_coremltools_import_notices()
 
 SESSION_KEY = pytest.StashKey[QualitySession]()
+CACHE_USE_KEY = pytest.StashKey[Any]()  # the run's cacheuse.CacheUse, released at unconfigure
 MARKER_BOUNDS_KEY = pytest.StashKey[list[tuple[list[Bound], "list[str] | None"]]]()
 WORKER_OUTPUT_KEY = "coreml_quality_results"
 
@@ -77,18 +79,45 @@ def pytest_configure(config: pytest.Config) -> None:
             invocation_dir=Path(config.invocation_params.dir),
             rootdir=config.rootpath,
         )
-        # Only touch the disk (pytest's cache dir) when there is a model to work on.
-        default_cache = _default_cache_dir(config) if settings.active else config.rootpath
+        # Only touch the disk (pytest's cache dir) when there is a model to work on or a cache
+        # to clear. Never the rootdir: clearing it once deleted the whole project.
+        uses_cache = settings.active or settings.cache_clear
+        default_cache = _default_cache_dir(config) if uses_cache else config.rootpath
         session = QualitySession.start(settings, default_cache_dir=default_cache)
     except (SettingError, CoreMLQualityError) as exc:
         raise pytest.UsageError(str(exc)) from None
     session.progress = _progress_writer(config)
     config.stash[SESSION_KEY] = session
-    if settings.cache_clear and not _is_xdist_worker(config):
-        from pytest_coreml_quality.cachefs import remove_path
+    if uses_cache:
+        _hold_cache(config, session)
 
-        remove_path(session.cache_dir)
-        session.cache_cleared = True  # said in the report header: no terminal exists yet
+
+def _hold_cache(config: pytest.Config, session: QualitySession) -> None:
+    """Hold the cache directory for this run, clearing it first if asked (see ``cacheuse``)."""
+    from pytest_coreml_quality.cacheuse import CacheUse
+
+    use = CacheUse(session.cache_dir)
+    try:
+        if session.settings.cache_clear and not _is_xdist_worker(config):
+            def waiting() -> None:
+                # No terminal reporter yet at configure time: say it on stderr, once.
+                sys.stderr.write(f"coreml-quality: waiting for another run using {session.cache_dir} to finish before clearing it\n")
+
+            use.clear(waiting=waiting)
+            session.cache_cleared = True  # said in the report header: no terminal exists yet
+        elif session.settings.active:
+            use.hold()
+    except OSError:
+        # An unusable cache directory is reported where it is first used, with its own message.
+        use.release()
+        return
+    config.stash[CACHE_USE_KEY] = use
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    use = config.stash.get(CACHE_USE_KEY, None)
+    if use is not None:
+        use.release()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

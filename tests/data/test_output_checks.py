@@ -97,3 +97,32 @@ def test_nan_from_a_model_fails_the_evaluation_and_never_reaches_the_cache(
     stored = sorted((tmp_path / "cache").rglob("*.mask"))
     for path in stored:
         assert np.isfinite(np.load(path)).all()
+
+
+def test_image_output_of_a_model_emitting_nan_is_an_error_not_black_pixels(
+    models: dict[str, Model], tmp_path: Path
+) -> None:
+    # The onnx runtime rounds image outputs to 8-bit pixels, as Core ML does: NaN would become 0.
+    import coremltools as ct
+
+    from pytest_coreml_quality.runtime.base import RuntimeOptions
+    from pytest_coreml_quality.runtime.onnx.backend import OnnxBackend
+
+    spec = type(models["image"].spec)()
+    spec.CopyFrom(models["image"].spec)  # the module's model stays as it was
+    spec.neuralNetwork.layers[0].convolution.weights.floatValue[0] = float("nan")
+    path = tmp_path / "NanNet.mlmodel"
+    ct.utils.save_spec(spec, str(path))
+    model = Model.open(path)
+    root = tmp_path / "golden"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    Image.new("RGB", (4, 4), (90, 90, 90)).save(root / "images" / "only.png")
+    Image.new("L", (4, 4), 255).save(root / "masks" / "only.png")
+    result = Evaluator(Dataset.open(root), cache_dir=tmp_path / "cache").evaluate(
+        backend=OnnxBackend(), model=model, options=RuntimeOptions(cache_dir=tmp_path / "cache" / "compiled")
+    )
+    with pytest.raises(NonFiniteOutputError) as info:
+        result.summary
+    assert str(info.value).startswith(f"{path}: field 'mask': output 'mask' of model NanNet.mlmodel has 16 NaN value(s) out of 16 for image 'only'")
+    assert not list((tmp_path / "cache" / "predictions").rglob("*.mask"))
