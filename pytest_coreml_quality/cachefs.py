@@ -143,11 +143,13 @@ ABSENT = "absent"  # what entry_problem says when there is simply no entry (a pl
 
 # Files hashed in this process, keyed by everything that changes when a file is rewritten
 # (inode, size, mtime, ctime): a warm load of a 176 MB model hashes its weights once per
-# process. Files changed less than _RACY_SECONDS ago are never memoised, because a rewrite
-# within one timestamp tick would keep the same stamps (git's "racily clean" problem).
+# process. Files changed very recently are never memoised, because a rewrite within one
+# timestamp tick would keep the same stamps (git's "racily clean" problem): a tick is at
+# most 10 ms on Linux and macOS, but whole seconds on some filesystems (FAT, network mounts).
 _FILE_DIGESTS: dict[tuple[str, int, int, int, int, int], bytes] = {}
 _FILE_DIGESTS_LOCK = threading.Lock()
-_RACY_SECONDS = 2.0
+_RACY_SECONDS = 0.05
+_RACY_SECONDS_COARSE = 2.0
 
 
 def keyed_digest(key: str, entry: str | os.PathLike[str], names: Sequence[str]) -> str:
@@ -185,10 +187,17 @@ def _file_digest(f: Path) -> bytes:
     h.update(st.st_size.to_bytes(8, "little"))
     _update_from_file(h, f)
     digest = h.digest()
-    if time.time() - max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 > _RACY_SECONDS:
+    if not _racy(st):
         with _FILE_DIGESTS_LOCK:
             _FILE_DIGESTS[stamp] = digest
     return digest
+
+
+def _racy(st: os.stat_result) -> bool:
+    """Whether a file changed so recently that its stamps may not tell a rewrite apart."""
+    newest = max(st.st_mtime_ns, st.st_ctime_ns)
+    coarse = newest % 1_000_000 == 0  # no sub-millisecond part: a filesystem with coarse timestamps
+    return time.time() - newest / 1e9 < (_RACY_SECONDS_COARSE if coarse else _RACY_SECONDS)
 
 
 def write_entry_digest(entry: str | os.PathLike[str], key: str, names: Sequence[str]) -> None:
