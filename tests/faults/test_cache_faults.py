@@ -5,6 +5,7 @@ which entry it rebuilt, and leaves the user's model and golden set untouched."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -401,3 +402,33 @@ def test_a_run_over_damaged_compiled_weights_reports_the_clean_figures_and_says_
             clean_run.models["TinySeg.mlmodel"].variants[recipe].metrics, rel=1e-9
         )
     assert user.fingerprint() == before
+
+
+# --- the per-process digest memo never hides a rewrite ---------------------------------------------
+
+
+def test_a_file_rewritten_in_place_after_its_digest_was_memoised_is_hashed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_coreml_quality import cachefs
+
+    monkeypatch.setattr(cachefs, "_RACY_SECONDS", -1.0)  # memoise even a file written just now
+    monkeypatch.setattr(cachefs, "_RACY_SECONDS_COARSE", -1.0)
+    (tmp_path / WEIGHTS_FILE).write_bytes(b"\x00" * 4096)
+    os.utime(tmp_path / WEIGHTS_FILE, ns=(10**18, 10**18))  # an old file (the rewrite below gets a new mtime)
+    cachefs.write_entry_digest(tmp_path, "key", [WEIGHTS_FILE])
+    assert cachefs.entry_problem(tmp_path, "key") is None
+    with open(tmp_path / WEIGHTS_FILE, "r+b") as fh:  # same inode, same size, new content
+        fh.write(b"\x01")
+    assert cachefs.entry_problem(tmp_path, "key") == "its content does not match its digest"
+
+
+def test_a_file_changed_within_one_timestamp_tick_is_not_memoised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_coreml_quality import cachefs
+
+    monkeypatch.setattr(cachefs, "_RACY_SECONDS", 3600.0)
+    monkeypatch.setattr(cachefs, "_FILE_DIGESTS", {})
+    (tmp_path / WEIGHTS_FILE).write_bytes(b"\x00" * 4096)
+    cachefs.write_entry_digest(tmp_path, "key", [WEIGHTS_FILE])
+    assert cachefs.entry_problem(tmp_path, "key") is None
+    assert cachefs._FILE_DIGESTS == {}  # a rewrite in the same tick would keep every stamp: hash again next time
