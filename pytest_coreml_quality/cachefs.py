@@ -146,7 +146,7 @@ ABSENT = "absent"  # what entry_problem says when there is simply no entry (a pl
 # process. Files changed very recently are never memoised, because a rewrite within one
 # timestamp tick would keep the same stamps (git's "racily clean" problem): a tick is at
 # most 10 ms on Linux and macOS, but whole seconds on some filesystems (FAT, network mounts).
-_FILE_DIGESTS: dict[tuple[str, int, int, int, int, int], bytes] = {}
+_FILE_DIGESTS: dict[tuple[int, int, int, int, int], bytes] = {}
 _FILE_DIGESTS_LOCK = threading.Lock()
 _RACY_SECONDS = 0.05
 _RACY_SECONDS_COARSE = 2.0
@@ -178,7 +178,9 @@ def _update_text(h: "hashlib._Hash", text: str) -> None:
 
 def _file_digest(f: Path) -> bytes:
     st = f.stat()
-    stamp = (str(f.resolve()), st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    # No path in the key: an entry renamed into place keeps its files' inodes and stamps,
+    # so the digest computed while writing it is reused by the first load.
+    stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     with _FILE_DIGESTS_LOCK:
         known = _FILE_DIGESTS.get(stamp)
     if known is not None:
