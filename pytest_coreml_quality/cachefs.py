@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from filelock import FileLock
@@ -126,3 +130,153 @@ def path_size(path: str | os.PathLike[str]) -> int:
     if p.is_dir():
         return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
     return p.stat().st_size
+
+
+# --- content digests: every cache entry carries one, bound to its key -------------------------
+#
+# A digest covers the entry's key and the bytes of its files, so a damaged file, a file
+# copied in from another entry (same size or not) and a whole entry copied under another
+# key all fail verification; the caller then treats the entry as a miss and rebuilds it.
+
+DIGEST_FILE = "digest.json"
+ABSENT = "absent"  # what entry_problem says when there is simply no entry (a plain miss)
+
+# Files hashed in this process, keyed by everything that changes when a file is rewritten
+# (inode, size, mtime, ctime): a warm load of a 176 MB model hashes its weights once per
+# process. Files changed very recently are never memoised, because a rewrite within one
+# timestamp tick would keep the same stamps (git's "racily clean" problem): a tick is at
+# most 10 ms on Linux and macOS, but whole seconds on some filesystems (FAT, network mounts).
+_FILE_DIGESTS: dict[tuple[int, int, int, int, int], bytes] = {}
+_FILE_DIGESTS_LOCK = threading.Lock()
+_RACY_SECONDS = 0.05
+_RACY_SECONDS_COARSE = 2.0
+
+
+def keyed_digest(key: str, entry: str | os.PathLike[str], names: Sequence[str]) -> str:
+    """blake2b over ``key`` and, per name, the name and the content of ``entry/name`` (file or tree).
+
+    Raises ``OSError`` when a named file is missing or unreadable.
+    """
+    h = hashlib.blake2b(digest_size=32)
+    _update_text(h, key)
+    root = Path(entry)
+    for name in names:
+        _update_text(h, name)
+        top = root / name
+        files = sorted(x for x in top.rglob("*") if x.is_file()) if top.is_dir() else [top]
+        for f in files:
+            _update_text(h, f.relative_to(root).as_posix())
+            h.update(_file_digest(f))
+    return h.hexdigest()
+
+
+def _update_text(h: "hashlib._Hash", text: str) -> None:
+    data = text.encode("utf-8")
+    h.update(len(data).to_bytes(8, "little"))
+    h.update(data)
+
+
+def _file_digest(f: Path) -> bytes:
+    st = f.stat()
+    # No path in the key: an entry renamed into place keeps its files' inodes and stamps,
+    # so the digest computed while writing it is reused by the first load.
+    stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    with _FILE_DIGESTS_LOCK:
+        known = _FILE_DIGESTS.get(stamp)
+    if known is not None:
+        return known
+    h = hashlib.blake2b(digest_size=32)
+    h.update(st.st_size.to_bytes(8, "little"))
+    _update_from_file(h, f)
+    digest = h.digest()
+    if not _racy(st):
+        with _FILE_DIGESTS_LOCK:
+            _FILE_DIGESTS[stamp] = digest
+    return digest
+
+
+def _racy(st: os.stat_result) -> bool:
+    """Whether a file changed so recently that its stamps may not tell a rewrite apart."""
+    newest = max(st.st_mtime_ns, st.st_ctime_ns)
+    coarse = newest % 1_000_000 == 0  # no sub-millisecond part: a filesystem with coarse timestamps
+    return time.time() - newest / 1e9 < (_RACY_SECONDS_COARSE if coarse else _RACY_SECONDS)
+
+
+def write_entry_digest(entry: str | os.PathLike[str], key: str, names: Sequence[str]) -> None:
+    """Write ``entry/digest.json`` for the files ``names``; call it on the entry before it is renamed into place."""
+    record = {"key": key, "files": list(names), "blake2b": keyed_digest(key, entry, names)}
+    atomic_write_text(Path(entry) / DIGEST_FILE, json.dumps(record, indent=1))
+
+
+def entry_problem(entry: str | os.PathLike[str], key: str, required: Sequence[str] = ()) -> str | None:
+    """None when ``entry`` is complete and matches its digest; else what is wrong with it.
+
+    :data:`ABSENT` when there is no entry at all (a plain miss, nothing to report).
+    ``required`` names files the entry must hold (they must also be covered by the digest).
+    """
+    root = Path(entry)
+    if not root.is_dir():
+        return ABSENT
+    try:
+        record = json.loads((root / DIGEST_FILE).read_text("utf-8"))
+        names = [str(n) for n in record["files"]]
+        stored, owner = str(record["blake2b"]), str(record["key"])
+    except FileNotFoundError:
+        return f"its {DIGEST_FILE} is missing"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"its {DIGEST_FILE} is unreadable"
+    if owner != key:
+        return "it was copied from another entry"
+    missing = [n for n in required if n not in names or not (root / n).exists()]
+    missing += [n for n in names if n not in missing and not (root / n).exists()]
+    if missing:
+        return f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing"
+    try:
+        actual = keyed_digest(key, root, names)
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror or type(exc).__name__})"
+    if actual != stored:
+        return "its content does not match its digest"
+    return None
+
+
+_SEAL_MAGIC = b"CMQSEAL1"
+_SEAL_BYTES = 32
+
+
+def seal(key: str, payload: bytes) -> bytes:
+    """``payload`` prefixed with a digest of (key, payload): one file that verifies itself."""
+    return _SEAL_MAGIC + _payload_digest(key, payload) + payload
+
+
+def unseal(key: str, data: bytes) -> bytes | None:
+    """The payload of a :func:`seal`-ed blob written for ``key``; None if damaged or written for another key."""
+    head = len(_SEAL_MAGIC) + _SEAL_BYTES
+    if len(data) < head or not data.startswith(_SEAL_MAGIC):
+        return None
+    payload = data[head:]
+    if data[len(_SEAL_MAGIC) : head] != _payload_digest(key, payload):
+        return None
+    return payload
+
+
+def _payload_digest(key: str, payload: bytes) -> bytes:
+    h = hashlib.blake2b(digest_size=_SEAL_BYTES)
+    _update_text(h, key)
+    h.update(payload)
+    return h.digest()
+
+
+Note = Callable[[str], None]
+
+
+class CacheRepairWarning(UserWarning):
+    """A damaged cache entry was found and rebuilt (shown when no note callback is given)."""
+
+
+def report_repair(note: Note | None, line: str) -> None:
+    """Say one line about a repaired cache entry: through ``note``, else as a warning."""
+    if note is not None:
+        note(line)
+    else:
+        warnings.warn(CacheRepairWarning(line), stacklevel=3)

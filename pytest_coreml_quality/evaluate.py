@@ -5,9 +5,12 @@ settings, and hands out :class:`EvaluationResult` objects that compute lazily: t
 model is loaded and run only when a result's predictions are first needed, and only
 for the images whose masks are not in the prediction cache.
 
-Prediction cache: one ``.npy`` float32 file per (variant content hash, image pixel
+Prediction cache: one float32 ``.npy`` payload per (variant content hash, image pixel
 hash, preprocessing settings, backend name + options) — lossless, unlike the JPEG
-masks of the article's script. Entries are written atomically (``cachefs``) and each
+masks of the article's script — sealed with a digest of its key and bytes
+(``cachefs.seal``): a damaged entry, one copied from another key, or one holding values
+that are not a mask (NaN, outside [0, 1], wrong shape) is a miss, recomputed with a
+one-line note. Entries are written atomically (``cachefs``) and each
 variant's run holds a file lock, so pytest-xdist workers share the work instead of
 repeating it. In memory, results are memoised under the same key, so two callers
 asking for one variant share one run.
@@ -27,48 +30,72 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pytest_coreml_quality.cachefs import atomic_write_bytes, build_lock
+from pytest_coreml_quality.cachefs import Note, atomic_write_bytes, build_lock, report_repair, seal, unseal
 from pytest_coreml_quality.dataset import Dataset, Sample
 from pytest_coreml_quality.metrics.reference import Reference
 from pytest_coreml_quality.metrics.scores import ImageScores, score_mask, summarize
 from pytest_coreml_quality.model import Model
+from pytest_coreml_quality.output_checks import NonFiniteOutputError
 from pytest_coreml_quality.preprocess import PreprocessSettings, Preprocessor
 from pytest_coreml_quality.runtime.base import Backend, Predictor, RuntimeOptions
 
 # Bump when the stored mask format or the postprocessing changes meaning.
-CACHE_FORMAT = "masks-v1"
+CACHE_FORMAT = "masks-v2"  # v2: sealed with a digest of (key, bytes)
+MASK_SUFFIX = ".mask"
 
 
 class PredictionCache:
-    """Lossless on-disk store of predicted masks (float32 ``.npy``), keyed by content."""
+    """Lossless on-disk store of predicted masks (sealed float32 ``.npy``), keyed by content."""
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory) / "predictions" / CACHE_FORMAT
 
     def path(self, key: str) -> Path:
-        return self.directory / key[:2] / f"{key}.npy"
+        return self.directory / key[:2] / f"{key}{MASK_SUFFIX}"
 
     def get(self, key: str, shape: tuple[int, int]) -> NDArray[np.float32] | None:
-        """The stored mask, or None if absent or unusable (wrong shape, damaged file)."""
-        p = self.path(key)
+        """The stored mask, or None if absent or unusable (see :meth:`lookup`)."""
+        return self.lookup(key, shape)[0]
+
+    def lookup(self, key: str, shape: tuple[int, int]) -> tuple[NDArray[np.float32] | None, str | None]:
+        """``(mask, None)`` on a hit, ``(None, None)`` if absent, ``(None, why)`` if the entry is unusable."""
         try:
-            arr = np.load(p, allow_pickle=False)
-        except FileNotFoundError:
-            return None
-        except Exception:  # a damaged entry is a miss, recomputed and overwritten
-            return None
-        if arr.dtype != np.float32 or arr.shape != shape:
-            return None
-        return arr
+            data = self.path(key).read_bytes()
+        except FileNotFoundError:  # never written, or removed by a concurrent cache clear
+            return None, None
+        except OSError as exc:
+            return None, f"unreadable ({exc.strerror or type(exc).__name__})"
+        payload = unseal(key, data)
+        if payload is None:
+            return None, "its content does not match its digest"
+        try:
+            arr = np.load(io.BytesIO(payload), allow_pickle=False)
+        except Exception:  # a sealed but malformed payload: written by a bug, not worth trusting
+            return None, "not a mask array"
+        problem = mask_problem(arr, shape)
+        return (None, problem) if problem else (arr, None)
 
     def put(self, key: str, mask: NDArray[np.float32]) -> None:
+        arr = np.ascontiguousarray(mask, dtype=np.float32)
+        problem = mask_problem(arr, arr.shape)  # type: ignore[arg-type]
+        if problem:  # the postprocessing guarantees masks; never store anything else
+            raise ValueError(f"refusing to cache a prediction that is not a mask: {problem}")
         buf = io.BytesIO()
-        np.save(buf, np.ascontiguousarray(mask, dtype=np.float32), allow_pickle=False)
-        atomic_write_bytes(self.path(key), buf.getvalue())
+        np.save(buf, arr, allow_pickle=False)
+        atomic_write_bytes(self.path(key), seal(key, buf.getvalue()))
 
     def lock(self, key: str) -> Any:
         """An inter-process lock for one variant's run (``key`` identifies the variant)."""
         return build_lock(self.directory / "locks" / key)
+
+
+def mask_problem(arr: NDArray[Any], shape: tuple[int, ...]) -> str | None:
+    """None for a float32 mask of ``shape`` with every value in [0, 1], else what is wrong."""
+    if arr.dtype != np.float32 or arr.shape != tuple(shape):
+        return f"holds {arr.dtype}{list(arr.shape)}, expected float32{list(shape)}"
+    if arr.size and not (np.isfinite(arr).all() and arr.min() >= 0.0 and arr.max() <= 1.0):
+        return "holds values that are NaN or outside [0, 1]"
+    return None
 
 
 @dataclass(frozen=True)
@@ -174,10 +201,20 @@ class EvaluationResult:
             return self._run(samples, {})
         with cache.lock(self.key.digest()):
             found: dict[str, NDArray[np.float32]] = {}
+            damaged: dict[str, str] = {}
             for s in samples:
-                mask = cache.get(self.key.for_image(s.image_hash), (s.size[1], s.size[0]))
+                mask, problem = cache.lookup(self.key.for_image(s.image_hash), (s.size[1], s.size[0]))
                 if mask is not None:
                     found[s.id] = mask
+                elif problem is not None:
+                    damaged[s.id] = problem
+            if damaged:
+                first = next(iter(damaged))
+                report_repair(
+                    ev.note,
+                    f"prediction cache of {self.model.name}: {len(damaged)} damaged entr{'y' if len(damaged) == 1 else 'ies'} "
+                    f"ignored and recomputed (image '{first}': {damaged[first]})",
+                )
             self.timings.cache_hits = len(found)
             return self._run([s for s in samples if s.id not in found], found)
 
@@ -192,8 +229,11 @@ class EvaluationResult:
             t1 = time.perf_counter()
             self.timings.load = t1 - t0
             for s in missing:
-                outputs = predictor.predict(pre.prepare(s.image))
-                mask = pre.mask_from(outputs, s.size)
+                try:
+                    outputs = predictor.predict(pre.prepare(s.image))
+                except NonFiniteOutputError as exc:  # found by the runtime, which knows no image ids
+                    raise exc.for_image(s.id) from None
+                mask = pre.mask_from(outputs, s.size, image=s.id)
                 found[s.id] = mask
                 if ev.cache is not None:
                     ev.cache.put(self.key.for_image(s.image_hash), mask)
@@ -275,6 +315,7 @@ class Evaluator:
     cache_dir: Path | None = None
     threshold: float = 0.5
     with_hce: bool = False
+    note: Note | None = field(default=None, repr=False)  # told when damaged cache entries are recomputed
     _references: dict[str, Reference] = field(default_factory=dict, init=False, repr=False)
     _memo: dict[str, EvaluationResult] = field(default_factory=dict, init=False, repr=False)
     _memo_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)

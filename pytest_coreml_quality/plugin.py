@@ -8,6 +8,7 @@ into ``pytest.UsageError`` or a failed item with a plain message.
 from __future__ import annotations
 
 import contextlib
+import sys
 import warnings
 from collections.abc import Callable, Generator
 from pathlib import Path
@@ -33,12 +34,13 @@ from pytest_coreml_quality.markers import MARKERS, MarkerError, marker_bounds, m
 from pytest_coreml_quality.quiet import silence_coremltools_import_notices
 from pytest_coreml_quality.results import RunResults, merge_results
 from pytest_coreml_quality.session import QualitySession
-from pytest_coreml_quality.settings import all_options, resolve
+from pytest_coreml_quality.settings import Settings, all_options, resolve
 from pytest_coreml_quality.stash import SESSION_KEY
 from pytest_coreml_quality.thresholds import Bound
 
 silence_coremltools_import_notices()
 
+CACHE_USE_KEY = pytest.StashKey[Any]()  # the run's cacheuse.CacheUse, released at unconfigure
 MARKER_BOUNDS_KEY = pytest.StashKey[list[tuple[list[Bound], "list[str] | None"]]]()
 WORKER_OUTPUT_KEY = "coreml_quality_results"
 
@@ -71,21 +73,49 @@ def pytest_configure(config: pytest.Config) -> None:
             invocation_dir=Path(config.invocation_params.dir),
             rootdir=config.rootpath,
         )
-        # Only touch the disk (pytest's cache dir) when there is a model to work on.
-        default_cache = _default_cache_dir(config) if settings.active else config.rootpath
-        # Cleared before the session starts: starting may already run the model (to decide
-        # --coreml-mask=auto) and cache what it translated.
-        cleared = settings.active and settings.cache_clear and not _is_xdist_worker(config)
-        if cleared:
-            from pytest_coreml_quality.cachefs import remove_path
-
-            remove_path(settings.cache_dir or default_cache)
+        # Only touch the disk (pytest's cache dir) when there is a model to work on or a cache
+        # to clear. Never the rootdir: clearing it once deleted the whole project.
+        uses_cache = settings.active or settings.cache_clear
+        default_cache = _default_cache_dir(config) if uses_cache else config.rootpath
+        # Held (and cleared, if asked) before the session starts: starting may already run
+        # the model (to decide --coreml-mask=auto) and cache what it translated.
+        cleared = _hold_cache(config, settings, settings.cache_dir or default_cache) if uses_cache else False
         session = QualitySession.start(settings, default_cache_dir=default_cache)
     except CoreMLQualityError as exc:
         raise pytest.UsageError(str(exc)) from None
     session.progress = _progress_writer(config)
     session.cache_cleared = cleared  # said in the report header: no terminal exists yet
     config.stash[SESSION_KEY] = session
+
+
+def _hold_cache(config: pytest.Config, settings: Settings, cache_dir: Path) -> bool:
+    """Hold the cache directory for this run, clearing it first if asked (see ``cacheuse``); True if cleared."""
+    from pytest_coreml_quality.cacheuse import CacheUse
+
+    use = CacheUse(cache_dir)
+    cleared = False
+    try:
+        if settings.cache_clear and not _is_xdist_worker(config):
+            def waiting() -> None:
+                # No terminal reporter yet at configure time: say it on stderr, once.
+                sys.stderr.write(f"coreml-quality: waiting for another run using {cache_dir} to finish before clearing it\n")
+
+            use.clear(waiting=waiting)
+            cleared = True
+        elif settings.active:
+            use.hold()
+    except OSError:
+        # An unusable cache directory is reported where it is first used, with its own message.
+        use.release()
+        return cleared
+    config.stash[CACHE_USE_KEY] = use
+    return cleared
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    use = config.stash.get(CACHE_USE_KEY, None)
+    if use is not None:
+        use.release()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -49,6 +49,7 @@ from PIL import Image
 from pytest_coreml_quality.errors import CoreMLQualityError, PreprocessError, UnsupportedModelError
 from pytest_coreml_quality.masks import MaskSpec, decide_auto, parse_mask_spec, read_mask, stretch
 from pytest_coreml_quality.model import FeatureDescription, Model
+from pytest_coreml_quality.output_checks import require_finite
 
 SizePolicy = Literal["default", "closest", "largest"]
 InputLayout = Literal["auto", "NCHW", "NHWC"]
@@ -299,13 +300,19 @@ class Preprocessor:
         return arr.astype(np.float32).reshape(self.input.shape)
 
     # --- output side ------------------------------------------------------------------
-    def mask_from(self, outputs: Mapping[str, Any], image_size: tuple[int, int]) -> NDArray[np.float32]:
-        """The float32 mask in [0, 1] at ``image_size`` (width, height) from ``predict``'s outputs."""
+    def mask_from(
+        self, outputs: Mapping[str, Any], image_size: tuple[int, int], image: str | None = None
+    ) -> NDArray[np.float32]:
+        """The float32 mask in [0, 1] at ``image_size`` (width, height) from ``predict``'s outputs.
+
+        ``image`` (the sample id) is named in the error when the output holds NaN or infinities.
+        """
         name = self.output.name
         if name not in outputs:
             raise UnsupportedModelError(
                 f"prediction has no output '{name}' (got {', '.join(map(repr, outputs)) or 'none'})", path=self.model.path
             )
+        require_finite(outputs[name], model=self.model, output=name, image=image)
         mask = resize_mask(self._to_probabilities(outputs[name]), image_size)
         return stretch(mask) if self.settings.normalize_predictions else mask
 

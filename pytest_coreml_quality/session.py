@@ -181,6 +181,9 @@ class QualitySession:
             if pre.output.name not in outputs:
                 return None
             value, name = outputs[pre.output.name], pre.output.name
+            from pytest_coreml_quality.output_checks import require_finite
+
+            require_finite(value, model=model, output=name, image=sample.id)  # NaN must not decide a contract
             try:
                 spec = parse_mask_spec(pre.settings.mask)
                 if spec.kind == "auto":
@@ -229,6 +232,14 @@ class QualitySession:
             lines.append(f"coreml-quality: variants {', '.join(self.settings.variants)}")
         return lines
 
+    def note(self, line: str) -> None:
+        """A one-line note (e.g. a damaged cache entry rebuilt): shown now and in the terminal summary."""
+        self.progress(line)
+        text = f"coreml-quality: NOTE: {line}"
+        with self._lock:
+            if text not in self.report_notes:
+                self.report_notes.append(text)
+
     # --- runtime --------------------------------------------------------------------------
     def backend(self) -> Backend:
         with self._lock:
@@ -236,6 +247,8 @@ class QualitySession:
                 from pytest_coreml_quality.runtime import get_backend
 
                 self._backend = get_backend(self.settings.backend)
+                if hasattr(self._backend, "note"):  # backends with a compiled cache report repairs
+                    self._backend.note = self.note
             return self._backend
 
     def runtime_options(self) -> RuntimeOptions:
@@ -249,7 +262,7 @@ class QualitySession:
                 from pytest_coreml_quality.variants import build_variant
 
                 model = self.model(model_key)
-                variant = build_variant(model, recipe, self.cache_dir / "variants", progress=self.progress)
+                variant = build_variant(model, recipe, self.cache_dir / "variants", progress=self.progress, note=self.note)
                 opened = model if recipe == BASE_VARIANT else Model.open(variant.path)
                 self._variants[(model_key, recipe)] = variant
                 self._variant_models[(model_key, recipe)] = opened
@@ -289,7 +302,9 @@ class QualitySession:
                     normalize_predictions=self.settings.normalize_predictions,
                     resample=self.settings.resample,
                 )
-                self._evaluator = Evaluator(self.dataset, settings, cache_dir=self.cache_dir, with_hce=self.settings.hce)
+                self._evaluator = Evaluator(
+                    self.dataset, settings, cache_dir=self.cache_dir, with_hce=self.settings.hce, note=self.note
+                )
             return self._evaluator
 
     def preprocess_settings(self, model_key: str) -> "PreprocessSettings":

@@ -5,8 +5,10 @@ An entry is a directory ``<cache_dir>/variants/<key>/`` holding the variant mode
 version), so a changed model or a coremltools upgrade builds anew. Entries are built in
 a temporary sibling and renamed into place (``cachefs.atomic_output``) under a file lock
 (``cachefs.build_lock``): a killed build leaves nothing a later run trusts, and workers
-that ask for the same variant at once build it once. The manifest records the variant's
-content hash; an entry whose files no longer match it is rebuilt.
+that ask for the same variant at once build it once. A ``digest.json`` over the entry's
+key, the manifest and the variant (``cachefs.write_entry_digest``) is checked on every
+read: an entry that is damaged, incomplete or copied from another key is rebuilt, with a
+one-line note through ``progress``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_coreml_quality.cachefs import atomic_output, atomic_write_text, build_lock, path_size, remove_path
+from pytest_coreml_quality.cachefs import (
+    ABSENT,
+    atomic_output,
+    atomic_write_text,
+    build_lock,
+    entry_problem,
+    path_size,
+    remove_path,
+    report_repair,
+    write_entry_digest,
+)
 from pytest_coreml_quality.model import Model, content_hash
 from pytest_coreml_quality.variants import build as _build
 from pytest_coreml_quality.variants.recipes import Recipe, parse_recipe
@@ -27,7 +39,7 @@ from pytest_coreml_quality.variants.summary import WeightSummary, weight_summary
 
 CACHE_SUBDIR = "variants"
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1  # bump when the entry layout or the build logic changes what is written
+FORMAT_VERSION = 2  # 2: entries carry a digest.json. Bump when the entry layout or the build logic changes what is written
 
 Progress = Callable[[str], None]
 
@@ -90,11 +102,13 @@ def build_variant(
     progress: Progress | None = None,
     *,
     fast_nn: bool = True,
+    note: Progress | None = None,
 ) -> Variant:
     """Return the variant of ``model`` for ``recipe``, from the cache or built into it.
 
     ``progress`` receives one line per variant actually built (nothing on a cache hit);
-    coremltools' own output is captured. Raises :class:`RecipeError` when the recipe is
+    coremltools' own output is captured. ``note`` (default: ``progress``) receives one line
+    when a damaged entry is rebuilt. Raises :class:`RecipeError` when the recipe is
     malformed, does not apply to the model, or coremltools fails to apply it.
     """
     recipe = parse_recipe(recipe) if isinstance(recipe, str) else recipe
@@ -103,11 +117,13 @@ def build_variant(
     if recipe.is_base:
         return Variant(recipe, model.path, model.kind, model.size_bytes, model.size_bytes, base_summary)
     entry = entry_dir(model, recipe, cache_dir)
-    found = _load_entry(entry)  # the common case needs no lock
+    found, _ = _load_entry(entry)  # the common case needs no lock
     if found is None:
         with build_lock(entry):
-            found = _load_entry(entry)  # another worker may have built it while we waited
+            found, problem = _load_entry(entry)  # another worker may have built it while we waited
             if found is None:
+                if problem is not None:
+                    report_repair(note or progress, f"variant cache entry {recipe.name} of {model.name} ignored and rebuilt: {problem}")
                 found = _build_entry(model, recipe, entry, base_summary, fast_nn, progress)
     manifest, cached = found
     path = entry / manifest["file"]
@@ -124,16 +140,23 @@ def build_variant(
     )
 
 
-def _load_entry(entry: Path) -> tuple[dict[str, Any], bool] | None:
-    """The manifest of a complete, undamaged entry, else None."""
+def _load_entry(entry: Path) -> tuple[tuple[dict[str, Any], bool] | None, str | None]:
+    """``((manifest, True), None)`` for a complete, undamaged entry; else ``(None, what is wrong)``.
+
+    What is wrong is None for a plain miss (no entry at all).
+    """
+    problem = entry_problem(entry, entry.name, required=(MANIFEST,))
+    if problem is not None:
+        return None, None if problem == ABSENT else problem
     try:
         manifest = json.loads((entry / MANIFEST).read_text("utf-8"))
-        variant = entry / manifest["file"]
-        if not variant.exists() or content_hash(variant) != manifest["variant_hash"]:
-            return None
+        if not (entry / manifest["file"]).exists():
+            return None, "the variant file is missing"
+    except FileNotFoundError:  # removed by a concurrent cache clear since the check
+        return None, None
     except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return manifest, True
+        return None, f"its {MANIFEST} is unreadable"
+    return (manifest, True), None
 
 
 def _build_entry(
@@ -167,6 +190,7 @@ def _build_entry(
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2))
+        write_entry_digest(tmp, entry.name, (MANIFEST, file_name))
     if progress is not None:
         ratio = manifest["size_bytes"] / model.size_bytes if model.size_bytes else 0.0
         progress(

@@ -113,7 +113,7 @@ def test_predictions_are_cached_losslessly_and_never_recomputed(golden: Dataset,
     assert second.calls == 0 and run2.timings.cache_hits == len(golden)
     for i in golden.ids:
         np.testing.assert_array_equal(run2.predictions[i], preds1[i])  # bit-exact: lossless
-    stored = list((tmp_path / "predictions").rglob("*.npy"))
+    stored = list((tmp_path / "predictions").rglob("*.mask"))
     assert len(stored) == len(golden)
     assert any(np.any(np.abs(p * 255 - np.rint(p * 255)) > 1e-3) for p in preds1.values())
 
@@ -133,11 +133,13 @@ def test_any_key_change_reruns(golden: Dataset, model_paths: dict[str, Path], tm
 def test_only_damaged_entries_are_recomputed(golden: Dataset, model_paths: dict[str, Path], tmp_path: Path) -> None:
     model = Model.open(model_paths["base"])
     Evaluator(golden, cache_dir=tmp_path, with_hce=False).evaluate(EchoPredictor(model)).predictions
-    victim = sorted((tmp_path / "predictions").rglob("*.npy"))[0]
+    victim = sorted((tmp_path / "predictions").rglob("*.mask"))[0]
     victim.write_bytes(victim.read_bytes()[:40])
     again = EchoPredictor(model)
-    result = Evaluator(golden, cache_dir=tmp_path, with_hce=False).evaluate(again)
+    notes: list[str] = []
+    result = Evaluator(golden, cache_dir=tmp_path, with_hce=False, note=notes.append).evaluate(again)
     result.predictions
+    assert len(notes) == 1 and "1 damaged entry ignored and recomputed" in notes[0]
     assert again.calls == 1 and result.timings.cache_hits == len(golden) - 1
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pytest_coreml_quality.cachefs import DIGEST_FILE, CacheRepairWarning
 from pytest_coreml_quality.errors import BackendUnavailableError, ModelFormatError, UnsupportedModelError
 from pytest_coreml_quality.model import Model
 from pytest_coreml_quality.runtime import coreml_available, get_backend
@@ -57,7 +58,7 @@ def test_cold_load_writes_cache_and_warm_load_reuses_it(tiny_model: Path, fresh_
     first = backend.load(model, opts)
     entry = backend.cache_path(model, opts)
     assert entry.is_dir() and entry.parent == fresh_cache / "onnx"
-    assert sorted(p.name for p in entry.iterdir()) == [onnx_backend.GRAPH_FILE, onnx_backend.WEIGHTS_FILE]
+    assert sorted(p.name for p in entry.iterdir()) == sorted([DIGEST_FILE, onnx_backend.GRAPH_FILE, onnx_backend.WEIGHTS_FILE])
     assert model.content_hash[:40] in entry.name and onnx_backend.TRANSLATOR_VERSION in entry.name
     second = backend.load(model, opts)
     assert calls == [1]  # the warm load did not translate again
@@ -91,7 +92,8 @@ def test_a_corrupt_cache_entry_is_rebuilt(tiny_model: Path, fresh_cache: Path) -
     backend = OnnxBackend()
     expected = backend.load(model, opts).predict({"data": _x()})["out"]
     (backend.cache_path(model, opts) / onnx_backend.GRAPH_FILE).write_bytes(b"\x08garbage")
-    again = backend.load(model, opts).predict({"data": _x()})["out"]
+    with pytest.warns(CacheRepairWarning, match="ignored and rebuilt: its content does not match its digest"):
+        again = backend.load(model, opts).predict({"data": _x()})["out"]
     assert np.array_equal(expected, again)
 
 
@@ -110,10 +112,11 @@ def test_a_half_present_cache_entry_is_a_miss_and_is_rebuilt(tiny_model: Path, f
     calls = []
     real = onnx_backend.translate
     monkeypatch.setattr(onnx_backend, "translate", lambda m, o: calls.append(1) or real(m, o))
-    again = backend.load(model, opts).predict({"data": _x()})["out"]
+    with pytest.warns(CacheRepairWarning, match="is missing|are missing"):
+        again = backend.load(model, opts).predict({"data": _x()})["out"]
     assert calls == [1]  # rebuilt, not trusted
     assert np.array_equal(expected, again)
-    assert sorted(p.name for p in entry.iterdir()) == [onnx_backend.GRAPH_FILE, onnx_backend.WEIGHTS_FILE]
+    assert sorted(p.name for p in entry.iterdir()) == sorted([DIGEST_FILE, onnx_backend.GRAPH_FILE, onnx_backend.WEIGHTS_FILE])
 
 
 def test_a_build_killed_midway_leaves_no_entry(tiny_model: Path, fresh_cache: Path,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_coreml_quality.cachefs import CacheRepairWarning
 from pytest_coreml_quality.model import Model
 from pytest_coreml_quality.variants import build_variant, cache_key, clear_cache, parse_recipe
 from pytest_coreml_quality.variants import cache as cache_module
@@ -160,7 +161,8 @@ def test_a_damaged_variant_is_detected_and_rebuilt(
     good_bytes = damaged.read_bytes()
     with open(damaged, "r+b") as fh:
         fh.truncate(len(good_bytes) // 2)
-    again = build_variant(model, recipe, cache_dir)
+    with pytest.warns(CacheRepairWarning, match=f"variant cache entry {recipe} .* does not match its digest"):
+        again = build_variant(model, recipe, cache_dir)
     assert not again.cached and builds(marker) == 2
     # The rebuilt weights are the same bytes (an .mlpackage's manifest has fresh UUIDs, so
     # compare the weights rather than the whole package).
@@ -172,9 +174,11 @@ def test_a_missing_or_garbled_manifest_means_rebuild(nn_model: Model, cache_dir:
     variant = build_variant(nn_model, "q8", cache_dir)
     manifest = variant.path.parent / "manifest.json"
     manifest.write_text("{not json")
-    assert not build_variant(nn_model, "q8", cache_dir).cached
+    with pytest.warns(CacheRepairWarning, match="does not match its digest"):
+        assert not build_variant(nn_model, "q8", cache_dir).cached
     manifest.unlink()
-    assert not build_variant(nn_model, "q8", cache_dir).cached
+    with pytest.warns(CacheRepairWarning, match="manifest.json is missing"):
+        assert not build_variant(nn_model, "q8", cache_dir).cached
     assert builds(marker) == 3
 
 

@@ -7,7 +7,9 @@ compiled ``.mlmodelc``). An entry is a directory holding the graph (``model.onnx
 weights as ONNX external data (``weights.bin``): the translated graph is never serialised
 into one in-memory buffer, which kept a second copy of every weight during a cold load.
 The directory is built in a scratch directory under a build lock and renamed into place in
-one step; an entry missing either file counts as a miss and is rebuilt.
+one step, with a ``digest.json`` over its key and both files (``cachefs.write_entry_digest``):
+an entry that is incomplete, damaged, or copied from another key is a miss, rebuilt with a
+one-line note.
 """
 
 from __future__ import annotations
@@ -19,7 +21,16 @@ from typing import Any
 
 import numpy as np
 
-from pytest_coreml_quality.cachefs import atomic_output, build_lock, remove_path
+from pytest_coreml_quality.cachefs import (
+    ABSENT,
+    Note,
+    atomic_output,
+    build_lock,
+    entry_problem,
+    remove_path,
+    report_repair,
+    write_entry_digest,
+)
 from pytest_coreml_quality.errors import CoreMLQualityError, ModelFormatError, UnsupportedModelError
 from pytest_coreml_quality.model import Model
 from pytest_coreml_quality.runtime.base import RuntimeOptions, default_cache_dir
@@ -33,7 +44,7 @@ from pytest_coreml_quality.runtime.onnx.neuralnetwork import (
 )
 
 # Bump whenever a translation changes its output: old cache entries then stop matching.
-TRANSLATOR_VERSION = "nn2"  # nn2: cache entry is a directory (graph + external weights)
+TRANSLATOR_VERSION = "nn3"  # nn2: entry is a directory (graph + external weights); nn3: + digest
 
 GRAPH_FILE = "model.onnx"
 WEIGHTS_FILE = "weights.bin"
@@ -86,9 +97,12 @@ def _graph_name(model: Model) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in model.path.stem) or "coreml"
 
 
-def _complete(entry: Path) -> bool:
-    """A usable cache entry has both files; anything else (e.g. a stray half entry) is a miss."""
-    return (entry / GRAPH_FILE).is_file() and (entry / WEIGHTS_FILE).is_file()
+ENTRY_FILES = (GRAPH_FILE, WEIGHTS_FILE)
+
+
+def _problem(entry: Path) -> str | None:
+    """None for a usable entry (both files, digest bound to this entry's key), else why not."""
+    return entry_problem(entry, entry.name, required=ENTRY_FILES)
 
 
 class OnnxPredictor:
@@ -133,8 +147,10 @@ class OnnxBackend:
 
     name = "onnx"
 
-    def __init__(self, intra_op_threads: int | None = None) -> None:
+    def __init__(self, intra_op_threads: int | None = None, note: Note | None = None) -> None:
         self.intra_op_threads = intra_op_threads
+        # Told (one line) when a damaged cache entry is rebuilt; None: a CacheRepairWarning.
+        self.note = note
 
     def cache_path(self, model: Model, options: RuntimeOptions | None = None) -> Path:
         options = options or RuntimeOptions()
@@ -145,19 +161,33 @@ class OnnxBackend:
     def load(self, model: Model, options: RuntimeOptions | None = None) -> OnnxPredictor:
         options = options or RuntimeOptions()
         entry = self.cache_path(model, options)
-        if not _complete(entry):
+        if _problem(entry) is not None:
             with build_lock(entry):
-                if not _complete(entry):  # another worker may have built it while we waited
-                    self._build(model, options, entry)
+                # Checked again under the lock: another worker may have built it while we waited.
+                self._rebuild_if_unusable(model, options, entry)
         graph = entry / GRAPH_FILE
         try:
             session = self._session(graph)
         except Exception:
-            # A cache entry we cannot read (disk trouble, an onnxruntime upgrade): rebuild once.
+            # An entry that vanished (a concurrent cache clear) or that onnxruntime cannot read
+            # (an onnxruntime upgrade): rebuild once.
             with build_lock(entry):
+                if _problem(entry) is None:
+                    self._repaired(model, entry, "onnxruntime cannot load it")
                 self._build(model, options, entry)
             session = self._session(graph)
         return OnnxPredictor(model, session, graph, options)
+
+    def _rebuild_if_unusable(self, model: Model, options: RuntimeOptions, entry: Path) -> None:
+        problem = _problem(entry)
+        if problem is None:
+            return
+        if problem != ABSENT:
+            self._repaired(model, entry, problem)
+        self._build(model, options, entry)
+
+    def _repaired(self, model: Model, entry: Path, problem: str) -> None:
+        report_repair(self.note, f"compiled cache entry of {model.name} ({entry.name}) ignored and rebuilt: {problem}")
 
     def evict(self, model: Model, options: RuntimeOptions | None = None) -> None:
         path = self.cache_path(model, options)
@@ -222,3 +252,4 @@ class OnnxBackend:
             # A graph with only small initializers has no weights: an empty file keeps the
             # "both files present" completeness rule uniform.
             (tmp / WEIGHTS_FILE).touch(exist_ok=True)
+            write_entry_digest(tmp, entry.name, ENTRY_FILES)

@@ -21,6 +21,7 @@ from PIL import Image
 
 from pytest_coreml_quality.errors import CoreMLQualityError
 from pytest_coreml_quality.model import FeatureDescription, Model
+from pytest_coreml_quality.output_checks import require_finite
 
 _NUMPY_DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.float16, "int32": np.int32, "int8": np.int8}
 
@@ -134,6 +135,8 @@ def from_outputs(values: Mapping[str, np.ndarray], model: Model) -> dict[str, An
             continue
         value = values[feature.name]
         if feature.is_image:
+            # Rounding to 8-bit pixels would turn NaN into a plausible 0: refuse it here.
+            require_finite(value, model=model, output=feature.name)
             out[feature.name] = array_to_image(value, feature)
         elif feature.is_multiarray:
             dtype = _NUMPY_DTYPES.get(feature.dtype or "", np.float32)
