@@ -362,7 +362,7 @@ def _identity(p: Path) -> Path:
     """The file ``p`` really is (symbolic links followed), for duplicate checks."""
     try:
         return p.resolve()
-    except (OSError, RuntimeError):  # a symlink loop: reported as a missing file elsewhere
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte: reported as missing elsewhere
         return p
 
 

@@ -284,10 +284,12 @@ def _path(dest: str, value: str, base: Path) -> Path:
     A symbolic-link loop makes ``Path.resolve`` raise (RuntimeError up to Python 3.12,
     OSError ELOOP after): that is the user's path, so it is a usage error, not a crash.
     """
+    spec = _spec(dest)
+    if "\0" in value:  # the OS cannot take such a path (ValueError deep in os.stat)
+        raise SettingError(f"{spec.flag} / ini '{spec.ini}': got {value!r}, expected a path without a NUL character")
     try:
         return (base / os.path.expanduser(value)).resolve()
     except (OSError, RuntimeError) as exc:
-        spec = _spec(dest)
         detail = str(exc) if isinstance(exc, RuntimeError) else f"{exc.strerror}: {exc.filename}"
         raise SettingError(
             f"{spec.flag} / ini '{spec.ini}': got '{value}', which cannot be resolved ({detail}); "
