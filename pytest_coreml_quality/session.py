@@ -115,9 +115,14 @@ class QualitySession:
             # Model.output names the model and lists the outputs it does have.
             for model in self.models:
                 try:
-                    model.output(settings.output)
+                    feature = model.output(settings.output)
                 except CoreMLQualityError as exc:
                     raise CoreMLQualityError(f"--coreml-output: {exc}") from None
+                if not (feature.is_image or feature.is_multiarray):
+                    raise CoreMLQualityError(
+                        f"--coreml-output: {model.path}: output '{feature.name}' is a {feature.type}",
+                        expected="an image or multiarray output",
+                    )
         problem = check_cache_dir(self.cache_dir)
         if problem is not None:
             flag = "--coreml-cache-dir" if settings.cache_dir is not None else None

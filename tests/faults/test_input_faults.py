@@ -342,6 +342,20 @@ def test_unknown_output_name_is_refused_before_any_variant_is_built(ws: Workspac
     assert not (ws.cache / "variants").exists()
 
 
+def test_output_that_cannot_hold_a_mask_is_refused_at_start(ws: Workspace) -> None:
+    import coremltools as ct
+
+    spec = ct.utils.load_spec(str(MODEL))
+    spec.description.output[0].type.doubleType.SetInParent()  # a scalar output: no mask in it
+    ct.utils.save_spec(spec, str(ws.root / "Scalar.mlmodel"))
+    usage_error(
+        ws.run("--coreml-output=activation_out", model="Scalar.mlmodel"),
+        "--coreml-output:",
+        "Scalar.mlmodel: output 'activation_out' is a double",
+        "expected an image or multiarray output",
+    )
+
+
 @pytest.mark.skipif(sys.platform == "darwin", reason="Core ML exists on macOS")
 def test_coreml_backend_off_macos_is_refused_at_start(ws: Workspace) -> None:
     usage_error(ws.run("--coreml-backend=coreml"), "--coreml-backend", "coreml backend needs macOS; use onnx or auto")
@@ -504,6 +518,24 @@ def test_photos_above_the_working_size_are_decoded_reduced(tmp_path: Path, monke
     np.testing.assert_allclose(sample.mask, full.reshape(75, 4, 100, 4).mean(axis=(1, 3)), atol=1 / 255)
     photo = np.asarray(sample.image)
     assert photo[25, 35].mean() > 200 and photo[60, 80].mean() < 50
+
+
+def test_reduced_photos_keep_their_exif_orientation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A phone photo stored 400x300 and shown 300x400: reduced, it is still shown upright."""
+    monkeypatch.setattr(dataset_module, "MAX_WORKING_PIXELS", 100 * 100)
+    stored = np.full((300, 400, 3), 40, dtype=np.uint8)
+    stored[:150, :200] = (250, 10, 10)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(stored).save(tmp_path / "images" / "phone.jpg", exif=exif.tobytes())
+    shown = np.rot90(stored[..., 0] > 128, k=-1)  # the red block as displayed, 300 wide
+    Image.fromarray(shown).save(tmp_path / "masks" / "phone.png")
+    sample = next(iter(Dataset.open(tmp_path)))
+    assert sample.size == (75, 100) and sample.full_size == (300, 400)
+    red = np.asarray(sample.image)[..., 0] > 128
+    assert (red == (sample.mask > 0.5)).mean() > 0.97  # the photo and its mask still overlap
 
 
 def test_photos_within_the_working_size_are_decoded_as_before(tmp_path: Path) -> None:
