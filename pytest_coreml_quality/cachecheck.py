@@ -35,6 +35,9 @@ def check_cache_dir(path: Path) -> str | None:
     so the caller can say which option set it.
     """
     existing = next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), None)
+    if existing is not None and existing.is_symlink() and not existing.exists():
+        where = "is" if existing == path else f"lies under {existing}, which is"
+        return f"{where} a symbolic link to a missing target ({os.readlink(existing)})"
     if existing is not None and not existing.is_dir():
         if existing == path:
             return "is a regular file, not a directory"

@@ -415,6 +415,42 @@ def test_read_only_cache_dir(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> 
     usage_error(ws.run(f"--coreml-cache-dir={ro}"), f"the cache directory {ro} is not writable (permission denied)")
 
 
+def test_cache_dir_that_is_a_broken_symlink(tmp_path: Path) -> None:
+    (tmp_path / "cache").symlink_to(tmp_path / "unmounted" / "cache")
+    problem = cachecheck.check_cache_dir(tmp_path / "cache")
+    assert problem == f"is a symbolic link to a missing target ({tmp_path / 'unmounted' / 'cache'})"
+
+
+def test_cache_dir_on_a_read_only_file_system(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def read_only(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(cachecheck.tempfile, "mkstemp", read_only)
+    assert cachecheck.check_cache_dir(tmp_path / "c") == "is not writable (read-only file system)"
+
+
+def test_cache_dir_that_cannot_be_created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def denied(self: Path, *args: object, **kwargs: object) -> None:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(Path, "mkdir", denied)
+    assert cachecheck.check_cache_dir(tmp_path / "c") == "cannot be created (permission denied)"
+
+
+def test_a_build_stopped_by_a_full_disk_leaves_the_old_entry_and_no_scratch(tmp_path: Path) -> None:
+    from pytest_coreml_quality.cachefs import atomic_output
+
+    entry = tmp_path / "variants" / "q8.mlpackage"
+    entry.mkdir(parents=True)
+    (entry / "old").write_text("previous build")
+    with pytest.raises(CacheSpaceError, match=r"q8.mlpackage \(its size is unknown, .* free\)"):
+        with atomic_output(entry) as tmp:
+            tmp.mkdir()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # what coremltools' save would raise
+    assert [p.name for p in entry.parent.iterdir()] == ["q8.mlpackage"]
+    assert (entry / "old").read_text() == "previous build"
+
+
 def _fail_fsync_for(monkeypatch: pytest.MonkeyPatch, marker: str, code: int) -> None:
     """Make ``fsync`` fail with ``code`` for files whose path holds ``marker`` (Linux /proc)."""
     if not Path("/proc/self/fd").is_dir():
