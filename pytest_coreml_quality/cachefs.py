@@ -22,6 +22,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from pytest_coreml_quality.cachecheck import space_error
+
 _CHUNK = 1 << 20
 
 
@@ -38,9 +40,12 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         # mkstemp makes the file private (0600); give it what a plain open() would.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        full = space_error(exc, target, len(data))
+        if full is not None:
+            raise full from None
         raise
     return target
 
@@ -76,6 +81,13 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
             raise FileNotFoundError(f"build produced nothing at {tmp}")
         remove_path(target)
         os.replace(tmp, target)
+    except OSError as exc:
+        # A full disk mid-build: say so once, with the directory, instead of a raw ENOSPC.
+        full = space_error(exc, target, None)
+        if full is None:
+            raise
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise full from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -19,6 +19,10 @@ Decoding rules:
 * EXIF orientation is applied to images and masks (``PIL.ImageOps.exif_transpose``),
   so a phone photo and its mask are compared the way they are displayed.
 * Images become 8-bit RGB.
+* A photo or mask larger than :data:`MAX_WORKING_PIXELS` (16.8 MP) is decoded reduced
+  by the smallest whole factor that fits (JPEG draft mode, then a box filter), photo
+  and mask alike: its figures are computed at that size and the report header says so.
+  Pillow's decompression-bomb limit still refuses absurd files.
 * Masks become float32 in [0, 1]: 8-bit grayscale / 255, 16-bit grayscale / 65535,
   1-bit as 0/1, float masks as they are (must lie in [0, 1]). Colour masks: the alpha
   channel when it is not fully opaque (a cut-out PNG), otherwise the luminance
@@ -34,6 +38,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -49,6 +54,12 @@ from pytest_coreml_quality.errors import DatasetError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 MANIFEST_NAMES = ("manifest.csv", "manifest.json")
+# Photos and masks above this many pixels are decoded reduced by a whole factor (photo and
+# mask alike), and every figure of that pair is computed at the reduced size. Scoring one
+# image takes about 70 bytes per pixel, so this bounds it near 1.2 GB; 12 MP phone photos
+# and 4K frames stay below it and are scored at full size.
+MAX_WORKING_PIXELS = 4096 * 4096
+_EXIF_ORIENTATION = 0x0112
 # Enough problems to act on without flooding the terminal.
 _MAX_LISTED_PROBLEMS = 50
 
@@ -73,6 +84,8 @@ class Sample:
     mask: NDArray[np.float32] = field(repr=False)
     image_hash: str
     mask_hash: str
+    # The files' (width, height) when they were decoded reduced (larger than MAX_WORKING_PIXELS).
+    full_size: tuple[int, int] | None = None
 
     @property
     def id(self) -> str:
@@ -137,6 +150,28 @@ class Dataset:
     def __iter__(self) -> Iterator[Sample]:
         for entry in self.entries:
             yield self.sample(entry.id)
+
+    @property
+    def outside_paths(self) -> tuple[Path, ...]:
+        """Listed images and masks outside the golden set's folder (allowed, but worth saying).
+
+        A manifest may point anywhere; a path outside its folder is often a mistake
+        (``../`` one level too many) or a file the next checkout will not have.
+        """
+        root = _normal(self.root)
+        outside: list[Path] = []
+        for entry in self.entries:
+            for p in (entry.image_path, entry.mask_path):
+                if not _normal(p).is_relative_to(root) and p not in outside:
+                    outside.append(p)
+        return tuple(outside)
+
+    @property
+    def reduced_samples(self) -> tuple[Sample, ...]:
+        """Decoded samples whose files were too large and were decoded reduced."""
+        with self._lock:
+            decoded = list(self._decoded.values())
+        return tuple(s for s in decoded if s.full_size is not None)
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -271,13 +306,17 @@ def _read_manifest(path: Path) -> tuple[list[SampleEntry], list[str]]:
         if not isinstance(data, list):
             return [], [f"{path}: expected a list of {{\"image\", \"mask\"}} objects (or {{\"samples\": [...]}})"]
         rows = [(f"{path}: entry {i}", row) for i, row in enumerate(data)]
-    return _entries_from_rows(path.parent, rows)
+    return _entries_from_rows(path.parent, rows, path)
 
 
-def _entries_from_rows(base: Path, rows: list[tuple[str, Any]]) -> tuple[list[SampleEntry], list[str]]:
+def _entries_from_rows(
+    base: Path, rows: list[tuple[str, Any]], source: Path | None = None
+) -> tuple[list[SampleEntry], list[str]]:
     problems: list[str] = []
     entries: list[SampleEntry] = []
     seen_images: dict[Path, str] = {}
+    weights: list[float] = []
+    base = _normal(base)
     for where, row in rows:
         if not isinstance(row, dict):
             problems.append(f"{where}: expected an object with 'image' and 'mask'")
@@ -287,24 +326,44 @@ def _entries_from_rows(base: Path, rows: list[tuple[str, Any]]) -> tuple[list[Sa
         if bad:
             problems.append(f"{where}: field(s) {', '.join(repr(b) for b in bad)} missing or empty (expected a path)")
             continue
-        image_path, mask_path = base / image.strip(), base / mask.strip()
+        image_path, mask_path = _normal(base / image.strip()), _normal(base / mask.strip())
         row_ok = True
         for kind, p in (("image", image_path), ("mask", mask_path)):
             if not p.is_file():
                 problems.append(f"{where}: field '{kind}': {p} does not exist")
                 row_ok = False
         weight = _parse_weight(row.get("weight"), where, problems)
+        if weight is not None:
+            weights.append(weight)
         tags = _parse_tags(row.get("tags"), where, problems)
-        if image_path in seen_images:
-            problems.append(f"{where}: field 'image': {image_path} is already listed at {seen_images[image_path]}")
+        # One file reached by two spellings ('a.jpg', 'sub/../a.jpg', a symlink) is one image.
+        identity = _identity(image_path)
+        if identity in seen_images:
+            problems.append(f"{where}: field 'image': {image_path} is already listed at {seen_images[identity]}")
             row_ok = False
-        seen_images.setdefault(image_path, where)
+        seen_images.setdefault(identity, where)
         if row_ok and weight is not None and tags is not None:
             entries.append(SampleEntry(_manifest_id(base, image_path), image_path, mask_path, weight, tags))
+    if weights and not any(weights):
+        # The weighted mean of the metrics would divide by zero at scoring time.
+        problems.append(f"{source or base}: every listed sample has weight 0 (expected at least one weight > 0)")
     ids = [e.id for e in entries]
     if len(set(ids)) != len(ids):  # two images differing only by suffix: give full names as ids
         entries = [SampleEntry(_rel(base, e.image_path), e.image_path, e.mask_path, e.weight, e.tags) for e in entries]
     return entries, problems
+
+
+def _normal(p: Path) -> Path:
+    """Absolute, with ``.`` and ``..`` taken away as written (as the manifest's author reads it)."""
+    return Path(os.path.abspath(p))
+
+
+def _identity(p: Path) -> Path:
+    """The file ``p`` really is (symbolic links followed), for duplicate checks."""
+    try:
+        return p.resolve()
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte: reported as missing elsewhere
+        return p
 
 
 def _manifest_id(base: Path, image_path: Path) -> str:
@@ -347,17 +406,64 @@ def _parse_tags(value: Any, where: str, problems: list[str]) -> tuple[str, ...] 
 # --- decoding ------------------------------------------------------------------------
 
 
-def _open_oriented(path: Path, problems: list[str]) -> Image.Image | None:
-    """Fully decode ``path`` (so truncated files fail here) with EXIF orientation applied."""
+def reduction_factor(size: tuple[int, int], max_pixels: int | None = None) -> int:
+    """The smallest whole factor that brings ``size`` within ``max_pixels`` (1: no reduction)."""
+    limit = MAX_WORKING_PIXELS if max_pixels is None else max_pixels
+    width, height = size
+    factor = 1
+    while math.ceil(width / factor) * math.ceil(height / factor) > limit:
+        factor += 1
+    return factor
+
+
+def _open_oriented(path: Path, problems: list[str], *, reduce: bool = False) -> tuple[Image.Image, tuple[int, int]] | None:
+    """Fully decode ``path`` (so truncated files fail here) with EXIF orientation applied.
+
+    Returns the image and its full (oriented) size. With ``reduce``, a file larger than
+    :data:`MAX_WORKING_PIXELS` is decoded at a whole-factor reduced size (see
+    :func:`_decode_reduced`); Pillow's decompression-bomb limit still applies at open.
+    """
     try:
         with Image.open(path) as im:
-            im.load()
+            full = _oriented_size(im)
+            factor = reduction_factor(im.size) if reduce else 1
+            if factor > 1:
+                im = _decode_reduced(im, factor)
+            else:
+                im.load()
             oriented = ImageOps.exif_transpose(im)
             oriented.load()
-            return oriented if oriented is not im else im.copy()
+            return (oriented if oriented is not im else im.copy()), full
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
         problems.append(f"{path}: cannot be decoded as an image ({type(exc).__name__}: {exc})")
         return None
+
+
+def _oriented_size(im: Image.Image) -> tuple[int, int]:
+    """(width, height) as displayed: EXIF orientations 5-8 turn the picture by 90 degrees."""
+    orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
+    return (im.size[1], im.size[0]) if orientation in (5, 6, 7, 8) else im.size
+
+
+def _decode_reduced(im: Image.Image, factor: int) -> Image.Image:
+    """``im`` decoded at ``ceil(size / factor)`` without holding the full-size pixels if possible.
+
+    JPEG decodes straight at 1/2, 1/4 or 1/8 scale (draft mode); other formats decode
+    whole, once, and are box-filtered down. Photo and mask of one pair have the same
+    size, hence the same factor and the same reduced size.
+    """
+    target = (math.ceil(im.size[0] / factor), math.ceil(im.size[1] / factor))
+    if im.format == "JPEG":
+        im.draft(None, target)  # picks the largest DCT scale whose result is >= target
+    im.load()
+    # Box-filter in a mode that averages: 1-bit and palette masks would snap to nearest.
+    if im.mode == "1":
+        im = im.convert("L")
+    elif im.mode == "P":
+        im = im.convert("RGBA")
+    elif im.mode.startswith("I;16"):
+        im = im.convert("I")
+    return im if im.size == target else im.resize(target, Image.Resampling.BOX)
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -398,23 +504,29 @@ def mask_to_array(im: Image.Image, path: Path | None = None) -> NDArray[np.float
 
 def _decode(entry: SampleEntry, problems: list[str]) -> Sample | None:
     before = len(problems)
-    image = _open_oriented(entry.image_path, problems)
-    mask_im = _open_oriented(entry.mask_path, problems)
+    opened_image = _open_oriented(entry.image_path, problems, reduce=True)
+    opened_mask = _open_oriented(entry.mask_path, problems, reduce=True)
     mask: NDArray[np.float32] | None = None
-    if mask_im is not None:
+    if opened_mask is not None:
         try:
-            mask = mask_to_array(mask_im, entry.mask_path)
+            mask = mask_to_array(opened_mask[0], entry.mask_path)
         except DatasetError as exc:
             problems.append(str(exc))
-    if image is not None and mask_im is not None and image.size != mask_im.size:
+    # Compare the files' full sizes: two different sizes may reduce to the same one.
+    image_size = opened_image[1] if opened_image is not None else None
+    mask_size = opened_mask[1] if opened_mask is not None else None
+    if image_size is not None and mask_size is not None and image_size != mask_size:
         problems.append(
-            f"{entry.mask_path}: mask size {mask_im.size[0]}x{mask_im.size[1]} differs from its image "
-            f"{entry.image_path} ({image.size[0]}x{image.size[1]}, after EXIF orientation)"
+            f"{entry.mask_path}: mask size {mask_size[0]}x{mask_size[1]} differs from its image "
+            f"{entry.image_path} ({image_size[0]}x{image_size[1]}, after EXIF orientation)"
         )
-    if len(problems) > before or image is None or mask is None:
+    if len(problems) > before or opened_image is None or mask is None:
         return None
-    rgb = _to_rgb(image)
-    return Sample(entry=entry, image=rgb, mask=mask, image_hash=_pixels_hash(rgb), mask_hash=_array_hash(mask))
+    rgb = _to_rgb(opened_image[0])
+    reduced = image_size if rgb.size != image_size else None
+    return Sample(
+        entry=entry, image=rgb, mask=mask, image_hash=_pixels_hash(rgb), mask_hash=_array_hash(mask), full_size=reduced
+    )
 
 
 def _pixels_hash(im: Image.Image) -> str:

@@ -134,13 +134,17 @@ def coreml_metrics(coreml_variant: VariantHandle, coreml_dataset: "Dataset") -> 
 
 
 @pytest.fixture
-def coreml_load_benchmark(benchmark: Any, coreml_variant: VariantHandle, coreml_session: QualitySession) -> Any:
+def coreml_load_benchmark(
+    request: pytest.FixtureRequest, coreml_variant: VariantHandle, coreml_session: QualitySession
+) -> Any:
     """A function ``measure(kind="warm")`` timing this variant's cold or warm load with pytest-benchmark.
 
     pytest-benchmark allows one measurement per test, so call it once; it returns the
     median seconds (timed plainly when pytest-benchmark is disabled).
     """
-    from pytest_coreml_quality.items import measure_load
+    from pytest_coreml_quality.items import measure_load, optional_benchmark
+
+    benchmark = optional_benchmark(request)
 
     def measure(kind: str = "warm") -> float:
         if kind not in ("cold", "warm"):

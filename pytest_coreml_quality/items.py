@@ -100,9 +100,9 @@ def _check_function(model_key: str, recipe: str, check: str) -> Callable[..., No
     if check in ("load-cold", "load-warm"):
         temperature = check.split("-")[1]
 
-        def load(request: pytest.FixtureRequest, benchmark: Any) -> None:
+        def load(request: pytest.FixtureRequest) -> None:
             state = _state(request)
-            measure_load(state, model_key, recipe, temperature, benchmark)  # type: ignore[arg-type]
+            measure_load(state, model_key, recipe, temperature, optional_benchmark(request))  # type: ignore[arg-type]
             _finish(request, state, model_key, recipe, "load")
 
         load.__name__ = f"load_{temperature}"
@@ -149,6 +149,13 @@ def measure_load(state: QualitySession, model_key: str, recipe: str, temperature
     return seconds
 
 
+def optional_benchmark(request: pytest.FixtureRequest) -> Any | None:
+    """pytest-benchmark's ``benchmark`` fixture, or None under ``-p no:benchmark`` (plain timer)."""
+    if not request.config.pluginmanager.hasplugin("benchmark"):
+        return None
+    return request.getfixturevalue("benchmark")
+
+
 def _state(request: pytest.FixtureRequest) -> QualitySession:
     return request.config.stash[SESSION_KEY]
 
@@ -186,4 +193,12 @@ def failure_message(model_key: str, recipe: str, failed: list[CheckOutcome]) -> 
     return "\n".join(lines)
 
 
-__all__ = ["CHECKS", "CoreMLModelCollector", "fail_on_user_error", "failure_message", "make_collectors", "measure_load"]
+__all__ = [
+    "CHECKS",
+    "CoreMLModelCollector",
+    "fail_on_user_error",
+    "failure_message",
+    "make_collectors",
+    "measure_load",
+    "optional_benchmark",
+]

@@ -90,8 +90,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _hold_cache(config: pytest.Config, settings: Settings, cache_dir: Path) -> bool:
     """Hold the cache directory for this run, clearing it first if asked (see ``cacheuse``); True if cleared."""
+    from pytest_coreml_quality.cachecheck import check_cache_dir
     from pytest_coreml_quality.cacheuse import CacheUse
 
+    if check_cache_dir(cache_dir) is not None:
+        return False  # the session's start says what is wrong with it, as a usage error
     use = CacheUse(cache_dir)
     cleared = False
     try:

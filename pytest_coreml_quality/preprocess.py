@@ -123,9 +123,11 @@ def parse_normalization(spec: str) -> tuple[float, tuple[float, ...], tuple[floa
             field="normalization",
             expected=f"one of {', '.join(NAMED_NORMALIZATIONS)} or 'mean=a,b,c;std=d,e,f'",
         ) from None
-    if len(mean) not in (1, 3) or len(std) not in (1, 3) or any(s == 0 for s in std):
+    # A zero std divides by zero; NaN or infinity would turn every input into NaN or 0.
+    finite = all(math.isfinite(v) for v in (*mean, *std))
+    if len(mean) not in (1, 3) or len(std) not in (1, 3) or not finite or any(s == 0 for s in std):
         raise PreprocessError(
-            f"bad normalization {spec!r}", field="normalization", expected="1 or 3 means and 1 or 3 non-zero stds"
+            f"bad normalization {spec!r}", field="normalization", expected="1 or 3 finite means and 1 or 3 finite non-zero stds"
         )
     return 1 / 255, mean, std
 

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 # Bump when the way --coreml-mask=auto decides changes meaning.
 MASK_DECISION_FORMAT = "mask-auto-v1"
+# Files named in the header when a manifest points outside its folder; the count says the rest.
+_MAX_NAMED_OUTSIDE = 5
 
 @dataclass
 class QualitySession:
@@ -76,6 +78,7 @@ class QualitySession:
             raise CoreMLQualityError("; ".join(problems))
         if not session.models:
             return session
+        session._check_before_any_work()
         from pytest_coreml_quality.variants import parse_recipes
 
         for model in session.models:
@@ -196,6 +199,37 @@ class QualitySession:
             atomic_write_text(path, json.dumps({"mask": str(spec), "note": note}))
             return str(spec), note
 
+    def _check_before_any_work(self) -> None:
+        """Settings that need the models or this machine: fail now, not in every item."""
+        from pytest_coreml_quality.cachecheck import check_cache_dir
+        from pytest_coreml_quality.runtime import coreml_available
+
+        settings = self.settings
+        if settings.backend == "coreml" and not coreml_available():
+            raise CoreMLQualityError(
+                "coreml backend needs macOS; use onnx or auto", field="--coreml-backend", expected="onnx or auto"
+            )
+        if settings.output is not None:
+            # Model.output names the model and lists the outputs it does have.
+            for model in self.models:
+                try:
+                    feature = model.output(settings.output)
+                except CoreMLQualityError as exc:
+                    raise CoreMLQualityError(f"--coreml-output: {exc}") from None
+                if not (feature.is_image or feature.is_multiarray):
+                    raise CoreMLQualityError(
+                        f"--coreml-output: {model.path}: output '{feature.name}' is a {feature.type}",
+                        expected="an image or multiarray output",
+                    )
+        problem = check_cache_dir(self.cache_dir)
+        if problem is not None:
+            flag = "--coreml-cache-dir" if settings.cache_dir is not None else None
+            raise CoreMLQualityError(
+                f"the cache directory {self.cache_dir} {problem}",
+                field=flag,
+                expected="a writable directory with free space (set --coreml-cache-dir)",
+            )
+
     # --- identity ------------------------------------------------------------------------
     def key(self, model: Model) -> str:
         """How a model is named in ids and reports: its file name, or its path if two share a name."""
@@ -228,6 +262,19 @@ class QualitySession:
         lines += [f"coreml-quality: {key} mask: {note}" for key, note in self.mask_notes.items()]
         if self.dataset is not None:
             lines.append(f"coreml-quality: dataset {self.settings.dataset} ({len(self.dataset.ids)} images)")
+            for sample in self.dataset.reduced_samples[:_MAX_NAMED_OUTSIDE]:
+                (w, h), (rw, rh) = sample.full_size, sample.size  # type: ignore[misc]
+                lines.append(
+                    f"coreml-quality: dataset image {sample.id} is {w}x{h}, scored at {rw}x{rh} "
+                    "(decoded reduced to bound memory)"
+                )
+            outside = self.dataset.outside_paths
+            if outside:
+                shown = ", ".join(str(p) for p in outside[:_MAX_NAMED_OUTSIDE])
+                more = f" and {len(outside) - _MAX_NAMED_OUTSIDE} more" if len(outside) > _MAX_NAMED_OUTSIDE else ""
+                lines.append(
+                    f"coreml-quality: dataset lists {len(outside)} file(s) outside {self.dataset.root}: {shown}{more}"
+                )
         if self.settings.variants:
             lines.append(f"coreml-quality: variants {', '.join(self.settings.variants)}")
         return lines

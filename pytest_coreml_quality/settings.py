@@ -18,7 +18,7 @@ from typing import Any
 from pytest_coreml_quality import catalogue
 from pytest_coreml_quality.errors import SettingError
 from pytest_coreml_quality.masks import MASK_VALUES_HELP, MaskError, parse_mask_spec
-from pytest_coreml_quality.preprocess import RESAMPLE_FILTERS
+from pytest_coreml_quality.preprocess import RESAMPLE_FILTERS, PreprocessError, parse_normalization
 
 BACKENDS = ("auto", "coreml", "onnx")
 PRECISIONS = ("fp32", "fp16")
@@ -252,18 +252,13 @@ def resolve(
             value = spec.default
         raw[spec.dest] = (value, base)
 
-    def path_of(value: str, base: Path) -> Path:
-        return (base / os.path.expanduser(value)).resolve()
-
     models_value, models_base = raw["coreml_model"]
-    models = tuple(path_of(v, models_base) for v in _as_list(models_value))
-    dataset_value, dataset_base = raw["coreml_dataset"]
-    cache_value, cache_base = raw["coreml_cache_dir"]
+    models = tuple(_path("coreml_model", v, models_base) for v in _as_list(models_value))
     variants_value, _ = raw["coreml_variants"]
     variants = tuple(v.strip() for item in _as_list(variants_value) for v in item.split(",") if v.strip())
     def optional_path(dest: str) -> Path | None:
         value, base = raw[dest]
-        return path_of(str(value), base) if value else None
+        return _path(dest, str(value), base) if value else None
 
     thresholds = {}
     for spec in threshold_options():
@@ -272,13 +267,13 @@ def resolve(
             thresholds[spec.dest] = _threshold(spec.dest, value)
     settings = Settings(
         models=models,
-        dataset=path_of(dataset_value, dataset_base) if dataset_value else None,
+        dataset=optional_path("coreml_dataset"),
         variants=variants,
         backend=_choice("coreml_backend", raw["coreml_backend"][0]),
-        cache_dir=path_of(cache_value, cache_base) if cache_value else None,
+        cache_dir=optional_path("coreml_cache_dir"),
         precision=_choice("coreml_precision", raw["coreml_precision"][0]),
         output=str(raw["coreml_output"][0]).strip() if raw["coreml_output"][0] else None,
-        normalization=str(raw["coreml_normalization"][0]).strip(),
+        normalization=_normalization("coreml_normalization", raw["coreml_normalization"][0]),
         logits=_switch_on("coreml_logits", raw),
         mask=_mask(raw["coreml_mask"][0], _switch_on("coreml_logits", raw)),
         normalize_predictions=_switch_on("coreml_normalize_predictions", raw),
@@ -314,6 +309,36 @@ def _mask(value: Any, logits: bool) -> str:
             "--coreml-logits means --coreml-mask=logits; keep one of them"
         )
     return "logits" if logits else mask
+
+
+def _path(dest: str, value: str, base: Path) -> Path:
+    """``value`` made absolute against ``base``, with symbolic links resolved.
+
+    A symbolic-link loop makes ``Path.resolve`` raise (RuntimeError up to Python 3.12,
+    OSError ELOOP after): that is the user's path, so it is a usage error, not a crash.
+    """
+    spec = _spec(dest)
+    if "\0" in value:  # the OS cannot take such a path (ValueError deep in os.stat)
+        raise SettingError(f"{spec.flag} / ini '{spec.ini}': got {value!r}, expected a path without a NUL character")
+    try:
+        return (base / os.path.expanduser(value)).resolve()
+    except (OSError, RuntimeError) as exc:
+        detail = str(exc) if isinstance(exc, RuntimeError) else f"{exc.strerror}: {exc.filename}"
+        raise SettingError(
+            f"{spec.flag} / ini '{spec.ini}': got '{value}', which cannot be resolved ({detail}); "
+            "expected a path without a symbolic-link loop"
+        ) from None
+
+
+def _normalization(dest: str, value: Any) -> str:
+    """The normalisation text, checked now so a zero std fails before any model runs."""
+    text = str(value).strip()
+    try:
+        parse_normalization(text)
+    except PreprocessError as exc:
+        spec = _spec(dest)
+        raise SettingError(f"{spec.flag} / ini '{spec.ini}': got '{value}', expected {exc.expected}") from None
+    return text
 
 
 def _switch_on(dest: str, raw: dict[str, tuple[Any, Path]]) -> bool:
