@@ -13,6 +13,7 @@ one step; an entry missing either file counts as a miss and is rebuilt.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from pytest_coreml_quality.runtime.onnx.neuralnetwork import (
 )
 
 # Bump whenever a translation changes its output: old cache entries then stop matching.
-TRANSLATOR_VERSION = "nn2"  # nn2: cache entry is a directory (graph + external weights)
+TRANSLATOR_VERSION = "nn3"  # nn2: cache entry is a directory; nn3: explicit pads for "same" convs
 
 GRAPH_FILE = "model.onnx"
 WEIGHTS_FILE = "weights.bin"
@@ -91,6 +92,42 @@ def _complete(entry: Path) -> bool:
     return (entry / GRAPH_FILE).is_file() and (entry / WEIGHTS_FILE).is_file()
 
 
+_ORT_LOG_SEVERITY = 4  # FATAL only (see _session_options)
+_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+               "tensor(int32)": np.int32, "tensor(int64)": np.int64, "tensor(int8)": np.int8,
+               "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
+# "... while running Conv node. Name:'conv1_nchwc' Status Message: Dilation not supported ..."
+_ORT_NODE_ERROR = re.compile(r"running (\w+) node\. Name:'([^']*)' Status Message: (.*)", re.S)
+
+
+def probe(model: Model, session: Any) -> None:
+    """Run one prediction on zeros so a graph onnxruntime cannot execute fails at load.
+
+    Some attribute combinations pass session creation and are refused only by the kernel
+    at run time; a cold build pays this one cheap run so the user learns it when the model
+    loads, with the node that failed, not at the first image of the golden set.
+    """
+    feeds = {
+        i.name: np.zeros([d if isinstance(d, int) and d > 0 else 1 for d in i.shape], _ORT_DTYPES.get(i.type, np.float32))
+        for i in session.get_inputs()
+    }
+    try:
+        session.run(None, feeds)
+    except Exception as exc:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        found = _ORT_NODE_ERROR.search(text)
+        if not found:
+            raise UnsupportedModelError(f"onnxruntime cannot run its translated graph ({text})", path=model.path,
+                                        expected="layers and ops onnxruntime can execute") from None
+        op, node, why = found.groups()
+        # onnxruntime renames nodes it rewrites (layout, fusion); the translator names them after the layer/op.
+        node = re.sub(r"(_nchwc|_token_\d+)+$", "", node)
+        raise UnsupportedModelError(
+            f"onnxruntime cannot run it: {why.strip()}", path=model.path, field=f"layer/op '{node}' ({op})",
+            expected="a combination onnxruntime supports; the coreml backend on macOS runs it natively",
+        ) from None
+
+
 class OnnxPredictor:
     """A translated model in an onnxruntime session; ``predict`` mirrors ``MLModel.predict``."""
 
@@ -145,10 +182,12 @@ class OnnxBackend:
     def load(self, model: Model, options: RuntimeOptions | None = None) -> OnnxPredictor:
         options = options or RuntimeOptions()
         entry = self.cache_path(model, options)
+        built = False
         if not _complete(entry):
             with build_lock(entry):
                 if not _complete(entry):  # another worker may have built it while we waited
                     self._build(model, options, entry)
+                    built = True
         graph = entry / GRAPH_FILE
         try:
             session = self._session(graph)
@@ -156,7 +195,14 @@ class OnnxBackend:
             # A cache entry we cannot read (disk trouble, an onnxruntime upgrade): rebuild once.
             with build_lock(entry):
                 self._build(model, options, entry)
-            session = self._session(graph)
+            session, built = self._session(graph), True
+        if built:
+            try:
+                probe(model, session)
+            except UnsupportedModelError:
+                with build_lock(entry):  # never leave an entry that warm loads would trust
+                    remove_path(entry)
+                raise
         return OnnxPredictor(model, session, graph, options)
 
     def evict(self, model: Model, options: RuntimeOptions | None = None) -> None:
@@ -170,7 +216,11 @@ class OnnxBackend:
 
         so = ort.SessionOptions()
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
-        so.log_severity_level = 3  # warnings about unused initializers are noise here
+        # No raw onnxruntime log lines in the user's output: at ERROR (3) a kernel failure
+        # is still printed before it is raised, and every error is raised and reworded here
+        # anyway, so only FATAL (4) is left to onnxruntime's logger.
+        ort.set_default_logger_severity(_ORT_LOG_SEVERITY)
+        so.log_severity_level = _ORT_LOG_SEVERITY
         if self.intra_op_threads:
             so.intra_op_num_threads = self.intra_op_threads
         return so
