@@ -15,6 +15,7 @@ from pytest_coreml_quality.errors import RecipeError
 from pytest_coreml_quality.model import Model
 from pytest_coreml_quality.variants import nn_fast_quantize
 from pytest_coreml_quality.variants.quiet import quiet_coremltools
+from pytest_coreml_quality.variants.reproducible import make_reproducible
 from pytest_coreml_quality.variants.recipes import LinearQuantize, NNQuantize, Palettize, Prune, Recipe, Step
 
 # The lookup table of a palN-int8lut recipe: one int8 scale for the whole table.
@@ -65,6 +66,7 @@ def _build_neural_network(model: Model, step: NNQuantize, out_path: Path, fast_n
     mlmodel = ct.models.MLModel(str(model.path), skip_model_load=True)
     quantized = quantization_utils.quantize_weights(mlmodel, nbits=step.nbits, quantization_mode=step.mode)
     quantized.save(str(out_path))
+    make_reproducible(out_path)  # same bytes in every process: a rebuilt variant keeps its hash
     return "coremltools"
 
 
@@ -75,6 +77,7 @@ def _build_ml_program(model: Model, steps: tuple[Step, ...], out_path: Path) -> 
     for index, step in enumerate(steps):
         mlmodel = apply_step(mlmodel, step, joint=index > 0)
     mlmodel.save(str(out_path))
+    make_reproducible(out_path)  # same bytes in every process: a rebuilt variant keeps its hash
 
 
 def apply_step(mlmodel: Any, step: Step, *, joint: bool) -> Any:

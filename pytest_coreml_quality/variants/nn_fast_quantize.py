@@ -6,8 +6,8 @@ per Python operation (about 94 s for the 176 MB ISNet at 4 bits). This module wa
 spec the same way, reuses coremltools' own numeric helpers for the quantization itself
 (so scales, biases, lookup tables and indices are computed by the very same code), and
 replaces only the bit packing with vectorised numpy shifts (:func:`pack_bits`).
-:func:`quantize_file` also repeats coremltools' parse/copy passes, on which the order of
-the spec's map entries, hence the saved bytes, depends.
+:func:`quantize_file` serializes deterministically, so its bytes equal coremltools' up to
+the order of map entries (which coremltools' own saves do not keep from one process to the next).
 
 Anything it does not cover (recurrent layers, control flow, classifier/regressor
 pipelines, custom lookup-table functions, a coremltools version without these helpers)
@@ -16,12 +16,13 @@ raises :class:`NotCovered`, and the caller falls back to ``quantize_weights`` it
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pytest_coreml_quality.variants.reproducible import save_spec
 
 WeightField = tuple[Any, tuple[int, ...], int]  # (WeightParams message, shape, axis)
 
@@ -73,24 +74,18 @@ def pack_bits(values: np.ndarray, nbits: int) -> bytes:
 
 def quantize_file(source: Path, target: Path, nbits: int, mode: str) -> None:
     """Quantize the ``.mlmodel`` at ``source`` into ``target``, with the bytes
-    ``quantize_weights(MLModel(source), nbits, mode).save(target)`` writes.
+    ``quantize_weights(MLModel(source), nbits, mode).save(target)`` writes, map entries aside.
 
-    Beyond the weights, those bytes depend on the order protobuf serializes map entries
-    (``description.metadata.userDefined``), which can change each time a spec is copied
-    or parsed (the hash seed differs between processes, so compare bytes made in one
-    process). coremltools makes three such passes: ``MLModel(path)`` parses the file,
-    ``get_spec()`` deep-copies it, and the returned ``MLModel(spec)`` writes the
-    quantized spec to a temporary file and parses it back before ``save`` serializes it.
-    The same passes are made here (about a second for the 176 MB ISNet).
+    coremltools serializes map entries (``description.metadata.userDefined``) in
+    hash-table order, which changes from process to process; this file is serialized
+    deterministically (entries sorted by key, see :mod:`.reproducible`), so it is the same
+    in every process and equal to coremltools' bytes whenever no map has two entries.
     """
     import coremltools as ct
-    from coremltools.proto import Model_pb2
 
-    spec = copy.deepcopy(ct.utils.load_spec(str(source)))
+    spec = ct.utils.load_spec(str(source))
     quantize_spec(spec, nbits, mode)
-    reparsed = Model_pb2.Model()
-    reparsed.ParseFromString(spec.SerializeToString())
-    ct.utils.save_spec(reparsed, str(target))
+    save_spec(spec, target)
 
 
 def quantize_spec(spec: Any, nbits: int, mode: str) -> Any:
