@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from pytest_coreml_quality.variants.nn_fusion import optimize_nn
 from pytest_coreml_quality.variants.reproducible import save_spec
 
 WeightField = tuple[Any, tuple[int, ...], int]  # (WeightParams message, shape, axis)
@@ -107,8 +108,9 @@ def quantize_spec(spec: Any, nbits: int, mode: str) -> Any:
     qm = helpers["modes"][mode]
     for model_spec in _model_specs(spec):
         model_spec.specificationVersion = max(helpers["min_spec_version"], model_spec.specificationVersion)
+    keep = {o.name for o in spec.description.output}
     for net in networks:
-        helpers["optimize_nn"](net.layers)  # fuses scale/bias layers first, as quantize_weights does
+        optimize_nn(net.layers, keep)  # fuses layers first, as quantize_weights does (see nn_fusion)
         for layer in net.layers:
             for wp, shape, axis in _weight_fields(layer):
                 _quantize_field(wp, shape, axis, nbits, qm, helpers)
@@ -120,7 +122,7 @@ def _coremltools_helpers() -> dict[str, Any]:
         import coremltools as ct
         from coremltools import _MINIMUM_QUANTIZED_MODEL_SPEC_VERSION
         from coremltools.models.neural_network import quantization_utils as qu
-        from coremltools.models.neural_network.optimization_utils import _optimize_nn
+        from coremltools.models.neural_network import optimization_utils
 
         modes = {
             "linear": ct.models._QUANTIZATION_MODE_LINEAR_QUANTIZATION,
@@ -132,7 +134,9 @@ def _coremltools_helpers() -> dict[str, Any]:
             "modes": modes,
             "linear_modes": (modes["linear"], modes["linear_symmetric"]),
             "quantize_wp": qu._quantize_wp,
-            "optimize_nn": _optimize_nn,
+            # nn_fusion calls these three; looked up here so their absence means NotCovered.
+            "fusions": (optimization_utils._fuse_layer_with_scale_layer, optimization_utils._fuse_layer_with_bias_layer,
+                        optimization_utils._bn_scale_fusion),
             "min_spec_version": _MINIMUM_QUANTIZED_MODEL_SPEC_VERSION,
         }
     except (ImportError, AttributeError) as exc:  # a coremltools without these internals
