@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_coreml_quality.cachefs import hash_path, path_size
+from pytest_coreml_quality import integrity
 from pytest_coreml_quality.errors import ModelFormatError
 
 if TYPE_CHECKING:  # coremltools is heavy: import it only when a spec is read.
@@ -106,11 +107,18 @@ class Model:
             )
         if p.suffix.lower() == ".mlmodel" and not p.is_file():
             raise ModelFormatError("is not a file", path=p, expected="a .mlmodel file")
+        root = None
         if p.suffix.lower() == ".mlpackage":
             _check_package_layout(p)
+            root = integrity.check_package_items(p)  # missing items, LFS pointers
+        else:
+            integrity.check_not_lfs_pointer(p)
         if not os.access(p, os.R_OK):
             raise ModelFormatError("is not readable (permission denied)", path=p)
-        return cls(path=p, spec=_load_spec(p))
+        spec = _load_spec(p)
+        if root is not None and spec.WhichOneof("Type") == "mlProgram":
+            integrity.check_weight_files(p, root, spec.mlProgram)
+        return cls(path=p, spec=spec)
 
     # --- identity -----------------------------------------------------------------
     @property
