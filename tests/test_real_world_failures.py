@@ -67,3 +67,18 @@ def test_golden_images_left_as_lfs_pointers_are_named(pytester: pytest.Pytester,
     output = _output(result)
     assert f"{image}: {LFS}" in output
     assert "cannot identify image" not in output
+
+
+def test_a_pipeline_ending_in_non_maximum_suppression_names_the_stage(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    from tests.runtime import pipelines
+
+    model = pipelines.network_then_nms(pytester.path / "Detector.mlmodel")
+    result = pytester.runpytest(f"--coreml-model={model}", f"--coreml-dataset={GOLDEN}",
+                                f"--coreml-cache-dir={tmp_path}", "--coreml-load-rounds=1", "-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines([
+        f"{model}: field 'pipeline.models': has 1 pipeline stage(s) the onnx runtime cannot run: stage 1 "
+        "'nonMaximumSuppression' (outputs: boxes): non-maximum suppression (object-detection post-processing) has "
+        "no ONNX translation here; the coreml backend on macOS runs it (expected pipeline stages that are NeuralNetworks)",
+    ])
+    assert "Traceback" not in result.stdout.str()
