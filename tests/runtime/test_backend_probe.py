@@ -83,3 +83,11 @@ def test_only_a_cold_build_runs_the_probe(conv_model: Path, fresh_cache: Path, m
     backend.evict(model, opts)
     backend.load(model, opts)
     assert calls == [model.name, model.name]
+
+
+def test_flexible_sizes_are_probed_at_the_default_size_or_not_at_all(conv_model: Path) -> None:
+    model = Model.open(conv_model)  # input 'data' is a [2, 8, 8] multiarray
+    assert onnx_backend.probe_shape(model, "data", [2, 8, 8]) == [2, 8, 8]
+    assert onnx_backend.probe_shape(model, "data", ["c", "h", "w"]) == [2, 8, 8]  # the declared default
+    assert onnx_backend.probe_shape(model, "data", ["n", 2, 8, 8]) is None  # rank differs: no guess
+    assert onnx_backend.probe_shape(model, "other", ["h", "w"]) is None

@@ -107,10 +107,12 @@ def probe(model: Model, session: Any) -> None:
     at run time; a cold build pays this one cheap run so the user learns it when the model
     loads, with the node that failed, not at the first image of the golden set.
     """
-    feeds = {
-        i.name: np.zeros([d if isinstance(d, int) and d > 0 else 1 for d in i.shape], _ORT_DTYPES.get(i.type, np.float32))
-        for i in session.get_inputs()
-    }
+    feeds = {}
+    for i in session.get_inputs():
+        shape = probe_shape(model, i.name, list(i.shape))
+        if shape is None:
+            return  # a size known only at run time and no default to try: the first image will tell
+        feeds[i.name] = np.zeros(shape, _ORT_DTYPES.get(i.type, np.float32))
     try:
         session.run(None, feeds)
     except Exception as exc:
@@ -126,6 +128,19 @@ def probe(model: Model, session: Any) -> None:
             f"onnxruntime cannot run it: {why.strip()}", path=model.path, field=f"layer/op '{node}' ({op})",
             expected="a combination onnxruntime supports; the coreml backend on macOS runs it natively",
         ) from None
+
+
+def probe_shape(model: Model, name: str, dims: list[Any]) -> list[int] | None:
+    """The graph input's shape, its flexible dims taken from the feature's default size."""
+    if all(isinstance(d, int) and d > 0 for d in dims):
+        return [int(d) for d in dims]
+    feature = next((f for f in model.inputs if f.name == name), None)
+    shape: list[int] = []
+    if feature is not None and feature.is_image and feature.width and feature.height:
+        shape = [1, feature.channels or 3, int(feature.height), int(feature.width)]
+    elif feature is not None and feature.is_multiarray:
+        shape = [int(d) for d in feature.shape]
+    return shape if shape and len(shape) == len(dims) else None
 
 
 class OnnxPredictor:
