@@ -51,6 +51,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageOps
 
 from pytest_coreml_quality.errors import DatasetError
+from pytest_coreml_quality.integrity import LFS_MESSAGE, is_lfs_pointer
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 MANIFEST_NAMES = ("manifest.csv", "manifest.json")
@@ -435,7 +436,10 @@ def _open_oriented(path: Path, problems: list[str], *, reduce: bool = False) -> 
             oriented.load()
             return (oriented if oriented is not im else im.copy()), full
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
-        problems.append(f"{path}: cannot be decoded as an image ({type(exc).__name__}: {exc})")
+        if is_lfs_pointer(path):  # a checkout without Git LFS: say so, not "cannot identify image"
+            problems.append(f"{path}: {LFS_MESSAGE}")
+        else:
+            problems.append(f"{path}: cannot be decoded as an image ({type(exc).__name__}: {exc})")
         return None
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_coreml_quality.cachefs import hash_path, path_size
+from pytest_coreml_quality import integrity
 from pytest_coreml_quality.errors import ModelFormatError
 
 if TYPE_CHECKING:  # coremltools is heavy: import it only when a spec is read.
@@ -106,11 +107,18 @@ class Model:
             )
         if p.suffix.lower() == ".mlmodel" and not p.is_file():
             raise ModelFormatError("is not a file", path=p, expected="a .mlmodel file")
+        root = None
         if p.suffix.lower() == ".mlpackage":
             _check_package_layout(p)
+            root = integrity.check_package_items(p)  # missing items, LFS pointers
+        else:
+            integrity.check_not_lfs_pointer(p)
         if not os.access(p, os.R_OK):
             raise ModelFormatError("is not readable (permission denied)", path=p)
-        return cls(path=p, spec=_load_spec(p))
+        spec = _load_spec(p)
+        if root is not None and spec.WhichOneof("Type") == "mlProgram":
+            integrity.check_weight_files(p, root, spec.mlProgram)
+        return cls(path=p, spec=spec)
 
     # --- identity -----------------------------------------------------------------
     @property
@@ -199,30 +207,6 @@ def _check_package_layout(p: Path) -> None:
     manifest = p / "Manifest.json"
     if not manifest.is_file():
         raise ModelFormatError("has no Manifest.json", path=p, expected="an .mlpackage written by coremltools or Xcode")
-    _check_package_items(p, manifest)
-
-
-def _check_package_items(p: Path, manifest: Path) -> None:
-    """Every item Manifest.json lists must be in ``Data/``: a partial copy fails here, by name.
-
-    Without this, coremltools says only "Item does not exist for identifier: <uuid>".
-    """
-    import json
-
-    try:
-        items = json.loads(manifest.read_text(encoding="utf-8")).get("itemInfoEntries", {})
-        listed = [(str(v.get("name", key)), str(v["path"])) for key, v in items.items()]
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError, KeyError, TypeError) as exc:
-        raise ModelFormatError(
-            f"cannot be read ({type(exc).__name__}: {exc})", path=manifest, expected="the JSON manifest of an .mlpackage"
-        ) from None
-    for name, rel in listed:
-        if not (p / "Data" / rel).exists():
-            raise ModelFormatError(
-                f"lists item '{name}' at Data/{rel}, which is missing from the package",
-                path=manifest,
-                expected="a complete .mlpackage (copied whole, with Git LFS files checked out)",
-            )
 
 
 def _load_spec(p: Path) -> "Model_pb2.Model":
@@ -244,26 +228,7 @@ def _load_spec(p: Path) -> "Model_pb2.Model":
         raise ModelFormatError("holds no model (the spec's 'Type' is empty)", path=p, field="Type")
     if not spec.description.input:
         raise ModelFormatError("declares no inputs", path=p, field="description.input")
-    _check_weight_file(p, spec)
     return spec
-
-
-def _check_weight_file(p: Path, spec: "Model_pb2.Model") -> None:
-    """An ML Program whose ops read ``weight.bin`` needs it: say so at open, not at first load."""
-    if spec.WhichOneof("Type") != "mlProgram" or not p.is_dir():
-        return
-    blob = p / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
-    if blob.is_file():
-        return
-    uses_blob = any(
-        value.HasField("blobFileValue")
-        for fn in spec.mlProgram.functions.values()
-        for block in fn.block_specializations.values()
-        for op in block.operations
-        for value in op.attributes.values()
-    )
-    if uses_blob:
-        raise ModelFormatError("is missing its weights file", path=blob, expected="weights/weight.bin inside the .mlpackage")
 
 
 def _describe_feature(f: Any, pre: ImagePreprocessing | None) -> FeatureDescription:

@@ -127,11 +127,18 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def _default_cache_dir(config: pytest.Config) -> Path:
-    """A folder inside pytest's own cache dir, so ``--cache-clear`` users know where it is."""
+    """A folder inside pytest's own cache dir, so ``--cache-clear`` users know where it is.
+
+    With ``-p no:cacheprovider`` the user asked for no ``.pytest_cache``: use the user cache
+    directory instead (``$XDG_CACHE_HOME/pytest-coreml-quality``, by default
+    ``~/.cache/pytest-coreml-quality``), where the onnx backend keeps compiled models anyway.
+    """
     cache = getattr(config, "cache", None)
     if cache is not None:
         return Path(cache.mkdir("coreml-quality"))
-    return config.rootpath / ".pytest_cache" / "d" / "coreml-quality"
+    from pytest_coreml_quality.runtime.base import default_cache_dir
+
+    return default_cache_dir()
 
 
 def _progress_writer(config: pytest.Config) -> Any:

@@ -83,7 +83,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec(
         "coreml_cache_dir",
         "where compressed variants, translated models and predictions are cached. "
-        "Default: a coreml-quality folder in pytest's cache directory.",
+        "Default: a coreml-quality folder in pytest's cache directory "
+        "(~/.cache/pytest-coreml-quality or $XDG_CACHE_HOME's with -p no:cacheprovider).",
         "DIR",
     ),
     _switch(

@@ -15,7 +15,10 @@ from pytest_coreml_quality.errors import RecipeError
 from pytest_coreml_quality.model import Model
 from pytest_coreml_quality.variants import nn_fast_quantize
 from pytest_coreml_quality.quiet import quiet_coremltools
+from pytest_coreml_quality.variants.nn_fusion import networks, optimize_nn
 from pytest_coreml_quality.variants.recipes import MLStep, NNQuantize, Recipe, Step
+from pytest_coreml_quality.variants.reproducible import make_reproducible
+
 
 def build_recipe(model: Model, recipe: Recipe, out_path: Path, *, fast_nn: bool = True) -> str:
     """Compress ``model`` with ``recipe`` and save the result at ``out_path``.
@@ -59,8 +62,17 @@ def _build_neural_network(model: Model, step: NNQuantize, out_path: Path, fast_n
     from coremltools.models.neural_network import quantization_utils
 
     mlmodel = ct.models.MLModel(str(model.path), skip_model_load=True)
+    if step.nbits < 16:
+        # quantize_weights fuses layers first and fails on conv + batch norm (coremltools 9):
+        # fuse them correctly beforehand, so its own pass finds nothing left to fold.
+        spec = mlmodel.get_spec()
+        keep = {o.name for o in spec.description.output}
+        fused = sum(optimize_nn(net.layers, keep) for net in networks(spec))
+        if fused:
+            mlmodel = ct.models.MLModel(spec, skip_model_load=True)
     quantized = quantization_utils.quantize_weights(mlmodel, nbits=step.nbits, quantization_mode=step.mode)
     quantized.save(str(out_path))
+    make_reproducible(out_path)  # same bytes in every process: a rebuilt variant keeps its hash
     return "coremltools"
 
 
@@ -71,6 +83,7 @@ def _build_ml_program(model: Model, steps: tuple[Step, ...], out_path: Path) -> 
     for index, step in enumerate(steps):
         mlmodel = apply_step(mlmodel, step, joint=index > 0)
     mlmodel.save(str(out_path))
+    make_reproducible(out_path)  # same bytes in every process: a rebuilt variant keeps its hash
 
 
 def apply_step(mlmodel: Any, step: MLStep, *, joint: bool) -> Any:

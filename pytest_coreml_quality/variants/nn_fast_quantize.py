@@ -6,8 +6,8 @@ per Python operation (about 94 s for the 176 MB ISNet at 4 bits). This module wa
 spec the same way, reuses coremltools' own numeric helpers for the quantization itself
 (so scales, biases, lookup tables and indices are computed by the very same code), and
 replaces only the bit packing with vectorised numpy shifts (:func:`pack_bits`).
-:func:`quantize_file` also repeats coremltools' parse/copy passes, on which the order of
-the spec's map entries, hence the saved bytes, depends.
+:func:`quantize_file` serializes deterministically, so its bytes equal coremltools' up to
+the order of map entries (which coremltools' own saves do not keep from one process to the next).
 
 Anything it does not cover (recurrent layers, control flow, classifier/regressor
 pipelines, custom lookup-table functions, a coremltools version without these helpers)
@@ -16,12 +16,14 @@ raises :class:`NotCovered`, and the caller falls back to ``quantize_weights`` it
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pytest_coreml_quality.variants.nn_fusion import optimize_nn
+from pytest_coreml_quality.variants.reproducible import save_spec
 
 WeightField = tuple[Any, tuple[int, ...], int]  # (WeightParams message, shape, axis)
 
@@ -73,24 +75,18 @@ def pack_bits(values: np.ndarray, nbits: int) -> bytes:
 
 def quantize_file(source: Path, target: Path, nbits: int, mode: str) -> None:
     """Quantize the ``.mlmodel`` at ``source`` into ``target``, with the bytes
-    ``quantize_weights(MLModel(source), nbits, mode).save(target)`` writes.
+    ``quantize_weights(MLModel(source), nbits, mode).save(target)`` writes, map entries aside.
 
-    Beyond the weights, those bytes depend on the order protobuf serializes map entries
-    (``description.metadata.userDefined``), which can change each time a spec is copied
-    or parsed (the hash seed differs between processes, so compare bytes made in one
-    process). coremltools makes three such passes: ``MLModel(path)`` parses the file,
-    ``get_spec()`` deep-copies it, and the returned ``MLModel(spec)`` writes the
-    quantized spec to a temporary file and parses it back before ``save`` serializes it.
-    The same passes are made here (about a second for the 176 MB ISNet).
+    coremltools serializes map entries (``description.metadata.userDefined``) in
+    hash-table order, which changes from process to process; this file is serialized
+    deterministically (entries sorted by key, see :mod:`.reproducible`), so it is the same
+    in every process and equal to coremltools' bytes whenever no map has two entries.
     """
     import coremltools as ct
-    from coremltools.proto import Model_pb2
 
-    spec = copy.deepcopy(ct.utils.load_spec(str(source)))
+    spec = ct.utils.load_spec(str(source))
     quantize_spec(spec, nbits, mode)
-    reparsed = Model_pb2.Model()
-    reparsed.ParseFromString(spec.SerializeToString())
-    ct.utils.save_spec(reparsed, str(target))
+    save_spec(spec, target)
 
 
 def quantize_spec(spec: Any, nbits: int, mode: str) -> Any:
@@ -112,8 +108,9 @@ def quantize_spec(spec: Any, nbits: int, mode: str) -> Any:
     qm = helpers["modes"][mode]
     for model_spec in _model_specs(spec):
         model_spec.specificationVersion = max(helpers["min_spec_version"], model_spec.specificationVersion)
+    keep = {o.name for o in spec.description.output}
     for net in networks:
-        helpers["optimize_nn"](net.layers)  # fuses scale/bias layers first, as quantize_weights does
+        optimize_nn(net.layers, keep)  # fuses layers first, as quantize_weights does (see nn_fusion)
         for layer in net.layers:
             for wp, shape, axis in _weight_fields(layer):
                 _quantize_field(wp, shape, axis, nbits, qm, helpers)
@@ -125,7 +122,7 @@ def _coremltools_helpers() -> dict[str, Any]:
         import coremltools as ct
         from coremltools import _MINIMUM_QUANTIZED_MODEL_SPEC_VERSION
         from coremltools.models.neural_network import quantization_utils as qu
-        from coremltools.models.neural_network.optimization_utils import _optimize_nn
+        from coremltools.models.neural_network import optimization_utils
 
         modes = {
             "linear": ct.models._QUANTIZATION_MODE_LINEAR_QUANTIZATION,
@@ -137,7 +134,9 @@ def _coremltools_helpers() -> dict[str, Any]:
             "modes": modes,
             "linear_modes": (modes["linear"], modes["linear_symmetric"]),
             "quantize_wp": qu._quantize_wp,
-            "optimize_nn": _optimize_nn,
+            # nn_fusion calls these three; looked up here so their absence means NotCovered.
+            "fusions": (optimization_utils._fuse_layer_with_scale_layer, optimization_utils._fuse_layer_with_bias_layer,
+                        optimization_utils._bn_scale_fusion),
             "min_spec_version": _MINIMUM_QUANTIZED_MODEL_SPEC_VERSION,
         }
     except (ImportError, AttributeError) as exc:  # a coremltools without these internals

@@ -151,15 +151,15 @@ def test_package_without_its_weights_folder(ws: Workspace) -> None:
     shutil.rmtree(ws.root / "Partial.mlpackage" / "Data" / "com.apple.CoreML" / "weights")
     usage_error(
         ws.run(model="Partial.mlpackage"),
-        "Partial.mlpackage/Manifest.json: lists item 'weights' at Data/com.apple.CoreML/weights",
-        "missing from the package",
+        "Partial.mlpackage/Manifest.json: field 'itemInfoEntries.",
+        "names folder Data/com.apple.CoreML/weights, which is missing",
     )
 
 
 def test_package_without_weight_bin(ws: Workspace) -> None:
     shutil.copytree(PACKAGE, ws.root / "NoBin.mlpackage")
     (ws.root / "NoBin.mlpackage" / "Data" / "com.apple.CoreML" / "weights" / "weight.bin").unlink()
-    usage_error(ws.run(model="NoBin.mlpackage"), "weights/weight.bin: is missing its weights file")
+    usage_error(ws.run(model="NoBin.mlpackage"), "weights/weight.bin: is missing (expected the weights model.mlmodel references)")
 
 
 def test_package_with_a_broken_manifest(ws: Workspace) -> None:

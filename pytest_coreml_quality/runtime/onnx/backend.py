@@ -15,6 +15,7 @@ one-line note.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ from pytest_coreml_quality.runtime.onnx.neuralnetwork import (
 )
 
 # Bump whenever a translation changes its output: old cache entries then stop matching.
-TRANSLATOR_VERSION = "nn3"  # nn2: entry is a directory (graph + external weights); nn3: + digest
+TRANSLATOR_VERSION = "nn4"  # nn2: entry is a directory (graph + external weights); nn3: + digest; nn4: explicit pads for "same" convs
 
 GRAPH_FILE = "model.onnx"
 WEIGHTS_FILE = "weights.bin"
@@ -105,6 +106,57 @@ def _problem(entry: Path) -> str | None:
     return entry_problem(entry, entry.name, required=ENTRY_FILES)
 
 
+_ORT_LOG_SEVERITY = 4  # FATAL only (see _session_options)
+_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+               "tensor(int32)": np.int32, "tensor(int64)": np.int64, "tensor(int8)": np.int8,
+               "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
+# "... while running Conv node. Name:'conv1_nchwc' Status Message: Dilation not supported ..."
+_ORT_NODE_ERROR = re.compile(r"running (\w+) node\. Name:'([^']*)' Status Message: (.*)", re.S)
+
+
+def probe(model: Model, session: Any) -> None:
+    """Run one prediction on zeros so a graph onnxruntime cannot execute fails at load.
+
+    Some attribute combinations pass session creation and are refused only by the kernel
+    at run time; a cold build pays this one cheap run so the user learns it when the model
+    loads, with the node that failed, not at the first image of the golden set.
+    """
+    feeds = {}
+    for i in session.get_inputs():
+        shape = probe_shape(model, i.name, list(i.shape))
+        if shape is None:
+            return  # a size known only at run time and no default to try: the first image will tell
+        feeds[i.name] = np.zeros(shape, _ORT_DTYPES.get(i.type, np.float32))
+    try:
+        session.run(None, feeds)
+    except Exception as exc:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        found = _ORT_NODE_ERROR.search(text)
+        if not found:
+            raise UnsupportedModelError(f"onnxruntime cannot run its translated graph ({text})", path=model.path,
+                                        expected="layers and ops onnxruntime can execute") from None
+        op, node, why = found.groups()
+        # onnxruntime renames nodes it rewrites (layout, fusion); the translator names them after the layer/op.
+        node = re.sub(r"(_nchwc|_token_\d+)+$", "", node)
+        raise UnsupportedModelError(
+            f"onnxruntime cannot run it: {why.strip()}", path=model.path, field=f"layer/op '{node}' ({op})",
+            expected="a combination onnxruntime supports; the coreml backend on macOS runs it natively",
+        ) from None
+
+
+def probe_shape(model: Model, name: str, dims: list[Any]) -> list[int] | None:
+    """The graph input's shape, its flexible dims taken from the feature's default size."""
+    if all(isinstance(d, int) and d > 0 for d in dims):
+        return [int(d) for d in dims]
+    feature = next((f for f in model.inputs if f.name == name), None)
+    shape: list[int] = []
+    if feature is not None and feature.is_image and feature.width and feature.height:
+        shape = [1, feature.channels or 3, int(feature.height), int(feature.width)]
+    elif feature is not None and feature.is_multiarray:
+        shape = [int(d) for d in feature.shape]
+    return shape if shape and len(shape) == len(dims) else None
+
+
 class OnnxPredictor:
     """A translated model in an onnxruntime session; ``predict`` mirrors ``MLModel.predict``."""
 
@@ -161,10 +213,11 @@ class OnnxBackend:
     def load(self, model: Model, options: RuntimeOptions | None = None) -> OnnxPredictor:
         options = options or RuntimeOptions()
         entry = self.cache_path(model, options)
+        built = False
         if _problem(entry) is not None:
             with build_lock(entry):
                 # Checked again under the lock: another worker may have built it while we waited.
-                self._rebuild_if_unusable(model, options, entry)
+                built = self._rebuild_if_unusable(model, options, entry)
         graph = entry / GRAPH_FILE
         try:
             session = self._session(graph)
@@ -175,16 +228,25 @@ class OnnxBackend:
                 if _problem(entry) is None:
                     self._repaired(model, entry, "onnxruntime cannot load it")
                 self._build(model, options, entry)
-            session = self._session(graph)
+            session, built = self._session(graph), True
+        if built:
+            try:
+                probe(model, session)
+            except UnsupportedModelError:
+                with build_lock(entry):  # never leave an entry that warm loads would trust
+                    remove_path(entry)
+                raise
         return OnnxPredictor(model, session, graph, options)
 
-    def _rebuild_if_unusable(self, model: Model, options: RuntimeOptions, entry: Path) -> None:
+    def _rebuild_if_unusable(self, model: Model, options: RuntimeOptions, entry: Path) -> bool:
+        """Build the entry when it is absent or damaged; True when it was built."""
         problem = _problem(entry)
         if problem is None:
-            return
+            return False
         if problem != ABSENT:
             self._repaired(model, entry, problem)
         self._build(model, options, entry)
+        return True
 
     def _repaired(self, model: Model, entry: Path, problem: str) -> None:
         report_repair(self.note, f"compiled cache entry of {model.name} ({entry.name}) ignored and rebuilt: {problem}")
@@ -200,7 +262,11 @@ class OnnxBackend:
 
         so = ort.SessionOptions()
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
-        so.log_severity_level = 3  # warnings about unused initializers are noise here
+        # No raw onnxruntime log lines in the user's output: at ERROR (3) a kernel failure
+        # is still printed before it is raised, and every error is raised and reworded here
+        # anyway, so only FATAL (4) is left to onnxruntime's logger.
+        ort.set_default_logger_severity(_ORT_LOG_SEVERITY)
+        so.log_severity_level = _ORT_LOG_SEVERITY
         if self.intra_op_threads:
             so.intra_op_num_threads = self.intra_op_threads
         return so

@@ -112,16 +112,31 @@ def load_main_function(model: Model) -> Any:
     return prog.functions["main"]
 
 
+# TensorFlow-style dynamic control flow and tensor lists: no static ONNX graph to translate to.
+_CONTROL_FLOW = frozenset({"cond", "while_loop", "make_list", "list_length", "list_read", "list_write",
+                           "list_gather", "list_scatter"})
+_MAX_NAMED_OPS = 10
+
+
 def check_supported(model: Model, func: Any) -> None:
-    """Raise one :class:`UnsupportedModelError` naming every untranslatable op."""
-    missing = [f"{op.op_type} '{op.name}'" for op in _all_ops(func.operations) if not is_supported(op.op_type)]
-    if missing:
-        raise UnsupportedModelError(
-            f"uses {len(missing)} ML Program op(s) this runtime cannot translate: " + ", ".join(missing),
-            path=model.path,
-            field="mlProgram.main",
-            expected="ops supported by pytest_coreml_quality.runtime.onnx.mil_ops",
-        )
+    """Raise one :class:`UnsupportedModelError` naming every untranslatable op type (and op)."""
+    ops = [op for op in _all_ops(func.operations) if not is_supported(op.op_type)]
+    if not ops:
+        return
+    types = list(dict.fromkeys(op.op_type for op in ops))
+    named = ", ".join(f"{op.op_type} '{op.name}'" for op in ops[:_MAX_NAMED_OPS])
+    if len(ops) > _MAX_NAMED_OPS:
+        named += f", ... and {len(ops) - _MAX_NAMED_OPS} more"
+    message = (f"uses {len(ops)} ML Program op(s) this runtime cannot translate (op types: {', '.join(types)}): "
+               f"{named}")
+    flow = [t for t in types if t in _CONTROL_FLOW or t.startswith("list_")]
+    if flow:
+        message += (f"; {', '.join(flow)} {'is' if len(flow) == 1 else 'are'} TensorFlow-style control flow, "
+                    "which has no static ONNX graph")
+    raise UnsupportedModelError(
+        message, path=model.path, field="mlProgram.main",
+        expected=f"op types among the {len(MIL_OPS)} the onnx runtime translates; the coreml backend on macOS runs every op",
+    )
 
 
 def _all_ops(ops: Any) -> list[Any]:

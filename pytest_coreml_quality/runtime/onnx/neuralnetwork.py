@@ -35,8 +35,30 @@ def networks_of(spec: Any) -> list[tuple[Any, Any]]:
     return []
 
 
+# Why a pipeline stage of this kind cannot run here, and what would run it.
+_STAGE_REASONS = {
+    "nonMaximumSuppression": "non-maximum suppression (object-detection post-processing) has no ONNX "
+                             "translation here; the coreml backend on macOS runs it",
+    "visionFeaturePrint": "a Vision feature print is built into Apple's operating systems (Apple-only): "
+                          "it needs the coreml backend on macOS",
+    "glmClassifier": "GLM classifiers have no ONNX translation here; the coreml backend on macOS runs them",
+    "customModel": "a custom model{cls} needs its Swift implementation, which exists only in the app",
+    "mlProgram": "ML Program stages inside a pipeline are not translated yet; the coreml backend on macOS runs them",
+}
+_OTHER_STAGE = "'{kind}' models have no ONNX translation here; the coreml backend on macOS runs them"
+
+
+def _stage_problem(index: int, stage: Any) -> str:
+    kind = stage.WhichOneof("Type")
+    cls = f" (class {stage.customModel.className})" if kind == "customModel" and stage.customModel.className else ""
+    reason = _STAGE_REASONS.get(kind, _OTHER_STAGE).format(kind=kind, cls=cls)
+    outputs = ", ".join(f.name for f in stage.description.output)
+    return f"stage {index} '{kind}'{f' (outputs: {outputs})' if outputs else ''}: {reason}"
+
+
 def unsupported_layers(spec: Any) -> list[str]:
-    """Every layer (or pipeline stage) this translator cannot run, as 'type (layer name)'."""
+    """Every layer (or pipeline stage) this translator cannot run, as 'type (layer name)'
+    or 'stage i 'kind' (outputs): why' for a pipeline stage that is not a NeuralNetwork."""
     problems: list[str] = []
     kind = spec.WhichOneof("Type")
     if kind in PIPELINE_KINDS:
@@ -47,13 +69,17 @@ def unsupported_layers(spec: Any) -> list[str]:
             if stage_kind in NETWORK_KINDS or stage_kind in PIPELINE_KINDS:
                 problems.extend(unsupported_layers(stage))
             else:
-                problems.append(f"pipeline stage {i} of type '{stage_kind}'")
+                problems.append(_stage_problem(i, stage))
         return problems
     if kind not in NETWORK_KINDS:
         return [f"model type '{kind}'"]
     for layer in getattr(spec, kind).layers:
         t = layer.WhichOneof("layer")
-        if t not in HANDLERS:
+        if t == "custom":
+            cls = f" (class {layer.custom.className})" if layer.custom.className else ""
+            problems.append(f"'custom' (layer '{layer.name}'): a custom layer{cls} needs its Swift implementation, "
+                            "which exists only in the app")
+        elif t not in HANDLERS:
             problems.append(f"'{t}' (layer '{layer.name}')")
     return problems
 
@@ -61,16 +87,28 @@ def unsupported_layers(spec: Any) -> list[str]:
 def translate_neuralnetwork(model: Model, builder: GraphBuilder) -> None:
     """Add ``model``'s inputs, layers and outputs to ``builder``.
 
-    Raises :class:`UnsupportedModelError` listing every unsupported layer before any
-    translation work, and :class:`ModelFormatError` for malformed specs.
+    Raises :class:`UnsupportedModelError` listing every unsupported layer or pipeline stage
+    before any translation work, and :class:`ModelFormatError` for malformed specs.
     """
     problems = unsupported_layers(model.spec)
-    if problems:
+    stages = [p for p in problems if p.startswith("stage ")]
+    layers = [p for p in problems if not p.startswith("stage ")]
+    if stages:
+        more = f"; and {len(layers)} layer(s) it cannot translate: {', '.join(layers)}" if layers else ""
         raise UnsupportedModelError(
-            f"uses {len(problems)} layer(s) the onnx runtime cannot translate: {', '.join(problems)}",
+            f"has {len(stages)} pipeline stage(s) the onnx runtime cannot run: {'; '.join(stages)}{more}",
+            path=model.path,
+            field=f"{model.kind}.models",
+            expected="pipeline stages that are NeuralNetworks",
+        )
+    if layers:
+        only_custom = all(p.startswith("'custom' ") for p in layers)
+        raise UnsupportedModelError(
+            f"uses {len(layers)} layer(s) the onnx runtime cannot translate: {', '.join(layers)}",
             path=model.path,
             field=f"{model.kind}.layers",
-            expected=f"layer types among: {', '.join(sorted(HANDLERS))}",
+            expected="layers Core ML itself defines (a custom layer runs only inside the app that implements it)"
+            if only_custom else f"layer types among: {', '.join(sorted(HANDLERS))}",
         )
     ctx = LayerContext(builder, model.path, model.spec_version)
     for f in model.outputs:  # claim the exact output names before generated names can take them

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from pytest_coreml_quality.runtime.onnx.mil_ops.registry import MilContext, mil_op
+from pytest_coreml_quality.runtime.onnx.padding import same_pads
 
 
 def _spatial_pads(ctx: MilContext, op: Any, n: int) -> tuple[list[int] | None, str | None]:
@@ -26,7 +27,15 @@ def _spatial_pads(ctx: MilContext, op: Any, n: int) -> tuple[list[int] | None, s
 @mil_op("conv")
 def conv(ctx: MilContext, op: Any) -> str:
     n = ctx.rank(op.inputs["x"]) - 2
+    strides = ctx.static_list(op, "strides") or [1] * n
+    dilations = ctx.static_list(op, "dilations") or [1] * n
     pads, auto_pad = _spatial_pads(ctx, op, n)
+    if auto_pad is not None and (any(d != 1 for d in dilations) or ctx.is_static(op.inputs["x"])):
+        # Explicit pads, not auto_pad: onnxruntime refuses SAME_* with dilations. (Without
+        # dilation, auto_pad stays right for inputs whose size is only known at run time.)
+        sizes = ctx.shape(op.inputs["x"])[2:]
+        kernel = ctx.shape(op.inputs["weight"])[2:]
+        pads, auto_pad = same_pads(sizes, kernel, strides, dilations, heavy_begin=auto_pad == "SAME_LOWER"), None
     inputs = [ctx.inp(op, "x"), ctx.inp(op, "weight")]
     if ctx.has(op, "bias"):
         inputs.append(ctx.inp(op, "bias"))
@@ -34,8 +43,8 @@ def conv(ctx: MilContext, op: Any) -> str:
         "Conv",
         inputs,
         name=op.name,
-        strides=ctx.static_list(op, "strides") or [1] * n,
-        dilations=ctx.static_list(op, "dilations") or [1] * n,
+        strides=strides,
+        dilations=dilations,
         group=int(ctx.static(op, "groups", 1)),
         pads=pads,
         auto_pad=auto_pad,

@@ -8,6 +8,7 @@ import numpy as np
 
 from pytest_coreml_quality.runtime.onnx.nn_layers import nn_layer
 from pytest_coreml_quality.runtime.onnx.nn_layers.context import LayerContext
+from pytest_coreml_quality.runtime.onnx.padding import same_pads
 
 
 def pair(values: Any, default: int) -> tuple[int, int]:
@@ -60,8 +61,9 @@ def convolution(ctx: LayerContext, layer: Any, inputs: list[str]) -> str:
             args.append(ctx.const(ctx.weights(p.bias, (cout,), "convolution.bias"), name="B"))
         attrs: dict[str, Any] = dict(kernel_shape=[kh, kw], strides=[sh, sw], dilations=[dh, dw], group=groups)
         if p.WhichOneof("ConvolutionPaddingType") == "same":
-            # ONNX SAME_UPPER/LOWER split the total padding exactly like BOTTOM_RIGHT/TOP_LEFT_HEAVY.
-            attrs["auto_pad"] = "SAME_LOWER" if p.same.asymmetryMode == 1 else "SAME_UPPER"
+            # Explicit pads, not auto_pad: onnxruntime refuses SAME_* with dilations.
+            attrs["pads"] = same_pads(ctx.shape(x)[2:], (kh, kw), (sh, sw), (dh, dw),
+                                      heavy_begin=p.same.asymmetryMode == 1)
         else:
             t, left, btm, r = border(p.valid.paddingAmounts)
             attrs["pads"] = [t, left, btm, r]
