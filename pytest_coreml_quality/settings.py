@@ -89,7 +89,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
     ),
     _switch(
         "coreml_cache_clear",
-        "delete every cached variant, translated model and prediction before the run ('true'/'false').",
+        "delete every cached variant, translated model, prediction and mask decision before the run "
+        "('true'/'false'); waits for other runs using the cache, and removes only the plugin's own folders in it.",
     ),
     OptionSpec(
         "coreml_precision",
