@@ -45,6 +45,20 @@ def _import_what_the_plugin_imports_lazily() -> None:
 _import_what_the_plugin_imports_lazily()
 
 
+XDIST_VARIABLES = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
+
+
+@pytest.fixture
+def plain_run_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inner (pytester) runs behave like a user's plain run, even when this suite runs under xdist.
+
+    xdist marks its workers through the environment, and pytest-benchmark disables itself
+    when it sees that; the in-process inner runs would inherit it.
+    """
+    for name in XDIST_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     """The committed fixtures: models/ and golden/ made by fixtures/make_fixtures.py."""

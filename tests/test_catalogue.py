@@ -106,9 +106,8 @@ def test_a_new_figure_survives_the_xdist_merge(recall: Figure) -> None:
     assert recall.value(merged) == 0.7 and merged.size_bytes == 10
 
 
-def test_the_new_figure_end_to_end_through_pytest(recall: Figure, pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
-        monkeypatch.delenv(name, raising=False)
+@pytest.mark.usefixtures("plain_run_environment")
+def test_the_new_figure_end_to_end_through_pytest(recall: Figure, pytester: pytest.Pytester, tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     junit = tmp_path / "junit.xml"
     result = pytester.runpytest(

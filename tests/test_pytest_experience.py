@@ -16,15 +16,7 @@ MODEL = FIXTURES / "models" / "TinySeg.mlmodel"
 GOLDEN = FIXTURES / "golden"
 
 
-@pytest.fixture(autouse=True)
-def plain_run_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Inner runs behave like a user's plain run, even when this suite runs under xdist.
-
-    xdist marks its workers through the environment, and pytest-benchmark disables itself
-    when it sees that; the in-process inner runs would inherit it.
-    """
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("plain_run_environment")
 
 
 @pytest.fixture(scope="module")

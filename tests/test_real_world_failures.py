@@ -12,11 +12,7 @@ MODEL = FIXTURES / "models" / "TinySeg.mlmodel"
 GOLDEN = FIXTURES / "golden"
 
 
-@pytest.fixture(autouse=True)
-def plain_run_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Inner runs behave like a user's plain run, even when this suite runs under xdist."""
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("plain_run_environment")
 
 
 def test_without_the_cacheprovider_nothing_is_written_under_pytest_cache(

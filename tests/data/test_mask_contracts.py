@@ -23,11 +23,7 @@ GOLDEN = FIXTURES / "golden"
 ROUNDING = 1e-6
 
 
-@pytest.fixture(autouse=True)
-def plain_run_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Inner runs behave like a user's plain run, even when this suite runs under xdist."""
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("plain_run_environment")
 
 
 @pytest.fixture(scope="module")

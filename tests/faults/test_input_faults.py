@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -37,11 +36,7 @@ STEMS = ("scene_000", "scene_001", "scene_002")  # a jpg and a png photo among t
 USAGE = pytest.ExitCode.USAGE_ERROR
 
 
-@pytest.fixture(autouse=True)
-def plain_run_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Inner runs behave like a user's plain run, even when this suite runs under xdist."""
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("plain_run_environment")
 
 
 # --- the user's workspace ---------------------------------------------------------------------
