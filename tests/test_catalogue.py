@@ -23,6 +23,7 @@ from pytest_coreml_quality.catalogue import Column, Figure
 from pytest_coreml_quality.markers import marker_bounds, marker_help
 from pytest_coreml_quality.metrics import Reference, score_mask, summarize
 from pytest_coreml_quality.report.json_report import report_dict
+from pytest_coreml_quality.report.html import render_html
 from pytest_coreml_quality.report.junit import junit_properties
 from pytest_coreml_quality.report.terminal import legend, render_table
 from pytest_coreml_quality.results import CheckOutcome, LoadTimes, ModelResults, RunResults, VariantResult, merge_results
@@ -90,6 +91,8 @@ def test_a_new_figure_reaches_every_report_and_the_baseline(recall: Figure, tmp_
     assert "Rec (foreground recall)" in legend()
     assert report_dict(run)["summary"]["TinySeg.mlmodel"]["q8"]["fg_recall"] == 0.9
     assert ("coreml.fg_recall", 0.9) in junit_properties(q8, "quality")
+    page = render_html(run, None)
+    assert "<th>fg_recall</th>" in page and "<th>drift_mae</th>" in page
     baseline = save_baseline(tmp_path / "baseline.json", run)
     q8.metrics["fg_recall"] = 0.8
     (diff,) = [d for d in compare_to_baseline(run, baseline).diffs if d.metric == "fg_recall"]

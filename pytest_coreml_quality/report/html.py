@@ -32,6 +32,7 @@ from pytest_coreml_quality.report.figures import (
 )
 from pytest_coreml_quality.cachefs import atomic_write_text
 from pytest_coreml_quality.report.terminal import model_header
+from pytest_coreml_quality import catalogue
 from pytest_coreml_quality.images import DatasetImageSource, ImageSource  # noqa: F401  (re-exported)
 from pytest_coreml_quality.results import ModelResults, RunResults, VariantResult
 
@@ -256,23 +257,14 @@ def _ramp_uri() -> str:
 
 
 def _figures_table(model: ModelResults) -> list[str]:
+    """Every catalogue figure any variant measured, one column each, headed by its key."""
     variants = ordered_variants(model.variants)
-    metric_keys = _union(v.metrics for v in variants)
-    drift_keys = _union(v.drift for v in variants)
+    shown = [f for f in catalogue.figures() if any(f.value(v) is not None for v in variants)]
     # The verdict comes right after the name: wide tables scroll, and it is what one looks for.
-    head = ["variant", "result", "size MB", "ratio", "bits/weight"] + metric_keys + [f"drift {k}" for k in drift_keys]
-    head += ["cold load s", "warm load s", "speed-up"]
+    head = ["variant", "result"] + [f.key for f in shown]
     rows = ['<div class="wide"><table class="figures">', "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
     for v in variants:
-        cells = [fmt_size_mb(v.size_mb, 12), fmt_fixed(v.ratio, 8, 3), fmt_fixed(v.bits_per_weight, 8, 2)]
-        cells += [fmt_fixed(lookup(v.metrics, k), 12, 4) for k in metric_keys]
-        cells += [fmt_fixed(lookup(v.drift, k), 12, 4) for k in drift_keys]
-        timer = "" if v.load.timer == "pytest-benchmark" else f" ({v.load.timer})"
-        cells += [
-            fmt_fixed(v.load.cold_s, 12, 3) + (timer if v.load.cold_s is not None else ""),
-            fmt_fixed(v.load.warm_s, 12, 3) + (timer if v.load.warm_s is not None else ""),
-            fmt_fixed(v.load.speedup, 12, 1),
-        ]
+        cells = [_cell(f, v) for f in shown]
         result = verdict(v)
         css = {"PASS": "pass", "FAIL": "fail"}.get(result, "")
         row = f'<tr class="variant"><td>{html.escape(v.recipe)}</td><td class="{css}">{html.escape(result)}</td>'
@@ -282,11 +274,14 @@ def _figures_table(model: ModelResults) -> list[str]:
     return rows
 
 
-def _union(dicts: Any) -> list[str]:
-    keys: list[str] = []
-    for d in dicts:
-        keys += [k for k in d if k not in keys]
-    return keys
+def _cell(figure: catalogue.Figure, v: VariantResult) -> str:
+    value = figure.value(v)
+    if figure.key == "size_mb":
+        return fmt_size_mb(value, 12)
+    text = fmt_fixed(value, 12, figure.column.decimals if figure.column else 4)
+    if figure.family == "load" and value is not None and v.load.timer != "pytest-benchmark":
+        text += f" ({v.load.timer})"  # plain-timer figures are marked, as in the terminal table
+    return text
 
 
 def _failed_checks(model: ModelResults) -> list[str]:
