@@ -72,6 +72,7 @@ def pytest_configure(config: pytest.Config) -> None:
             config.getini,
             invocation_dir=Path(config.invocation_params.dir),
             rootdir=config.rootpath,
+            table=_project_table(config),
         )
         # Only touch the disk (pytest's cache dir) when there is a model to work on or a cache
         # to clear. Never the rootdir: clearing it once deleted the whole project.
@@ -86,6 +87,16 @@ def pytest_configure(config: pytest.Config) -> None:
     session.progress = _progress_writer(config)
     session.cache_cleared = cleared  # said in the report header: no terminal exists yet
     config.stash[SESSION_KEY] = session
+
+
+def _project_table(config: pytest.Config) -> Any:
+    """The ``[tool.coreml-quality]`` table of the rootdir's ``pyproject.toml``, or None."""
+    from pytest_coreml_quality.projecttable import find_pyproject, read_project_table
+
+    file = find_pyproject(config.rootpath, config.inipath)
+    if file is None:
+        return None
+    return read_project_table(file, tuple(spec.dest for spec in all_options()))
 
 
 def _hold_cache(config: pytest.Config, settings: Settings, cache_dir: Path) -> bool:
