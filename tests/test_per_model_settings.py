@@ -209,3 +209,27 @@ def test_entry_errors_found_on_the_model_name_the_entry(pytester: pytest.Pyteste
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
     assert "Traceback" not in result.stderr.str()
+
+
+def test_a_marker_recipe_applies_to_the_models_it_fits(pytester: pytest.Pytester, shared_cache: Path, two_models: str) -> None:
+    pytester.makepyprojecttoml(two_models)
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.coreml_size(max_ratio=0.6, variants=["q4", "pal4"])
+        def test_small_enough():
+            pass
+        """
+    )
+    result = run(pytester, shared_cache, "-k", "small_enough or size", "-v")
+    result.stdout.fnmatch_lines_random(
+        [
+            "*TinySeg.mlmodel::size[[]q4[]] PASSED*",
+            "*TinySeg.mlpackage::size[[]pal4[]] PASSED*",
+            "*test_small_enough PASSED*",
+        ]
+    )
+    assert "TinySeg.mlmodel::size[pal4]" not in result.stdout.str()
+    assert "TinySeg.mlpackage::size[q4]" not in result.stdout.str()
+    result.assert_outcomes(passed=7)  # base, own recipe and marker recipe of each model, and the marked test
