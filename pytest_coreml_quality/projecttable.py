@@ -107,11 +107,15 @@ def read_project_table(file: Path, option_dests: tuple[str, ...]) -> ProjectTabl
     table may use, without their ``coreml_`` prefix.
     """
     try:
-        with open(file, "rb") as handle:
-            document = tomllib.load(handle)
-    except OSError as exc:
-        raise SettingError(f"{file}: cannot be read ({exc.strerror})", expected="a readable pyproject.toml") from None
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise SettingError(f"{file}: cannot be read ({reason})", expected="a readable pyproject.toml") from None
+    try:
+        document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
+        if "coreml-quality" not in text:
+            return None  # not ours to judge: a broken file without our table must not stop the run
         raise SettingError(f"{file}: is not valid TOML ({exc})", expected="a TOML file") from None
     tool = document.get("tool")
     table = tool.get("coreml-quality") if isinstance(tool, dict) else None

@@ -186,3 +186,7 @@ def test_table_models_and_ini_models_is_an_error(tmp_path: Path) -> None:
 def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
     message = error(tmp_path, "[tool.coreml-quality\n")
     assert str(tmp_path / "pyproject.toml") in message and "not valid TOML" in message
+
+
+def test_invalid_toml_without_our_table_is_left_alone(tmp_path: Path) -> None:
+    assert table(tmp_path, "[tool.other\nkey = 1\n") is None
