@@ -72,6 +72,7 @@ def pytest_configure(config: pytest.Config) -> None:
             config.getini,
             invocation_dir=Path(config.invocation_params.dir),
             rootdir=config.rootpath,
+            table=_project_table(config),
         )
         # Only touch the disk (pytest's cache dir) when there is a model to work on or a cache
         # to clear. Never the rootdir: clearing it once deleted the whole project.
@@ -86,6 +87,16 @@ def pytest_configure(config: pytest.Config) -> None:
     session.progress = _progress_writer(config)
     session.cache_cleared = cleared  # said in the report header: no terminal exists yet
     config.stash[SESSION_KEY] = session
+
+
+def _project_table(config: pytest.Config) -> Any:
+    """The ``[tool.coreml-quality]`` table of the rootdir's ``pyproject.toml``, or None."""
+    from pytest_coreml_quality.projecttable import find_pyproject, read_project_table
+
+    file = find_pyproject(config.rootpath, config.inipath)
+    if file is None:
+        return None
+    return read_project_table(file, tuple(spec.dest for spec in all_options()))
 
 
 def _hold_cache(config: pytest.Config, settings: Settings, cache_dir: Path) -> bool:
@@ -218,13 +229,28 @@ def _validate_markers(config: pytest.Config, state: QualitySession, items: list[
 
 
 def _check_marker_variants(state: QualitySession, variants: list[str]) -> None:
+    """Add a marker's recipes to the models they can compress; one that fits no model is an error.
+
+    Models of different kinds (an .mlmodel and an ML Program) take different recipes, so
+    a marker's ``variants=["q4"]`` applies to the models q4 fits.
+    """
+    from pytest_coreml_quality.errors import RecipeError
     from pytest_coreml_quality.variants import parse_recipes
 
-    for model in state.models:
-        for recipe in parse_recipes(variants, model, include_base=False):
-            if str(recipe) not in state.recipes[state.key(model)]:
-                state.recipes[state.key(model)].append(str(recipe))
-                state.results.models[state.key(model)].variant(str(recipe))
+    for name in variants:
+        fitting = []
+        refusal: RecipeError | None = None
+        for model in state.models:
+            try:
+                fitting += [(model, str(r)) for r in parse_recipes([name], model, include_base=False)]
+            except RecipeError as exc:
+                refusal = refusal or exc
+        if not fitting and refusal is not None:
+            raise refusal
+        for model, recipe in fitting:
+            if recipe not in state.recipes[state.key(model)]:
+                state.recipes[state.key(model)].append(recipe)
+                state.results.models[state.key(model)].variant(recipe)
 
 
 def _marker_variants(definition: pytest.Item) -> set[str] | None:

@@ -27,7 +27,7 @@ from pytest_coreml_quality.results import (
 )
 from pytest_coreml_quality.runtime import resolve_backend_name
 from pytest_coreml_quality.runtime.base import Backend, RuntimeOptions
-from pytest_coreml_quality.settings import Settings
+from pytest_coreml_quality.settings import ModelSettings, Settings
 from pytest_coreml_quality.thresholds import Bound, configured_bounds, judge
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ class QualitySession:
     cache_cleared: bool = False
     masks: dict[str, str] = field(default_factory=dict)  # model key -> the mask contract 'auto' decided
     mask_notes: dict[str, str] = field(default_factory=dict)  # model key -> how 'auto' reads its mask
+    per_model: dict[str, ModelSettings] = field(default_factory=dict)  # model key -> its own settings
     _variants: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
     _variant_models: dict[tuple[str, str], Model] = field(default_factory=dict, repr=False)
     _backend: Backend | None = field(default=None, repr=False)
@@ -69,20 +70,27 @@ class QualitySession:
         session = cls(settings=settings, cache_dir=settings.cache_dir or default_cache_dir)
         session.results.versions = tool_versions()
         problems: list[str] = []
-        for path in settings.models:
+        for index, path in enumerate(settings.models):
             try:
                 session.models.append(Model.open(path))
             except CoreMLQualityError as exc:
-                problems.append(f"--coreml-model: {exc}")
+                problems.append(f"{settings.for_model(index).origin}: {exc}")
         if problems:
             raise CoreMLQualityError("; ".join(problems))
         if not session.models:
             return session
+        session.per_model = {session.key(m): settings.for_model(i) for i, m in enumerate(session.models)}
         session._check_before_any_work()
         from pytest_coreml_quality.variants import parse_recipes
 
         for model in session.models:
-            recipes = parse_recipes(list(settings.variants), model)
+            own = session.model_settings(session.key(model))
+            try:
+                recipes = parse_recipes(list(own.variants), model)
+            except CoreMLQualityError as exc:
+                if "coreml_variants" not in own.origins:
+                    raise
+                raise CoreMLQualityError(f"{own.where('coreml_variants')}: {exc}") from None
             session.recipes[session.key(model)] = [str(r) for r in recipes]
             entry = session.results.models.setdefault(
                 session.key(model),
@@ -142,11 +150,10 @@ class QualitySession:
             return
         from pytest_coreml_quality.preprocess import Preprocessor
 
-        settings = self.evaluator().settings
         for model in self.models:
             # Inputs and outputs that cannot give a mask (a colour image output, an
             # ambiguous output) are usage errors now, not one failure per variant later.
-            pre = Preprocessor(model, settings)
+            pre = Preprocessor(model, self._model_preprocess(self.key(model)))
             if pre.output.is_image:
                 continue  # grayscale image outputs are read as they are
             decided = self._read_first_mask(model, pre)
@@ -209,18 +216,21 @@ class QualitySession:
             raise CoreMLQualityError(
                 "coreml backend needs macOS; use onnx or auto", field="--coreml-backend", expected="onnx or auto"
             )
-        if settings.output is not None:
+        for model in self.models:
+            own = self.model_settings(self.key(model))
+            if own.output is None:
+                continue
             # Model.output names the model and lists the outputs it does have.
-            for model in self.models:
-                try:
-                    feature = model.output(settings.output)
-                except CoreMLQualityError as exc:
-                    raise CoreMLQualityError(f"--coreml-output: {exc}") from None
-                if not (feature.is_image or feature.is_multiarray):
-                    raise CoreMLQualityError(
-                        f"--coreml-output: {model.path}: output '{feature.name}' is a {feature.type}",
-                        expected="an image or multiarray output",
-                    )
+            where = own.where("coreml_output")
+            try:
+                feature = model.output(own.output)
+            except CoreMLQualityError as exc:
+                raise CoreMLQualityError(f"{where}: {exc}") from None
+            if not (feature.is_image or feature.is_multiarray):
+                raise CoreMLQualityError(
+                    f"{where}: {model.path}: output '{feature.name}' is a {feature.type}",
+                    expected="an image or multiarray output",
+                )
         problem = check_cache_dir(self.cache_dir)
         if problem is not None:
             flag = "--coreml-cache-dir" if settings.cache_dir is not None else None
@@ -238,6 +248,14 @@ class QualitySession:
 
     def model(self, key: str) -> Model:
         return next(m for m in self.models if self.key(m) == key)
+
+    def model_settings(self, key: str) -> ModelSettings:
+        """The settings that may differ between models (variants, mask, thresholds ...) for one model."""
+        own = self.per_model.get(key)
+        if own is None:  # a session built by hand, without start()
+            index = self.models.index(self.model(key))
+            own = self.per_model[key] = self.settings.for_model(index)
+        return own
 
     @property
     def backend_name(self) -> str:
@@ -275,8 +293,15 @@ class QualitySession:
                 lines.append(
                     f"coreml-quality: dataset lists {len(outside)} file(s) outside {self.dataset.root}: {shown}{more}"
                 )
-        if self.settings.variants:
+        if self.settings.per_model:
+            # Models from [tool.coreml-quality]: say each one's variants and bounds.
+            for key, own in self.per_model.items():
+                bounds = ", ".join(f"{dest[len('coreml_'):]}={value:g}" for dest, value in own.thresholds.items())
+                variants = ", ".join(own.variants) or "base only"
+                lines.append(f"coreml-quality: {key} variants {variants}" + (f"; thresholds {bounds}" if bounds else ""))
+        elif self.settings.variants:
             lines.append(f"coreml-quality: variants {', '.join(self.settings.variants)}")
+        lines += [f"coreml-quality: {note}" for note in self.settings.notes]
         return lines
 
     def note(self, line: str) -> None:
@@ -354,11 +379,27 @@ class QualitySession:
                 )
             return self._evaluator
 
-    def preprocess_settings(self, model_key: str) -> "PreprocessSettings":
-        """The run's preprocessing with this model's mask contract (as ``auto`` decided it)."""
+    def _model_preprocess(self, model_key: str) -> "PreprocessSettings":
+        """The model's own preprocessing settings (its output, mask, normalisation ...)."""
         import dataclasses
 
-        settings = self.evaluator().settings
+        own = self.model_settings(model_key)
+        return dataclasses.replace(
+            self.evaluator().settings,
+            output_name=own.output,
+            normalization=own.normalization,
+            channel_order=own.channel_order,  # type: ignore[arg-type]
+            input_layout=own.input_layout,  # type: ignore[arg-type]
+            mask=own.mask,
+            normalize_predictions=own.normalize_predictions,
+            resample=own.resample,
+        )
+
+    def preprocess_settings(self, model_key: str) -> "PreprocessSettings":
+        """The model's preprocessing with its mask contract (as ``auto`` decided it)."""
+        import dataclasses
+
+        settings = self._model_preprocess(model_key)
         decided = self.masks.get(model_key)
         return settings if decided is None else dataclasses.replace(settings, mask=decided)
 
@@ -454,14 +495,16 @@ class QualitySession:
         return comparison
 
     # --- thresholds -----------------------------------------------------------------------
-    def configured_bounds(self) -> list[Bound]:
-        """The thresholds set by options / ini keys, for the generated items."""
-        return configured_bounds(self.settings.thresholds)
+    def configured_bounds(self, model_key: str | None = None) -> list[Bound]:
+        """The thresholds set by options / ini keys (and the model's table entry), for the generated items."""
+        if model_key is None:
+            return configured_bounds(self.settings.thresholds)
+        return configured_bounds(self.model_settings(model_key).thresholds)
 
     def check(self, model_key: str, recipe: str, check: str, bounds: list[Bound] | None = None) -> list[CheckOutcome]:
         """Judge one variant's figures of the ``check`` item against ``bounds`` (default: the configured ones)."""
         result = self.results.models[model_key].variant(recipe)
-        outcomes = judge(result, recipe, check, self.configured_bounds() if bounds is None else bounds)
+        outcomes = judge(result, recipe, check, self.configured_bounds(model_key) if bounds is None else bounds)
         with self._lock:
             judged = {(o.metric, o.op) for o in outcomes}
             result.checks = [c for c in result.checks if not (c.check == check and (c.metric, c.op) in judged)]

@@ -11,14 +11,17 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_coreml_quality import catalogue
 from pytest_coreml_quality.errors import SettingError
 from pytest_coreml_quality.masks import MASK_VALUES_HELP, MaskError, parse_mask_spec
 from pytest_coreml_quality.preprocess import RESAMPLE_FILTERS, PreprocessError, parse_normalization
+
+if TYPE_CHECKING:
+    from pytest_coreml_quality.projecttable import ModelEntry, ProjectTable
 
 BACKENDS = ("auto", "coreml", "onnx")
 PRECISIONS = ("fp32", "fp16")
@@ -199,6 +202,32 @@ def all_options() -> tuple[OptionSpec, ...]:
 
 
 @dataclass(frozen=True)
+class ModelSettings:
+    """The settings of one model: what may differ between models, already merged and validated.
+
+    Built from the run-wide settings, then a ``[[tool.coreml-quality.models]]`` entry's
+    values, then the command line again (a flag applies to every model).
+    """
+
+    path: Path
+    variants: tuple[str, ...] = ()
+    output: str | None = None
+    normalization: str = "0..1"
+    mask: str = "auto"
+    normalize_predictions: bool = False
+    channel_order: str = "RGB"
+    input_layout: str = "auto"
+    resample: str = "lanczos"
+    thresholds: dict[str, float] = field(default_factory=dict)
+    origin: str = "--coreml-model"  # names the model in errors: the flag or the table entry
+    origins: dict[str, str] = field(default_factory=dict)  # option dest -> table path of the entry's own values
+
+    def where(self, dest: str) -> str:
+        """How errors name this model's setting ``dest``: its table path, or its flag."""
+        return self.origins.get(dest) or "--" + dest.replace("_", "-")
+
+
+@dataclass(frozen=True)
 class Settings:
     """Validated run settings. Paths are absolute."""
 
@@ -225,11 +254,19 @@ class Settings:
     cache_clear: bool = False
     resample: str = "lanczos"
     hce: bool = False
+    per_model: tuple[ModelSettings, ...] = ()  # one per entry of ``models``, same order
+    notes: tuple[str, ...] = ()  # choices the header should tell (e.g. table models not used)
 
     @property
     def active(self) -> bool:
         """Whether a model was given, i.e. whether the plugin has work to do."""
         return bool(self.models)
+
+    def for_model(self, index: int) -> ModelSettings:
+        """The settings of ``models[index]``: its own, or the run-wide ones when built without them."""
+        if index < len(self.per_model):
+            return self.per_model[index]
+        return _run_wide_model_settings(self, self.models[index])
 
 
 def resolve(
@@ -237,23 +274,64 @@ def resolve(
     get_ini: Callable[[str], Any],
     invocation_dir: Path,
     rootdir: Path,
+    table: "ProjectTable | None" = None,
 ) -> Settings:
-    """Read every :data:`OPTIONS` entry (option first, then ini) and validate it.
+    """Read every :data:`OPTIONS` entry (option first, then ini or ``table``) and validate it.
 
     Command-line paths are relative to where pytest was invoked; ini paths are relative
-    to the rootdir (where the config file lives), as users expect from both.
+    to the rootdir (where the config file lives), as users expect from both. ``table`` is
+    the ``[tool.coreml-quality]`` table (see :mod:`.projecttable`): its top level acts as
+    ini keys (setting one in both places is an error), and its models get their own
+    :class:`ModelSettings`, unless ``--coreml-model`` is given on the command line.
     """
     raw: dict[str, tuple[Any, Path]] = {}
+    from_cli: set[str] = set()
+    origins: dict[str, str] = {}  # dest -> table path of a value read from the table
     for spec in all_options():
         value = get_option(spec.dest)
         base = invocation_dir
-        if value in (None, [], ""):
+        if value not in (None, [], ""):
+            from_cli.add(spec.dest)
+        else:
             value = get_ini(spec.ini)
             base = rootdir
+            written = table.settings.get(spec.dest) if table is not None else None
+            if written is not None and table is not None:
+                if value not in (None, [], ""):
+                    raise SettingError(f"{written.where}: ini key '{spec.ini}' sets it too; expected it in one place")
+                value, base = written.value, table.base
+                origins[spec.dest] = written.where
         if value in (None, [], ""):
             value = spec.default
         raw[spec.dest] = (value, base)
+    try:
+        settings = _validated(raw)
+    except SettingError as exc:
+        raise _located(exc, origins) from None
+    if table is None or not table.models:
+        return settings
+    if "coreml_model" in from_cli:
+        # The command line names the models to check: the table's list is not merged in.
+        note = (
+            f"--coreml-model given: the {len(table.models)} model(s) listed in "
+            f"[tool.coreml-quality] of {table.file} are not used"
+        )
+        return replace(settings, notes=settings.notes + (note,))
+    if settings.models:
+        raise SettingError(
+            f"{table.models[0].where}: models are also listed in ini key 'coreml_model'; expected them in one place"
+        )
+    per_model = tuple(_entry_settings(entry, settings, from_cli, table.base) for entry in table.models)
+    seen: dict[Path, str] = {}
+    for entry, model in zip(table.models, per_model):
+        if model.path in seen:
+            raise SettingError(f"{entry.path.where}: {model.path} is already listed at {seen[model.path]}; expected each model once")
+        seen[model.path] = entry.where
+    return replace(settings, models=tuple(m.path for m in per_model), per_model=per_model)
 
+
+def _validated(raw: dict[str, tuple[Any, Path]]) -> Settings:
+    """The :class:`Settings` of raw values (option dest -> (value, base folder for paths))."""
     models_value, models_base = raw["coreml_model"]
     models = tuple(_path("coreml_model", v, models_base) for v in _as_list(models_value))
     variants_value, _ = raw["coreml_variants"]
@@ -296,6 +374,92 @@ def resolve(
         },
     )
     return settings
+
+
+def _run_wide_model_settings(settings: Settings, path: Path) -> ModelSettings:
+    """A model's settings when nothing is set for it alone: the run-wide ones."""
+    return ModelSettings(
+        path=path,
+        variants=settings.variants,
+        output=settings.output,
+        normalization=settings.normalization,
+        mask=settings.mask,
+        normalize_predictions=settings.normalize_predictions,
+        channel_order=settings.channel_order,
+        input_layout=settings.input_layout,
+        resample=settings.resample,
+        thresholds=dict(settings.thresholds),
+    )
+
+
+def _entry_settings(entry: "ModelEntry", run: Settings, from_cli: set[str], base: Path) -> ModelSettings:
+    """One table entry's settings: its values where the command line does not set the same one."""
+    try:
+        path = _path("coreml_model", entry.path.value, base)
+    except SettingError as exc:
+        raise _located(exc, {"coreml_model": entry.path.where}) from None
+    own = {dest: written for dest, written in entry.settings.items() if dest not in from_cli}
+    if "coreml_mask" in from_cli or "coreml_logits" in from_cli:
+        # --coreml-logits is --coreml-mask=logits: either flag overrides both keys.
+        own.pop("coreml_mask", None)
+        own.pop("coreml_logits", None)
+    origins = {dest: written.where for dest, written in own.items()}
+
+    def value(dest: str, check: Callable[[str, Any], Any]) -> Any:
+        written = own.get(dest)
+        if written is None:
+            return None
+        try:
+            return check(dest, written.value)
+        except SettingError as exc:
+            raise _located(exc, origins) from None
+
+    changes: dict[str, Any] = {"path": path, "origin": entry.where, "origins": origins}
+    if "coreml_variants" in own:
+        changes["variants"] = tuple(v.strip() for v in own["coreml_variants"].value.split(",") if v.strip())
+    if "coreml_output" in own:
+        changes["output"] = own["coreml_output"].value.strip() or None
+    for dest, check in (
+        ("coreml_normalization", _normalization),
+        ("coreml_channel_order", _choice),
+        ("coreml_input_layout", _choice),
+        ("coreml_resample", _choice),
+    ):
+        checked = value(dest, check)
+        if checked is not None:
+            changes[dest[len("coreml_"):]] = checked
+    stretch = value("coreml_normalize_predictions", _choice)
+    if stretch is not None:
+        changes["normalize_predictions"] = stretch in ("true", "1", "yes")
+    if "coreml_mask" in own or "coreml_logits" in own:
+        logits = value("coreml_logits", _choice) in ("true", "1", "yes")
+        mask = own["coreml_mask"].value if "coreml_mask" in own else "auto"
+        if logits and "coreml_mask" in own and mask.strip() not in ("auto", "logits"):
+            raise SettingError(
+                f"{own['coreml_logits'].where} = true conflicts with {own['coreml_mask'].where} = '{mask}': "
+                "logits = true means mask = 'logits'; expected one of them"
+            )
+        if "coreml_mask" in own:
+            changes["mask"] = value("coreml_mask", lambda _dest, text: _mask(text, logits))
+        else:  # logits = false alone: the entry's output is not logits, so 'auto' decides
+            changes["mask"] = _mask("auto", logits)
+    thresholds = dict(run.thresholds)
+    for dest in own:
+        if any(spec.dest == dest for spec in threshold_options()):
+            thresholds[dest] = value(dest, _threshold)
+    changes["thresholds"] = thresholds
+    return replace(_run_wide_model_settings(run, path), **changes)
+
+
+def _located(exc: SettingError, origins: dict[str, str]) -> SettingError:
+    """``exc`` naming the table path instead of the flag / ini key when the value came from the table."""
+    text = str(exc)
+    for dest, where in origins.items():
+        spec = _spec(dest)
+        prefix = f"{spec.flag} / ini '{spec.ini}'"  # how every validator here names the setting
+        if text.startswith(prefix):
+            return SettingError(where + text[len(prefix):])
+    return exc
 
 
 def _mask(value: Any, logits: bool) -> str:
