@@ -100,30 +100,32 @@ def _ml_weights(spec: Any) -> list[tuple[str, int]]:
 def compression_note(recipe: Recipe, base: dict[str, int], variant: dict[str, int], identical: bool = False) -> CompressionNote:
     """Compare the base's weight encodings with the variant's and word the outcome.
 
-    ``identical`` says the variant's file has the base's very bytes. A recipe that
-    compressed no weight (or nothing but a small share next to already-compressed ones)
-    gets a note naming how the weights were already stored and why they stay so.
+    A weight counts as compressed when its encoding's count went down (float32 turned
+    8-bit, or 8-bit LUT re-quantized to 4-bit). ``identical`` says the variant's file has
+    the base's very bytes. A recipe that compressed no weight (or only a small share next
+    to already-compressed ones) gets a note naming how the weights were already stored and,
+    for a recipe with fewer bits, why they stayed so; re-quantized weights are named too.
     """
-    family_ml = recipe.family == "mlProgram"
-    compressible = ML_COMPRESSIBLE if family_ml else NN_COMPRESSIBLE
+    compressible = ML_COMPRESSIBLE if recipe.family == "mlProgram" else NN_COMPRESSIBLE
+    dropped = {label: n - variant.get(label, 0) for label, n in base.items() if n > variant.get(label, 0)}
+    compressed = 0 if identical else sum(dropped.values())
+    already = {label: n for label, n in base.items() if label not in compressible and label not in dropped and n}
+    requantized = {label: n for label, n in dropped.items() if label not in compressible}
     total = sum(base.values())
-    before = sum(n for label, n in base.items() if label in compressible)
-    after = sum(n for label, n in variant.items() if label in compressible)
-    if recipe.name == "fp16":
-        # fp16 is the float encoding it produces: float32 weights it did not convert remain.
-        before, after = base.get("float32", 0), variant.get("float32", 0)
-    compressed = max(0, before - after)
-    already = {label: n for label, n in base.items() if label not in compressible and n}
-    if identical or compressed == 0:
+    if compressed == 0:
         if already:
             return CompressionNote(True, f"{recipe.name}: no change, weights already {_labels(already)}{_why(recipe, already)}")
-        skipped = "; coremltools skips tensors smaller than its weight_threshold" if family_ml else ""
+        skipped = "; coremltools skips tensors smaller than its weight_threshold" if recipe.family == "mlProgram" else ""
         return CompressionNote(True, f"{recipe.name}: no change, no weight was compressed{skipped}")
     if already and total and compressed / total < MOSTLY_UNCHANGED:
         share = 100 * compressed / total
         return CompressionNote(
             False, f"{recipe.name}: only {share:.0f}% of weights compressed, the rest already {_labels(already)}{_why(recipe, already)}"
         )
+    if requantized:
+        step = recipe.steps[0] if recipe.steps else None
+        target = f" to {step.nbits}-bit" if isinstance(step, NNQuantize) else ""
+        return CompressionNote(False, f"{recipe.name}: weights already {_labels(requantized)} were dequantized, then re-quantized{target}")
     return CompressionNote(False, "")
 
 
@@ -146,7 +148,7 @@ def _why(recipe: Recipe, already: dict[str, int]) -> str:
     if isinstance(step, NNQuantize):
         target = step.nbits
         if any((bits := _bits(label)) is not None and bits > target for label in already):
-            return f" (quantize_weights compresses only float32 weights; quantize the float model to get {target}-bit)"
+            return f" (stored in a layout this tool cannot dequantize; quantize the float model to get {target}-bit)"
         return ""
     if recipe.family == "mlProgram":
         return " (coremltools.optimize.coreml skips compressed weights; decompress_weights() the model first to re-compress)"
