@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -167,3 +168,34 @@ def test_note_wording_for_partial_and_empty_compressions() -> None:
     # Byte-identical files are unchanged whatever the encodings say.
     assert compression_note(q8, {"float32": 10}, {"8-bit (linear)": 10}, identical=True).unchanged is True
     assert compression_note(q8, {"float32": 10}, {"8-bit (linear)": 10}).note == ""
+
+
+# --- end to end ---------------------------------------------------------------------------
+
+
+def test_the_run_table_and_json_say_what_a_recipe_changed(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, quantized_models: dict[str, Model], tmp_path: Path
+) -> None:
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)  # the inner run is a plain run, even under xdist
+    out = tmp_path / "report.json"
+    result = pytester.runpytest(
+        f"--coreml-model={quantized_models['lut8'].path}", f"--coreml-model={quantized_models['float'].path}",
+        "--coreml-variants=q8,q4", f"--coreml-cache-dir={tmp_path / 'cache'}", f"--coreml-report-json={out}",
+        "-k", "size", "-p", "no:randomly",
+    )  # fmt: skip
+    result.assert_outcomes(passed=6)
+    lines = result.stdout.lines
+    notes = [line for line in lines if line.startswith("note: ")]
+    assert notes[0] == "note: q8: no change, weights already 8-bit (LUT)"
+    assert notes[1].startswith("note: q4: weights already 8-bit (LUT) were dequantized")
+    assert len(notes) == 2  # the float model's variants compressed as expected: no note
+    assert lines.index(notes[0]) > next(i for i, line in enumerate(lines) if line.startswith("q4 "))
+    summary = json.loads(out.read_text())["summary"]
+    lut8, fresh = summary["Tiny-lut8.mlmodel"], summary["Tiny.mlmodel"]
+    assert (lut8["q8"]["unchanged"], lut8["q8"]["note"]) == (True, "q8: no change, weights already 8-bit (LUT)")
+    assert lut8["q8"]["ratio"] == pytest.approx(1.0, abs=0.01)
+    assert lut8["q4"]["unchanged"] is False and lut8["q4"]["ratio"] < 0.6
+    assert {recipe: (v["unchanged"], v["note"]) for recipe, v in fresh.items()} == {
+        "base": (None, ""), "q8": (False, ""), "q4": (False, ""),
+    }  # fmt: skip
