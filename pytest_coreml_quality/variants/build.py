@@ -84,12 +84,14 @@ def _build_neural_network(model: Model, step: NNQuantize, out_path: Path, fast_n
 
 def _dequantized_spec(model: Model, nbits: int) -> Any | None:
     """A copy of the model's spec with weights stored above ``nbits`` bits expanded to float, or None."""
-    spec = _copy(model.spec)
     try:
-        expanded = nn_requantize.dequantize_above(spec, nbits)
+        if next(nn_requantize.fields_above(model.spec, nbits), None) is None:
+            return None  # the common case (a float model): no copy of a large spec
+        spec = _copy(model.spec)
+        nn_requantize.dequantize_above(spec, nbits)
     except nn_fast_quantize.NotCovered:
         return None  # a layout we cannot read: quantize_weights skips those weights, the note says so
-    return spec if expanded else None
+    return spec
 
 
 def _copy(spec: Any) -> Any:

@@ -12,6 +12,7 @@ dequantized spec, so they still agree byte for byte.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -74,19 +75,24 @@ def dequantize_weights(wp: Any, shape: tuple[int, ...], axis: int) -> np.ndarray
     return np.moveaxis(values, 0, axis).astype(np.float32)
 
 
+def fields_above(spec: Any, nbits: int) -> Iterator[tuple[Any, tuple[int, ...], int]]:
+    """(WeightParams, shape, axis) of every weight of ``spec`` stored as fp16 or quantized above ``nbits`` bits."""
+    for net in nn_fast_quantize._networks(spec):
+        for layer in net.layers:
+            for wp, shape, axis in nn_fast_quantize._weight_fields(layer):
+                bits = stored_bits(wp)
+                if bits is not None and nbits < bits < 32:
+                    yield wp, shape, axis
+
+
 def dequantize_above(spec: Any, nbits: int) -> dict[str, int]:
     """Expand to float32, in place, every weight of ``spec`` stored with more than ``nbits`` bits.
 
     Returns the parameters expanded per former encoding (e.g. ``{'8-bit (LUT)': 18432}``);
     empty when nothing was. Raises ``NotCovered`` (spec unchanged) for layouts it cannot read.
     """
-    planned = []
-    for net in nn_fast_quantize._networks(spec):
-        for layer in net.layers:
-            for wp, shape, axis in nn_fast_quantize._weight_fields(layer):
-                bits = stored_bits(wp)
-                if bits is not None and nbits < bits < 32:
-                    planned.append((wp, dequantize_weights(wp, shape, axis)))  # all read before any is changed
+    # Every weight is read before any is changed, so NotCovered leaves the spec as it was.
+    planned = [(wp, dequantize_weights(wp, shape, axis)) for wp, shape, axis in fields_above(spec, nbits)]
     expanded: Counter[str] = Counter()
     for wp, values in planned:
         label, count = _nn_encoding(wp)
