@@ -176,8 +176,13 @@ def _variant(recipe: str, v: Any, path: str | os.PathLike[str], where: str) -> V
         setattr(result, f, None if value is None else int(value))
     for f in ("ratio", "bits_per_weight"):
         setattr(result, f, _number(v.get(f), path, f"{where}.{f}"))
-    for f in ("path", "kind", "content_hash"):
+    for f in ("path", "kind", "content_hash", "note"):
         setattr(result, f, str(v.get(f) or ""))
+    # Baselines written before the field existed lack it: unknown, not False.
+    unchanged = v.get("unchanged")
+    if unchanged is not None and not isinstance(unchanged, bool):
+        raise CoreMLQualityError(f"holds {unchanged!r}", path=path, field=f"{where}.unchanged", expected="true, false or null")
+    result.unchanged = unchanged
     for f in ("metrics", "drift"):
         values = _expect(v, f, dict, path, f"{where}.{f}", {})
         numbers = {k: _number(x, path, f"{where}.{f}.{k}") for k, x in values.items()}

@@ -60,6 +60,9 @@ class VariantResult:
     params: int | None = None
     bits_per_weight: float | None = None
     content_hash: str = ""
+    # True when the recipe compressed no weight (e.g. q8 of a model already 8-bit): see note.
+    unchanged: bool | None = None
+    note: str = ""  # what the build found, e.g. 'q8: no change, weights already 8-bit (LUT)'
     metrics: dict[str, float] = field(default_factory=dict)  # aggregate vs ground truth
     drift: dict[str, float] = field(default_factory=dict)  # aggregate vs base predictions
     per_image: dict[str, dict[str, float]] = field(default_factory=dict)  # image name -> metric -> value

@@ -355,6 +355,9 @@ class QualitySession:
         result.params = variant.parameters
         result.bits_per_weight = variant.bits_per_weight
         result.content_hash = opened.content_hash
+        if recipe != BASE_VARIANT:
+            result.unchanged = variant.unchanged
+            result.note = variant.note
 
     # --- evaluation -----------------------------------------------------------------------
     def evaluator(self) -> "Evaluator":

@@ -270,6 +270,9 @@ def _figures_table(model: ModelResults) -> list[str]:
         row = f'<tr class="variant"><td>{html.escape(v.recipe)}</td><td class="{css}">{html.escape(result)}</td>'
         row += "".join(f'<td class="num">{html.escape(c)}</td>' for c in cells) + "</tr>"
         rows.append(row)
+        if v.note:
+            # Right under its row, across the table: a ratio of 1.000 must not read as silent.
+            rows.append(f'<tr class="variant-note"><td></td><td class="note" colspan="{len(head) - 1}">{html.escape(v.note)}</td></tr>')
     rows.append("</table></div>")
     return rows
 

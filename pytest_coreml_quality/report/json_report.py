@@ -35,6 +35,9 @@ def report_dict(run: RunResults) -> dict[str, Any]:
                 # Every catalogue figure under its one name; None where it was not measured.
                 **{f.key: f.value(v) for f in catalogue.figures()},
                 "load_timer": v.load.timer,
+                # True when the recipe compressed no weight (None: not built in this run).
+                "unchanged": v.unchanged,
+                "note": v.note,
                 "verdict": verdict(v),
                 "failed_checks": [f"{c.check} {c.describe()}" for c in v.checks if not c.passed],
             }

@@ -116,6 +116,19 @@ def render_model(model: ModelResults, width: int = 100) -> list[str]:
         lines.append(" ".join(cells)[:width])
     if not model.variants:
         lines.append("(no variant was measured)")
+    return lines + note_lines(model, width)
+
+
+def note_lines(model: ModelResults, width: int = 100) -> list[str]:
+    """One wrapped 'note: ...' line per variant whose build found something to say.
+
+    A recipe that compressed nothing shows a ratio of 1.000; the note says why, so the
+    row is never read as a compression that kept the size.
+    """
+    lines: list[str] = []
+    for result in ordered_variants(model.variants):
+        if result.note:
+            lines += textwrap.wrap(f"note: {result.note}", width=width, subsequent_indent="      ", break_on_hyphens=False)
     return lines
 
 

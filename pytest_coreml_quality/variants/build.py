@@ -13,11 +13,11 @@ from typing import Any
 
 from pytest_coreml_quality.errors import RecipeError
 from pytest_coreml_quality.model import Model
-from pytest_coreml_quality.variants import nn_fast_quantize
+from pytest_coreml_quality.variants import nn_fast_quantize, nn_requantize
 from pytest_coreml_quality.quiet import quiet_coremltools
 from pytest_coreml_quality.variants.nn_fusion import networks, optimize_nn
 from pytest_coreml_quality.variants.recipes import MLStep, NNQuantize, Recipe, Step
-from pytest_coreml_quality.variants.reproducible import make_reproducible
+from pytest_coreml_quality.variants.reproducible import make_reproducible, save_spec
 
 
 def build_recipe(model: Model, recipe: Recipe, out_path: Path, *, fast_nn: bool = True) -> str:
@@ -52,16 +52,22 @@ def build_recipe(model: Model, recipe: Recipe, out_path: Path, *, fast_nn: bool 
 def _build_neural_network(model: Model, step: NNQuantize, out_path: Path, fast_nn: bool) -> str:
     import coremltools as ct
 
+    # Weights already stored with more bits than asked (q4 of an 8-bit model) are expanded
+    # to float first, since quantize_weights would skip them; None: nothing to expand.
+    spec = _dequantized_spec(model, step.nbits) if step.nbits < 16 else None
     if fast_nn and step.nbits <= 8:
         try:
-            nn_fast_quantize.quantize_file(model.path, out_path, step.nbits, step.mode)
+            if spec is None:
+                nn_fast_quantize.quantize_file(model.path, out_path, step.nbits, step.mode)
+            else:
+                save_spec(nn_fast_quantize.quantize_spec(_copy(spec), step.nbits, step.mode), out_path)
         except nn_fast_quantize.NotCovered:
             pass  # coremltools below reads the model afresh
         else:
             return "fast"
     from coremltools.models.neural_network import quantization_utils
 
-    mlmodel = ct.models.MLModel(str(model.path), skip_model_load=True)
+    mlmodel = ct.models.MLModel(str(model.path) if spec is None else _copy(spec), skip_model_load=True)
     if step.nbits < 16:
         # quantize_weights fuses layers first and fails on conv + batch norm (coremltools 9):
         # fuse them correctly beforehand, so its own pass finds nothing left to fold.
@@ -74,6 +80,24 @@ def _build_neural_network(model: Model, step: NNQuantize, out_path: Path, fast_n
     quantized.save(str(out_path))
     make_reproducible(out_path)  # same bytes in every process: a rebuilt variant keeps its hash
     return "coremltools"
+
+
+def _dequantized_spec(model: Model, nbits: int) -> Any | None:
+    """A copy of the model's spec with weights stored above ``nbits`` bits expanded to float, or None."""
+    try:
+        if next(nn_requantize.fields_above(model.spec, nbits), None) is None:
+            return None  # the common case (a float model): no copy of a large spec
+        spec = _copy(model.spec)
+        nn_requantize.dequantize_above(spec, nbits)
+    except nn_fast_quantize.NotCovered:
+        return None  # a layout we cannot read: quantize_weights skips those weights, the note says so
+    return spec
+
+
+def _copy(spec: Any) -> Any:
+    out = type(spec)()
+    out.CopyFrom(spec)
+    return out
 
 
 def _build_ml_program(model: Model, steps: tuple[Step, ...], out_path: Path) -> None:

@@ -36,10 +36,11 @@ from pytest_coreml_quality.model import Model, content_hash
 from pytest_coreml_quality.variants import build as _build
 from pytest_coreml_quality.variants.recipes import Recipe, parse_recipe
 from pytest_coreml_quality.variants.summary import WeightSummary, weight_summary
+from pytest_coreml_quality.variants.unchanged import compression_note, weight_encodings
 
 CACHE_SUBDIR = "variants"
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 2  # 2: entries carry a digest.json. Bump when the entry layout or the build logic changes what is written
+FORMAT_VERSION = 3  # 2: entries carry a digest.json; 3: manifests say when a recipe changed nothing. Bump when the entry layout or the build logic changes what is written
 
 Progress = Callable[[str], None]
 
@@ -56,6 +57,8 @@ class Variant:
     weights: WeightSummary
     cached: bool = False  # True when this call reused an existing cache entry
     build_seconds: float = 0.0  # how long the build took (when it was built, possibly in an earlier run)
+    unchanged: bool = False  # the recipe compressed no weight (they were already compressed, say)
+    note: str = ""  # e.g. 'q8: no change, weights already 8-bit (LUT)'; '' when compression went as expected
 
     @property
     def name(self) -> str:
@@ -137,6 +140,8 @@ def build_variant(
         weights=weights,
         cached=cached,
         build_seconds=float(manifest["build_seconds"]),
+        unchanged=bool(manifest.get("unchanged", False)),
+        note=str(manifest.get("note", "")),
     )
 
 
@@ -174,6 +179,10 @@ def _build_entry(
         route = _build.build_recipe(model, recipe, tmp / file_name, fast_nn=fast_nn)
         seconds = time.perf_counter() - started
         built = Model.open(tmp / file_name)
+        variant_hash = content_hash(built.path)
+        outcome = compression_note(
+            recipe, weight_encodings(model.spec), weight_encodings(built.spec), identical=variant_hash == model.content_hash
+        )
         manifest = {
             "format": FORMAT_VERSION,
             "recipe": recipe.name,
@@ -182,11 +191,13 @@ def _build_entry(
             "model": model.name,
             "model_hash": model.content_hash,
             "coremltools": coremltools_version(),
-            "variant_hash": content_hash(built.path),
+            "variant_hash": variant_hash,
             "size_bytes": built.size_bytes,
             "weight_bytes": weight_summary(built).weight_bytes,
             "build_seconds": round(seconds, 3),
             "route": route,
+            "unchanged": outcome.unchanged,
+            "note": outcome.note,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2))
