@@ -56,6 +56,7 @@ class QualitySession:
     cache_cleared: bool = False
     masks: dict[str, str] = field(default_factory=dict)  # model key -> the mask contract 'auto' decided
     mask_notes: dict[str, str] = field(default_factory=dict)  # model key -> how 'auto' reads its mask
+    header_notes: list[str] = field(default_factory=list)  # e.g. which pipeline stages are checked
     per_model: dict[str, ModelSettings] = field(default_factory=dict)  # model key -> its own settings
     _variants: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
     _variant_models: dict[tuple[str, str], Model] = field(default_factory=dict, repr=False)
@@ -209,6 +210,7 @@ class QualitySession:
     def _check_before_any_work(self) -> None:
         """Settings that need the models or this machine: fail now, not in every item."""
         from pytest_coreml_quality.cachecheck import check_cache_dir
+        from pytest_coreml_quality.pipeline_stage import leading_stages
         from pytest_coreml_quality.runtime import coreml_available
 
         settings = self.settings
@@ -216,10 +218,26 @@ class QualitySession:
             raise CoreMLQualityError(
                 "coreml backend needs macOS; use onnx or auto", field="--coreml-backend", expected="onnx or auto"
             )
-        for model in self.models:
+        problem = check_cache_dir(self.cache_dir)
+        if problem is not None:
+            flag = "--coreml-cache-dir" if settings.cache_dir is not None else None
+            raise CoreMLQualityError(
+                f"the cache directory {self.cache_dir} {problem}",
+                field=flag,
+                expected="a writable directory with free space (set --coreml-cache-dir)",
+            )
+        for index, model in enumerate(list(self.models)):
             own = self.model_settings(self.key(model))
             if own.output is None:
                 continue
+            stage = leading_stages(model, own.output, self.cache_dir)
+            if stage is not None:
+                # The output comes from an earlier pipeline stage: check the stages up to it.
+                old_key = self.key(model)
+                model, note = stage
+                self.models[index] = model
+                self.per_model[self.key(model)] = self.per_model.pop(old_key)
+                self.header_notes.append(note)
             # Model.output names the model and lists the outputs it does have.
             where = own.where("coreml_output")
             try:
@@ -231,14 +249,6 @@ class QualitySession:
                     f"{where}: {model.path}: output '{feature.name}' is a {feature.type}",
                     expected="an image or multiarray output",
                 )
-        problem = check_cache_dir(self.cache_dir)
-        if problem is not None:
-            flag = "--coreml-cache-dir" if settings.cache_dir is not None else None
-            raise CoreMLQualityError(
-                f"the cache directory {self.cache_dir} {problem}",
-                field=flag,
-                expected="a writable directory with free space (set --coreml-cache-dir)",
-            )
 
     # --- identity ------------------------------------------------------------------------
     def key(self, model: Model) -> str:
@@ -277,6 +287,7 @@ class QualitySession:
         cache = f"{self.cache_dir} (cleared)" if self.cache_cleared else str(self.cache_dir)
         lines = [f"coreml-quality: backend {shown}, precision {self.settings.precision}, cache {cache}"]
         lines += [f"coreml-quality: model {m.summary()}" for m in self.models]
+        lines += [f"coreml-quality: {note}" for note in self.header_notes]
         lines += [f"coreml-quality: {key} mask: {note}" for key, note in self.mask_notes.items()]
         if self.dataset is not None:
             lines.append(f"coreml-quality: dataset {self.settings.dataset} ({len(self.dataset.ids)} images)")
