@@ -22,7 +22,13 @@ Temperature = Literal["cold", "warm"]
 def loader(backend: Backend, model: Model, options: RuntimeOptions, temperature: Temperature) -> tuple[Callable[[], Any], Callable[[], None]]:
     """``(load, setup)`` for one timed round: ``setup`` evicts (cold) or primes (warm) the cache."""
 
+    # A backend whose own caches outlive eviction (Core ML keeps device specialisation by
+    # path) loads cold through ``load_cold``: a fresh compile to a never-used path.
+    load_cold = getattr(backend, "load_cold", None)
+
     def load() -> Any:
+        if temperature == "cold" and load_cold is not None:
+            return load_cold(model, options)
         return backend.load(model, options)
 
     def setup() -> None:
