@@ -178,7 +178,7 @@ def _variant(recipe: str, v: Any, path: str | os.PathLike[str], where: str) -> V
         setattr(result, f, _number(v.get(f), path, f"{where}.{f}"))
     for f in ("path", "kind", "content_hash"):
         setattr(result, f, str(v.get(f) or ""))
-    for f in ("metrics", "drift"):
+    for f in ("metrics", "drift", "backend_drift"):
         values = _expect(v, f, dict, path, f"{where}.{f}", {})
         numbers = {k: _number(x, path, f"{where}.{f}.{k}") for k, x in values.items()}
         setattr(result, f, {k: x for k, x in numbers.items() if x is not None})
@@ -187,6 +187,7 @@ def _variant(recipe: str, v: Any, path: str | os.PathLike[str], where: str) -> V
         cold_s=_number(load.get("cold_s"), path, f"{where}.load.cold_s"),
         warm_s=_number(load.get("warm_s"), path, f"{where}.load.warm_s"),
         timer=str(load.get("timer", "pytest-benchmark")),
+        predict_ms=_number(load.get("predict_ms"), path, f"{where}.load.predict_ms"),
     )
     return result
 

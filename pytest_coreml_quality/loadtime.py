@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from pytest_coreml_quality.model import Model
@@ -73,4 +73,21 @@ def time_plainly(backend: Backend, model: Model, options: RuntimeOptions, temper
         start = time.perf_counter()
         load()
         samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def time_predictions(predictor: Any, inputs: Sequence[Mapping[str, Any]]) -> float:
+    """Median milliseconds of one ``predict`` per input set (one untimed warm-up call first).
+
+    The warm-up keeps one-off first-call work (Core ML's lazy allocations, onnxruntime's
+    arena growth) out of the median, as Xcode's performance report does.
+    """
+    if not inputs:
+        raise ValueError("no inputs to time predictions on")
+    predictor.predict(inputs[0])
+    samples = []
+    for features in inputs:
+        start = time.perf_counter()
+        predictor.predict(features)
+        samples.append((time.perf_counter() - start) * 1000.0)
     return statistics.median(samples)
