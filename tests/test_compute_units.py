@@ -9,6 +9,7 @@ are checked with two onnx-backed predictors standing in for the two backends.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -36,9 +37,20 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("coreml-cache")
 
 
-def run(pytester: pytest.Pytester, cache: Path, *args: str) -> pytest.RunResult:
+@pytest.fixture(scope="module")
+def small_golden(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four of the golden images: every lane scores and times them, so fewer keep this fast."""
+    root = tmp_path_factory.mktemp("golden")
+    for sub in ("images", "masks"):
+        (root / sub).mkdir()
+        for path in sorted((GOLDEN / sub).iterdir())[:4]:
+            shutil.copy2(path, root / sub / path.name)
+    return root
+
+
+def run(pytester: pytest.Pytester, cache: Path, golden: Path, *args: str) -> pytest.RunResult:
     return pytester.runpytest(
-        f"--coreml-model={MODEL}", f"--coreml-dataset={GOLDEN}", "--coreml-variants=q8", f"--coreml-cache-dir={cache}",
+        f"--coreml-model={MODEL}", f"--coreml-dataset={golden}", "--coreml-variants=q8", f"--coreml-cache-dir={cache}",
         "--coreml-load-rounds=2", "-p", "no:randomly", "-p", "no:cacheprovider", *args,
     )
 
@@ -84,18 +96,18 @@ def test_lanes_per_unit_and_backend_and_how_they_pair() -> None:
 # --- end to end -----------------------------------------------------------------------------------
 
 
-def test_compute_units_on_onnx_without_fp16_is_a_usage_error_naming_the_emulation(pytester: pytest.Pytester, shared_cache: Path) -> None:
-    result = run(pytester, shared_cache, "--coreml-backend=onnx", "--coreml-compute-units=CPU_AND_NE")
+def test_compute_units_on_onnx_without_fp16_is_a_usage_error_naming_the_emulation(pytester: pytest.Pytester, shared_cache: Path, small_golden: Path) -> None:
+    result = run(pytester, shared_cache, small_golden, "--coreml-backend=onnx", "--coreml-compute-units=CPU_AND_NE")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--coreml-compute-units needs the coreml backend*--coreml-precision=fp16 to emulate them on onnx*CPU_ONLY at fp32*"])
 
 
 def test_onnx_fp16_emulates_compute_units_with_items_rows_and_prediction_times_per_unit(
-    pytester: pytest.Pytester, shared_cache: Path
+    pytester: pytest.Pytester, shared_cache: Path, small_golden: Path
 ) -> None:
     report = pytester.path / "report.json"
     result = run(
-        pytester, shared_cache, "--coreml-backend=onnx", "--coreml-precision=fp16", "--coreml-compute-units=CPU_ONLY,CPU_AND_NE",
+        pytester, shared_cache, small_golden, "--coreml-backend=onnx", "--coreml-precision=fp16", "--coreml-compute-units=CPU_ONLY,CPU_AND_NE",
         f"--coreml-report-json={report}", "-v",
     )
     result.assert_outcomes(passed=2 + 2 * 2 * 3)  # size per variant; quality, cold, warm per variant and unit
@@ -117,13 +129,13 @@ def test_onnx_fp16_emulates_compute_units_with_items_rows_and_prediction_times_p
 
 
 def test_coreml_and_onnx_side_by_side_report_the_drift_between_backends(
-    pytester: pytest.Pytester, shared_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    pytester: pytest.Pytester, shared_cache: Path, small_golden: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     fake = install(monkeypatch, FakeCoreMLTools(onnx_cache=tmp_path / "fake-onnx"))
-    report = pytester.path / "report.json"
+    report, page = pytester.path / "report.json", pytester.path / "report.html"
     result = run(
-        pytester, shared_cache, "--coreml-backend=coreml,onnx", "--coreml-compute-units=CPU_ONLY,CPU_AND_NE",
-        "--coreml-max-backend-mae=0", f"--coreml-report-json={report}", "-v",
+        pytester, shared_cache, small_golden, "--coreml-backend=coreml,onnx", "--coreml-compute-units=CPU_ONLY,CPU_AND_NE",
+        "--coreml-max-backend-mae=0", f"--coreml-report-json={report}", f"--coreml-report-html={page}", "-v",
     )
     result.stdout.fnmatch_lines([
         "coreml-quality: backend coreml side by side with onnx (drift between them: backend_* figures)*",
@@ -141,6 +153,11 @@ def test_coreml_and_onnx_side_by_side_report_the_drift_between_backends(
         assert 0 < fp16["backend_mae"] <= fp16["backend_max_abs_diff"] < 0.1
         assert onnx["backend_mae"] is None  # the drift is the first backend's figure
         assert all(row["predict_ms"] > 0 for row in (same, fp16, onnx))
+    # The HTML page shows the drift between backends, and where it breaks its bound, the images
+    # where the backends differ most.
+    text = page.read_text()
+    assert "<th>backend mae</th>" in text and "<th>predict ms</th>" in text
+    assert "q8@coreml:CPU_AND_NE: quality backend_mae = " in text and "worst images: scene_00" in text
     # Core ML saw the chosen units, and every cold round compiled to a path of its own.
     assert {units for _, units in fake.loads} == {"CPU_ONLY", "CPU_AND_NE"}
     destinations = [dest for _, dest in fake.compiles]

@@ -33,6 +33,7 @@ from pytest_coreml_quality.report.figures import (
 from pytest_coreml_quality.cachefs import atomic_write_text
 from pytest_coreml_quality.report.terminal import model_header
 from pytest_coreml_quality.images import DatasetImageSource, ImageSource  # noqa: F401  (re-exported)
+from pytest_coreml_quality.lanes import split_key
 from pytest_coreml_quality.results import ModelResults, RunResults, VariantResult
 
 THUMB_SIDE = 160
@@ -150,7 +151,7 @@ def rank_images(model: ModelResults, images: ImageSource, metric: str = RANK_MET
     masks the source provides.
     """
     variants = ordered_variants(model.variants)
-    judged = [v for v in variants if v.recipe != "base"] or variants
+    judged = [v for v in variants if split_key(v.recipe)[0] != "base"] or variants
     ranked = []
     for name in images.names(model.model):
         worst: tuple[float, str] | None = None
@@ -261,17 +262,21 @@ def _figures_table(model: ModelResults) -> list[str]:
     drift_keys = _union(v.drift for v in variants)
     # The verdict comes right after the name: wide tables scroll, and it is what one looks for.
     head = ["variant", "result", "size MB", "ratio", "bits/weight"] + metric_keys + [f"drift {k}" for k in drift_keys]
-    head += ["cold load s", "warm load s", "speed-up"]
+    backend_keys = _union(v.backend_drift for v in variants)  # side by side: vs the second backend
+    head += [f"backend {k}" for k in backend_keys]
+    head += ["cold load s", "warm load s", "speed-up", "predict ms"]
     rows = ['<div class="wide"><table class="figures">', "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
     for v in variants:
         cells = [fmt_size_mb(v.size_mb, 12), fmt_fixed(v.ratio, 8, 3), fmt_fixed(v.bits_per_weight, 8, 2)]
         cells += [fmt_fixed(lookup(v.metrics, k), 12, 4) for k in metric_keys]
         cells += [fmt_fixed(lookup(v.drift, k), 12, 4) for k in drift_keys]
+        cells += [fmt_fixed(lookup(v.backend_drift, k), 12, 4) for k in backend_keys]
         timer = "" if v.load.timer == "pytest-benchmark" else f" ({v.load.timer})"
         cells += [
             fmt_fixed(v.load.cold_s, 12, 3) + (timer if v.load.cold_s is not None else ""),
             fmt_fixed(v.load.warm_s, 12, 3) + (timer if v.load.warm_s is not None else ""),
             fmt_fixed(v.load.speedup, 12, 1),
+            fmt_fixed(v.load.predict_ms, 12, 2),
         ]
         result = verdict(v)
         css = {"PASS": "pass", "FAIL": "fail"}.get(result, "")
@@ -311,17 +316,19 @@ def _image_row(model: ModelResults, item: RankedImage, variants: Sequence[Varian
         _figure([_img(_photo_uri(images.photo(name, item.name)), f"photo {item.name}")], "photo"),
         _figure([_img(_mask_uri(truth), f"ground truth {item.name}")], "ground truth"),
     ]
-    base_pred = images.prediction(name, "base", item.name)
-    base = None if base_pred is None else _as_mask(base_pred)
     for v in variants:
-        pred_raw = base_pred if v.recipe == "base" else images.prediction(name, v.recipe, item.name)
+        # Each lane (compute unit, backend) compares with the base model on the same lane.
+        recipe, label = split_key(v.recipe)
+        base_pred = images.prediction(name, f"base@{label}" if label else "base", item.name)
+        base = None if base_pred is None else _as_mask(base_pred)
+        pred_raw = base_pred if recipe == "base" else images.prediction(name, v.recipe, item.name)
         err = lookup(v.per_image.get(item.name, {}), RANK_METRIC)
         detail = f"{RANK_METRIC.upper()} {fmt_fixed(err, 12, 4)}" if err is not None else ""
         if pred_raw is None:
             cells.append(_figure([f'<p class="note">{MISSING} no prediction</p>'], v.recipe, detail))
             continue
         pred = _as_mask(pred_raw)
-        reference = truth if v.recipe == "base" or base is None else base
+        reference = truth if recipe == "base" or base is None else base
         against = "ground truth" if reference is truth else "base"
         diff = np.abs(_resized(pred, reference.shape) - reference)
         content = [
