@@ -94,3 +94,19 @@ def test_compute_units_change_the_prediction_cache_key_but_not_the_default_one()
     assert RuntimeOptions().cache_key() == "p=fp32"  # earlier caches stay valid
     keys = {RuntimeOptions(compute_units=u).cache_key() for u in ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")}  # type: ignore[arg-type]
     assert len(keys) == 4
+
+
+def test_prediction_timing_warms_up_once_then_times_every_input() -> None:
+    from pytest_coreml_quality.loadtime import time_predictions
+
+    seen: list[int] = []
+
+    class Counting:
+        def predict(self, inputs: dict) -> dict:
+            seen.append(inputs["i"])
+            return {}
+
+    assert time_predictions(Counting(), [{"i": 0}, {"i": 1}, {"i": 2}]) >= 0
+    assert seen == [0, 0, 1, 2]
+    with pytest.raises(ValueError, match="no inputs"):
+        time_predictions(Counting(), [])
