@@ -183,7 +183,7 @@ def _variant(recipe: str, v: Any, path: str | os.PathLike[str], where: str) -> V
     if unchanged is not None and not isinstance(unchanged, bool):
         raise CoreMLQualityError(f"holds {unchanged!r}", path=path, field=f"{where}.unchanged", expected="true, false or null")
     result.unchanged = unchanged
-    for f in ("metrics", "drift"):
+    for f in ("metrics", "drift", "backend_drift"):
         values = _expect(v, f, dict, path, f"{where}.{f}", {})
         numbers = {k: _number(x, path, f"{where}.{f}.{k}") for k, x in values.items()}
         setattr(result, f, {k: x for k, x in numbers.items() if x is not None})
@@ -192,6 +192,7 @@ def _variant(recipe: str, v: Any, path: str | os.PathLike[str], where: str) -> V
         cold_s=_number(load.get("cold_s"), path, f"{where}.load.cold_s"),
         warm_s=_number(load.get("warm_s"), path, f"{where}.load.warm_s"),
         timer=str(load.get("timer", "pytest-benchmark")),
+        predict_ms=_number(load.get("predict_ms"), path, f"{where}.load.predict_ms"),
     )
     return result
 

@@ -254,6 +254,10 @@ def _load(name: str) -> Callable[["VariantResult"], float | None]:
     return lambda r: getattr(r.load, name)
 
 
+def _between_backends(name: str) -> Callable[["VariantResult"], float | None]:
+    return lambda r: r.backend_drift.get(name)
+
+
 def _speedup(r: "VariantResult") -> float | None:
     return r.load.speedup
 
@@ -298,6 +302,21 @@ _drift("mse", False, "mean squared difference from the base model's masks")
 _drift("psnr", True, "PSNR against the base model's masks (dB)", bounded=False, span=None, aggregate="psnr_of_mse")
 _drift("flip_share", False, "share of pixels that flip at 0.5 compared with the base model", keyword="max_flip")
 
+# Side by side (--coreml-backend=coreml,onnx): how far the second backend's masks are from
+# the first's, per variant and compute unit. Not base-exempt: the base model drifts too.
+register(Figure(
+    "backend_mae", "drift", False, "MAE between the two backends' masks (--coreml-backend=A,B)",
+    keyword="max_backend_mae", read=_between_backends("mae"),
+))
+register(Figure(
+    "backend_max_abs_diff", "drift", False, "largest absolute difference between the two backends' masks",
+    aggregate="max", read=_between_backends("max_abs_diff"),
+))
+register(Figure(
+    "backend_flip_share", "drift", False, "share of pixels that flip at 0.5 between the two backends",
+    keyword="max_backend_flip", read=_between_backends("flip_share"),
+))
+
 register(Figure(
     "cold_load_s", "load", False, "median cold load time (seconds)", bounded=False, span=None,
     keyword="max_cold_s", option="coreml_max_cold_load_s", read=_load("cold_s"), aggregate="single",
@@ -312,3 +331,7 @@ register(Figure(
     "load_speedup", "load", True, "cold/warm load-time ratio", bounded=False, span=None,
     keyword="min_speedup", option="coreml_min_load_speedup", read=_speedup, aggregate="single", baseline=False,
 ))
+register(Figure(
+    "predict_ms", "load", False, "median prediction time over the golden set after a warm load (milliseconds)",
+    bounded=False, span=None, keyword="max_predict_ms", read=_load("predict_ms"), aggregate="single",
+))  # no terminal column: at 100 characters it would cost the variant names their width

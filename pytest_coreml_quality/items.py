@@ -52,14 +52,19 @@ class CoreMLModelCollector(pytest.Collector):
         grouped = self.config.pluginmanager.hasplugin("xdist")
         for check in checks:
             for recipe in recipes:
-                item = CoreMLCheckItem.from_parent(
-                    self, name=f"{check}[{recipe}]", callobj=_check_function(self.model_key, recipe, check)
-                )
-                item.extra_keyword_matches.update({recipe, check, self.model_key})
-                if grouped:
-                    # --dist loadgroup keeps all of a variant's items on one worker.
-                    item.add_marker(pytest.mark.xdist_group(f"coreml-{self.model_key}-{recipe}"))
-                yield item
+                # Size is a property of the file; the other checks run once per lane (compute unit, backend).
+                lanes = self.state.lanes if check != "size" and len(self.state.lanes) > 1 else [None]
+                for lane in lanes:
+                    name = f"{check}[{lane.item_id(recipe) if lane else recipe}]"
+                    key = lane.key(recipe) if lane else recipe
+                    item = CoreMLCheckItem.from_parent(self, name=name, callobj=_check_function(self.model_key, key, check))
+                    item.extra_keyword_matches.update({recipe, check, self.model_key})
+                    if lane is not None:
+                        item.extra_keyword_matches.update(p for p in lane.label.split(":") if p)
+                    if grouped:
+                        # --dist loadgroup keeps all of a variant's items (every lane) on one worker.
+                        item.add_marker(pytest.mark.xdist_group(f"coreml-{self.model_key}-{recipe}"))
+                    yield item
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
         return self.path, None, self.name
@@ -82,7 +87,10 @@ def _check_function(model_key: str, recipe: str, check: str) -> Callable[..., No
         def size(request: pytest.FixtureRequest) -> None:
             state = _state(request)
             fail_on_user_error(lambda: state.variant(model_key, recipe))
-            _finish(request, state, model_key, recipe, "size")
+            keys = state.run_keys(recipe)
+            for key in keys[1:]:  # the same file on every lane: judge each row, report once
+                state.check(model_key, key, "size")
+            _finish(request, state, model_key, keys[0], "size")
 
         return size
 
@@ -136,8 +144,9 @@ def compare_variant_to_baseline(state: QualitySession, model_key: str, recipe: s
 def measure_load(state: QualitySession, model_key: str, recipe: str, temperature: str, benchmark: Any | None) -> float:
     """Time ``temperature`` loads of a variant, record them, and return the median in seconds."""
     model = fail_on_user_error(lambda: state.variant_model(model_key, recipe))
-    backend = fail_on_user_error(state.backend)
-    options = state.runtime_options()
+    lane = state.lane(recipe)
+    backend = fail_on_user_error(lambda: state.backend(lane))
+    options = state.runtime_options(lane)
     rounds = state.settings.load_rounds
     if benchmark is not None:
         seconds, timer = fail_on_user_error(lambda: time_with_benchmark(benchmark, backend, model, options, temperature, rounds))  # type: ignore[arg-type]
@@ -146,6 +155,9 @@ def measure_load(state: QualitySession, model_key: str, recipe: str, temperature
     result = state.results.models[model_key].variant(recipe)
     result.load.timer = timer
     setattr(result.load, f"{temperature}_s", seconds)
+    if temperature == "warm" and state.dataset is not None:
+        # Xcode's performance report shows prediction beside load medians: so does ours.
+        result.load.predict_ms = fail_on_user_error(lambda: state.predict_ms(model_key, recipe))
     return seconds
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from pytest_coreml_quality.model import Model
@@ -22,7 +22,13 @@ Temperature = Literal["cold", "warm"]
 def loader(backend: Backend, model: Model, options: RuntimeOptions, temperature: Temperature) -> tuple[Callable[[], Any], Callable[[], None]]:
     """``(load, setup)`` for one timed round: ``setup`` evicts (cold) or primes (warm) the cache."""
 
+    # A backend whose own caches outlive eviction (Core ML keeps device specialisation by
+    # path) loads cold through ``load_cold``: a fresh compile to a never-used path.
+    load_cold = getattr(backend, "load_cold", None)
+
     def load() -> Any:
+        if temperature == "cold" and load_cold is not None:
+            return load_cold(model, options)
         return backend.load(model, options)
 
     def setup() -> None:
@@ -67,4 +73,21 @@ def time_plainly(backend: Backend, model: Model, options: RuntimeOptions, temper
         start = time.perf_counter()
         load()
         samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def time_predictions(predictor: Any, inputs: Sequence[Mapping[str, Any]]) -> float:
+    """Median milliseconds of one ``predict`` per input set (one untimed warm-up call first).
+
+    The warm-up keeps one-off first-call work (Core ML's lazy allocations, onnxruntime's
+    arena growth) out of the median, as Xcode's performance report does.
+    """
+    if not inputs:
+        raise ValueError("no inputs to time predictions on")
+    predictor.predict(inputs[0])
+    samples = []
+    for features in inputs:
+        start = time.perf_counter()
+        predictor.predict(features)
+        samples.append((time.perf_counter() - start) * 1000.0)
     return statistics.median(samples)

@@ -288,7 +288,10 @@ def _assert_markers(item: pytest.Item, marks: list[tuple[list[Bound], list[str] 
         if isinstance(handle, VariantHandle):
             targets = [(handle.model_key, handle.recipe)]
         else:
-            targets = [(k, r) for k, rs in state.recipes.items() for r in rs if variants is None or r in variants]
+            # One target per lane (compute unit, backend): a marker bounds every one of them.
+            targets = [
+                (k, key) for k, rs in state.recipes.items() for r in rs if variants is None or r in variants for key in state.run_keys(r)
+            ]
         for model_key, recipe in targets:
             checks = {b.check for b in bounds}
             if "quality" in checks and state.dataset is None:

@@ -40,6 +40,7 @@ class LoadTimes:
     cold_s: float | None = None
     warm_s: float | None = None
     timer: str = "pytest-benchmark"  # or "perf_counter" when pytest-benchmark is disabled
+    predict_ms: float | None = None  # median prediction time over the golden set, after a warm load
 
     @property
     def speedup(self) -> float | None:
@@ -65,6 +66,7 @@ class VariantResult:
     note: str = ""  # what the build found, e.g. 'q8: no change, weights already 8-bit (LUT)'
     metrics: dict[str, float] = field(default_factory=dict)  # aggregate vs ground truth
     drift: dict[str, float] = field(default_factory=dict)  # aggregate vs base predictions
+    backend_drift: dict[str, float] = field(default_factory=dict)  # vs the second backend's predictions (side by side)
     per_image: dict[str, dict[str, float]] = field(default_factory=dict)  # image name -> metric -> value
     load: LoadTimes = field(default_factory=LoadTimes)
     checks: list[CheckOutcome] = field(default_factory=list)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_coreml_quality.errors import CoreMLQualityError
+from pytest_coreml_quality.lanes import ONNX_EMULATION, Lane, partner, plan_lanes, split_key
 from pytest_coreml_quality.model import Model
 from pytest_coreml_quality.results import (
     BASE_VARIANT,
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from pytest_coreml_quality.evaluate import EvaluationResult, Evaluator
     from pytest_coreml_quality.preprocess import PreprocessSettings, Preprocessor
 
+# Drift figures kept between the two backends of a side-by-side run (catalogue: backend_<name>).
+BACKEND_DRIFT = ("mae", "max_abs_diff", "flip_share")
 # Bump when the way --coreml-mask=auto decides changes meaning.
 MASK_DECISION_FORMAT = "mask-auto-v1"
 # Files named in the header when a manifest points outside its folder; the count says the rest.
@@ -60,7 +63,8 @@ class QualitySession:
     per_model: dict[str, ModelSettings] = field(default_factory=dict)  # model key -> its own settings
     _variants: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
     _variant_models: dict[tuple[str, str], Model] = field(default_factory=dict, repr=False)
-    _backend: Backend | None = field(default=None, repr=False)
+    lanes: list[Lane] = field(default_factory=list)  # backend x compute units every variant runs on
+    _backends: dict[str, Backend] = field(default_factory=dict, repr=False)
     _evaluator: "Evaluator | None" = field(default=None, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
@@ -82,6 +86,7 @@ class QualitySession:
             return session
         session.per_model = {session.key(m): settings.for_model(i) for i, m in enumerate(session.models)}
         session._check_before_any_work()
+        session.lanes = plan_lanes(session.backend_names, settings.compute_units, settings.precision)
         from pytest_coreml_quality.variants import parse_recipes
 
         for model in session.models:
@@ -99,7 +104,8 @@ class QualitySession:
             )
             entry.backend = session.backend_label
             for recipe in session.recipes[session.key(model)]:
-                entry.variant(recipe)
+                for key in session.run_keys(recipe):
+                    entry.variant(key)
         if settings.dataset is not None:
             from pytest_coreml_quality.dataset import Dataset
 
@@ -214,7 +220,7 @@ class QualitySession:
         from pytest_coreml_quality.runtime import coreml_available
 
         settings = self.settings
-        if settings.backend == "coreml" and not coreml_available():
+        if "coreml" in (settings.backend, settings.compare_backend) and not coreml_available():
             raise CoreMLQualityError(
                 "coreml backend needs macOS; use onnx or auto", field="--coreml-backend", expected="onnx or auto"
             )
@@ -272,11 +278,30 @@ class QualitySession:
         return resolve_backend_name(self.settings.backend)
 
     @property
+    def backend_names(self) -> list[str]:
+        """The resolved backends: one, or two side by side (the first is judged against the second)."""
+        names = [self.backend_name]
+        if self.settings.compare_backend is not None:
+            names.append(resolve_backend_name(self.settings.compare_backend))
+        return names
+
+    @property
     def backend_label(self) -> str:
-        label = self.backend_name
+        label = " + ".join(self.backend_names)
         if self.settings.precision != "fp32":
             label += f" {self.settings.precision}"
+        if self.settings.compute_units:
+            label += f" on {', '.join(self.settings.compute_units)}"
         return label
+
+    def run_keys(self, recipe: str) -> list[str]:
+        """The results keys of ``recipe``: the recipe itself, or one ``recipe@lane`` per lane."""
+        return [lane.key(recipe) for lane in self.lanes] or [recipe]
+
+    def lane(self, key: str) -> Lane | None:
+        """The lane a results key (``q4@CPU_AND_NE``) runs on; None before lanes are planned."""
+        _, label = split_key(key)
+        return next((lane for lane in self.lanes if lane.label == label), self.lanes[0] if self.lanes else None)
 
     def header_lines(self) -> list[str]:
         """Lines for pytest's report header."""
@@ -285,7 +310,14 @@ class QualitySession:
         backend = self.settings.backend
         shown = f"{backend} ({self.backend_name})" if backend == "auto" else backend
         cache = f"{self.cache_dir} (cleared)" if self.cache_cleared else str(self.cache_dir)
+        if self.settings.compare_backend is not None:
+            shown = f"{shown} side by side with {self.settings.compare_backend} (drift between them: backend_* figures)"
         lines = [f"coreml-quality: backend {shown}, precision {self.settings.precision}, cache {cache}"]
+        if self.settings.compute_units:
+            line = f"coreml-quality: compute units {', '.join(self.settings.compute_units)}"
+            if "onnx" in self.backend_names:
+                line += f" (onnx emulates them: {ONNX_EMULATION})"
+            lines.append(line)
         lines += [f"coreml-quality: model {m.summary()}" for m in self.models]
         lines += [f"coreml-quality: {note}" for note in self.header_notes]
         lines += [f"coreml-quality: {key} mask: {note}" for key, note in self.mask_notes.items()]
@@ -324,22 +356,29 @@ class QualitySession:
                 self.report_notes.append(text)
 
     # --- runtime --------------------------------------------------------------------------
-    def backend(self) -> Backend:
+    def backend(self, lane: Lane | None = None) -> Backend:
+        """The backend of ``lane`` (default: the first backend named)."""
+        name = lane.backend if lane is not None else self.settings.backend
         with self._lock:
-            if self._backend is None:
+            if name not in self._backends:
                 from pytest_coreml_quality.runtime import get_backend
 
-                self._backend = get_backend(self.settings.backend)
-                if hasattr(self._backend, "note"):  # backends with a compiled cache report repairs
-                    self._backend.note = self.note
-            return self._backend
+                backend = get_backend(name)
+                if hasattr(backend, "note"):  # backends with a compiled cache report repairs
+                    backend.note = self.note  # type: ignore[attr-defined]
+                self._backends[name] = backend
+            return self._backends[name]
 
-    def runtime_options(self) -> RuntimeOptions:
+    def runtime_options(self, lane: Lane | None = None) -> RuntimeOptions:
+        """What ``lane``'s backend computes (default: the run's precision, Core ML's default units)."""
+        if lane is not None:
+            return lane.options(self.settings.precision, self.cache_dir / "compiled")
         return RuntimeOptions(precision=self.settings.precision, cache_dir=self.cache_dir / "compiled")  # type: ignore[arg-type]
 
     # --- variants -------------------------------------------------------------------------
     def variant(self, model_key: str, recipe: str) -> Any:
-        """The built (or cached) variant; ``base`` is the model as given."""
+        """The built (or cached) variant; ``base`` is the model as given (``recipe`` may be a lane key)."""
+        recipe, _ = split_key(recipe)
         with self._lock:
             if (model_key, recipe) not in self._variants:
                 from pytest_coreml_quality.variants import build_variant
@@ -354,11 +393,16 @@ class QualitySession:
 
     def variant_model(self, model_key: str, recipe: str) -> Model:
         """The variant as a :class:`Model` (the model itself for ``base``)."""
+        recipe, _ = split_key(recipe)
         self.variant(model_key, recipe)
         return self._variant_models[(model_key, recipe)]
 
     def _record_size(self, model_key: str, recipe: str, variant: Any, opened: Model) -> None:
-        result = self.results.models[model_key].variant(recipe)
+        for key in self.run_keys(recipe):  # the same file on every lane
+            self._record_size_as(model_key, key, variant, opened)
+
+    def _record_size_as(self, model_key: str, key: str, variant: Any, opened: Model) -> None:
+        result = self.results.models[model_key].variant(key)
         result.path = str(variant.path)
         result.kind = opened.kind
         result.size_bytes = int(variant.size_bytes)
@@ -366,7 +410,7 @@ class QualitySession:
         result.params = variant.parameters
         result.bits_per_weight = variant.bits_per_weight
         result.content_hash = opened.content_hash
-        if recipe != BASE_VARIANT:
+        if split_key(key)[0] != BASE_VARIANT:
             result.unchanged = variant.unchanged
             result.note = variant.note
 
@@ -418,10 +462,11 @@ class QualitySession:
         return settings if decided is None else dataclasses.replace(settings, mask=decided)
 
     def evaluation(self, model_key: str, recipe: str) -> "EvaluationResult":
-        """The variant's lazy evaluation: two callers share one run of the model."""
+        """The variant's lazy evaluation on its lane: two callers share one run of the model."""
         model = self.variant_model(model_key, recipe)
+        lane = self.lane(recipe)
         return self.evaluator().evaluate(
-            backend=self.backend(), model=model, options=self.runtime_options(), settings=self.preprocess_settings(model_key)
+            backend=self.backend(lane), model=model, options=self.runtime_options(lane), settings=self.preprocess_settings(model_key)
         )
 
     def quality(self, model_key: str, recipe: str) -> VariantResult:
@@ -435,15 +480,20 @@ class QualitySession:
         summary = ev.summary
         per_image = {sid: dict(scores.values) for sid, scores in ev.per_image.items()}
         drift: dict[str, float] = {}
-        if recipe != BASE_VARIANT:
-            against_base = ev.drift(self.evaluation(model_key, BASE_VARIANT))
+        bare, _ = split_key(recipe)
+        lane = self.lane(recipe)
+        if bare != BASE_VARIANT:
+            base_key = lane.key(BASE_VARIANT) if lane is not None else BASE_VARIANT
+            against_base = ev.drift(self.evaluation(model_key, base_key))
             drift = dict(against_base.summary)
             for sid, scores in against_base.per_image.items():
                 per_image.setdefault(sid, {}).update({f"drift_{k}": v for k, v in scores.values.items()})
+        backend_drift = self._backend_drift(model_key, bare, lane, ev, per_image)
         result = self.results.models[model_key].variant(recipe)
         with self._lock:
             result.metrics = dict(summary)
             result.drift = drift
+            result.backend_drift = backend_drift
             result.per_image = per_image
         seconds = time.perf_counter() - started
         if fresh:
@@ -452,6 +502,30 @@ class QualitySession:
                 f"{ev.timings.cache_hits} from the prediction cache, {seconds:.1f} s"
             )
         return result
+
+    def _backend_drift(
+        self, model_key: str, recipe: str, lane: Lane | None, ev: "EvaluationResult", per_image: dict[str, dict[str, float]]
+    ) -> dict[str, float]:
+        """MAE, max abs difference and flip share between this lane and the second backend's, per variant."""
+        other = partner(lane, self.lanes) if lane is not None else None
+        if other is None:
+            return {}
+        between = ev.drift(self.evaluation(model_key, other.key(recipe)))
+        for sid, scores in between.per_image.items():
+            per_image.setdefault(sid, {}).update({f"backend_{k}": v for k, v in scores.values.items() if k in BACKEND_DRIFT})
+        return {k: v for k, v in between.summary.items() if k in BACKEND_DRIFT}
+
+    def predict_ms(self, model_key: str, key: str) -> float:
+        """Median prediction time (ms) of a variant on its lane over the golden set, after a warm load."""
+        from pytest_coreml_quality.loadtime import time_predictions
+        from pytest_coreml_quality.preprocess import Preprocessor
+
+        assert self.dataset is not None
+        model = self.variant_model(model_key, key)
+        lane = self.lane(key)
+        predictor = self.backend(lane).load(model, self.runtime_options(lane))
+        pre = Preprocessor(model, self.preprocess_settings(model_key))
+        return time_predictions(predictor, [pre.prepare(sample.image) for sample in self.dataset])
 
     def image_source(self) -> Any:
         """Photos, ground truth and (cached) predictions for the HTML report."""
@@ -518,7 +592,7 @@ class QualitySession:
     def check(self, model_key: str, recipe: str, check: str, bounds: list[Bound] | None = None) -> list[CheckOutcome]:
         """Judge one variant's figures of the ``check`` item against ``bounds`` (default: the configured ones)."""
         result = self.results.models[model_key].variant(recipe)
-        outcomes = judge(result, recipe, check, self.configured_bounds(model_key) if bounds is None else bounds)
+        outcomes = judge(result, split_key(recipe)[0], check, self.configured_bounds(model_key) if bounds is None else bounds)
         with self._lock:
             judged = {(o.metric, o.op) for o in outcomes}
             result.checks = [c for c in result.checks if not (c.check == check and (c.metric, c.op) in judged)]

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from pytest_coreml_quality.projecttable import ModelEntry, ProjectTable
 
 BACKENDS = ("auto", "coreml", "onnx")
+COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")  # coremltools.ComputeUnit names
 PRECISIONS = ("fp32", "fp16")
 CHANNEL_ORDERS = ("RGB", "BGR")
 INPUT_LAYOUTS = ("auto", "NCHW", "NHWC")
@@ -78,7 +79,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec(
         "coreml_backend",
         "runtime: 'coreml' (Core ML, macOS only), 'onnx' (translation run by onnxruntime, any OS) "
-        "or 'auto' (coreml on macOS, onnx elsewhere). Default: auto.",
+        "or 'auto' (coreml on macOS, onnx elsewhere); two side by side, 'coreml,onnx', run every variant "
+        "on both and report the drift between them. Default: auto.",
         "NAME",
         choices=BACKENDS,
         default="auto",
@@ -101,6 +103,14 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "NAME",
         choices=PRECISIONS,
         default="fp32",
+    ),
+    OptionSpec(
+        "coreml_compute_units",
+        f"comma-separated Core ML compute units to load and score on: {', '.join(COMPUTE_UNITS)}; the load and "
+        "quality items run once per unit (ids like quality[q4-CPU_AND_NE]). coreml backend; on the onnx backend "
+        "only with --coreml-precision=fp16, which emulates them (CPU_ONLY at fp32, the others at fp16). "
+        "Default: Core ML's own choice (ALL), not parametrised.",
+        "LIST",
     ),
     OptionSpec(
         "coreml_output",
@@ -235,6 +245,8 @@ class Settings:
     dataset: Path | None = None
     variants: tuple[str, ...] = ()
     backend: str = "auto"
+    compare_backend: str | None = None  # the second of --coreml-backend=A,B: every variant also runs on it
+    compute_units: tuple[str, ...] = ()  # --coreml-compute-units; empty: the backend's default, unparametrised
     cache_dir: Path | None = None
     precision: str = "fp32"
     output: str | None = None
@@ -349,7 +361,9 @@ def _validated(raw: dict[str, tuple[Any, Path]]) -> Settings:
         models=models,
         dataset=optional_path("coreml_dataset"),
         variants=variants,
-        backend=_choice("coreml_backend", raw["coreml_backend"][0]),
+        backend=_backends(raw["coreml_backend"][0])[0],
+        compare_backend=_backends(raw["coreml_backend"][0])[1],
+        compute_units=_compute_units(raw["coreml_compute_units"][0]),
         cache_dir=optional_path("coreml_cache_dir"),
         precision=_choice("coreml_precision", raw["coreml_precision"][0]),
         output=str(raw["coreml_output"][0]).strip() if raw["coreml_output"][0] else None,
@@ -460,6 +474,39 @@ def _located(exc: SettingError, origins: dict[str, str]) -> SettingError:
         if text.startswith(prefix):
             return SettingError(where + text[len(prefix):])
     return exc
+
+
+def _backends(value: Any) -> tuple[str, str | None]:
+    """``coreml`` -> ("coreml", None); ``coreml,onnx`` -> both, for a side-by-side run."""
+    spec = _spec("coreml_backend")
+    parts = [p.strip() for p in str(value).split(",")]
+    if len(parts) == 1:
+        return _choice("coreml_backend", parts[0]), None
+    names = [_choice("coreml_backend", p) for p in parts]
+    if len(names) != 2 or "auto" in names or names[0] == names[1]:
+        raise SettingError(
+            f"{spec.flag} / ini '{spec.ini}': got '{value}', expected one backend or two different ones "
+            "side by side, named explicitly: coreml,onnx or onnx,coreml"
+        )
+    return names[0], names[1]
+
+
+def _compute_units(value: Any) -> tuple[str, ...]:
+    """``CPU_AND_NE,ALL`` -> ("CPU_AND_NE", "ALL"): known names, each once, case-insensitive."""
+    spec = _spec("coreml_compute_units")
+    units: list[str] = []
+    for item in _as_list(value):
+        for part in item.split(","):
+            name = part.strip().upper()
+            if not name:
+                continue
+            if name not in COMPUTE_UNITS:
+                raise SettingError(
+                    f"{spec.flag} / ini '{spec.ini}': got '{part.strip()}', expected one or more of {', '.join(COMPUTE_UNITS)}"
+                )
+            if name not in units:
+                units.append(name)
+    return tuple(units)
 
 
 def _mask(value: Any, logits: bool) -> str:

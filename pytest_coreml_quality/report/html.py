@@ -34,6 +34,7 @@ from pytest_coreml_quality.cachefs import atomic_write_text
 from pytest_coreml_quality.report.terminal import model_header
 from pytest_coreml_quality import catalogue
 from pytest_coreml_quality.images import DatasetImageSource, ImageSource  # noqa: F401  (re-exported)
+from pytest_coreml_quality.lanes import split_key
 from pytest_coreml_quality.results import ModelResults, RunResults, VariantResult
 
 THUMB_SIDE = 160
@@ -151,7 +152,7 @@ def rank_images(model: ModelResults, images: ImageSource, metric: str = RANK_MET
     masks the source provides.
     """
     variants = ordered_variants(model.variants)
-    judged = [v for v in variants if v.recipe != "base"] or variants
+    judged = [v for v in variants if split_key(v.recipe)[0] != "base"] or variants
     ranked = []
     for name in images.names(model.model):
         worst: tuple[float, str] | None = None
@@ -309,17 +310,19 @@ def _image_row(model: ModelResults, item: RankedImage, variants: Sequence[Varian
         _figure([_img(_photo_uri(images.photo(name, item.name)), f"photo {item.name}")], "photo"),
         _figure([_img(_mask_uri(truth), f"ground truth {item.name}")], "ground truth"),
     ]
-    base_pred = images.prediction(name, "base", item.name)
-    base = None if base_pred is None else _as_mask(base_pred)
     for v in variants:
-        pred_raw = base_pred if v.recipe == "base" else images.prediction(name, v.recipe, item.name)
+        # Each lane (compute unit, backend) compares with the base model on the same lane.
+        recipe, label = split_key(v.recipe)
+        base_pred = images.prediction(name, f"base@{label}" if label else "base", item.name)
+        base = None if base_pred is None else _as_mask(base_pred)
+        pred_raw = base_pred if recipe == "base" else images.prediction(name, v.recipe, item.name)
         err = lookup(v.per_image.get(item.name, {}), RANK_METRIC)
         detail = f"{RANK_METRIC.upper()} {fmt_fixed(err, 12, 4)}" if err is not None else ""
         if pred_raw is None:
             cells.append(_figure([f'<p class="note">{MISSING} no prediction</p>'], v.recipe, detail))
             continue
         pred = _as_mask(pred_raw)
-        reference = truth if v.recipe == "base" or base is None else base
+        reference = truth if recipe == "base" or base is None else base
         against = "ground truth" if reference is truth else "base"
         diff = np.abs(_resized(pred, reference.shape) - reference)
         content = [

@@ -34,8 +34,13 @@ class RuntimeOptions:
     cache_dir: Path | None = None
 
     def cache_key(self) -> str:
-        """The part of a compiled-model cache key that depends on these options."""
-        return f"p={self.precision}"
+        """The part of a compiled-model / prediction cache key that depends on these options.
+
+        Compute units change Core ML's numbers (fp16 on the GPU / Neural Engine); the
+        default ``ALL`` keeps the key earlier versions wrote.
+        """
+        units = "" if self.compute_units == "ALL" else f",cu={self.compute_units}"
+        return f"p={self.precision}{units}"
 
 
 @runtime_checkable

@@ -46,7 +46,7 @@ def test_saved_file_has_figures_hash_and_versions_but_no_per_image(saved: Path) 
     assert q8["size_bytes"] == make_run().models[MODEL].variants["q8"].size_bytes
     assert q8["metrics"]["iou"] == pytest.approx(0.94)
     assert q8["drift"]["mae"] == pytest.approx(0.001)
-    assert q8["load"] == {"cold_s": 1.5, "warm_s": pytest.approx(0.06), "timer": "pytest-benchmark"}
+    assert q8["load"] == {"cold_s": 1.5, "warm_s": pytest.approx(0.06), "timer": "pytest-benchmark", "predict_ms": None}
     assert "per_image" not in q8 and "checks" not in q8
     assert model["variants"]["base"]["drift"]["psnr"] == "inf"  # strict JSON
 
