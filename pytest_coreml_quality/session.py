@@ -102,8 +102,29 @@ class QualitySession:
                 entry.dataset_hash = dataset_hash
         session._check_outputs()
         if session.dataset is not None:
+            session._check_truth_bounds()
             session.decide_masks()
         return session
+
+    def _check_truth_bounds(self) -> None:
+        """A bound on a figure against the ground truth cannot be judged on an image-only set: say so now."""
+        from pytest_coreml_quality import catalogue
+        from pytest_coreml_quality.settings import threshold_options
+
+        assert self.dataset is not None
+        if self.dataset.has_truth:
+            return
+        flags = [
+            spec.flag for spec in threshold_options()
+            if spec.dest in self.settings.thresholds and catalogue.by_option(spec.dest).family == "quality"
+        ]
+        if flags:
+            raise CoreMLQualityError(
+                f"{', '.join(flags)}: the golden set {self.settings.dataset} has no ground-truth masks, "
+                "so figures against the ground truth are not measured",
+                field="--coreml-dataset",
+                expected="masks/ (or a manifest 'mask' column) for these bounds, or drift bounds such as --coreml-max-drift",
+            )
 
     def _check_outputs(self) -> None:
         """Refuse report paths that cannot be written or would overwrite the user's files."""
@@ -121,7 +142,7 @@ class QualitySession:
         }
         dataset_files = []
         if self.dataset is not None:
-            dataset_files = [p for e in self.dataset.entries for p in (e.image_path, e.mask_path)]
+            dataset_files = [p for e in self.dataset.entries for p in (e.image_path, e.mask_path) if p is not None]
             if self.dataset.source.is_file():
                 dataset_files.append(self.dataset.source)
         protected = {"the model": [m.path for m in self.models], "a golden-set file": dataset_files}
@@ -262,6 +283,11 @@ class QualitySession:
         lines += [f"coreml-quality: {key} mask: {note}" for key, note in self.mask_notes.items()]
         if self.dataset is not None:
             lines.append(f"coreml-quality: dataset {self.settings.dataset} ({len(self.dataset.ids)} images)")
+            if not self.dataset.has_truth:
+                lines.append(
+                    "coreml-quality: dataset has no ground-truth masks: figures against the ground truth "
+                    "are not measured (shown as -); drift figures against the base model are"
+                )
             for sample in self.dataset.reduced_samples[:_MAX_NAMED_OUTSIDE]:
                 (w, h), (rw, rh) = sample.full_size, sample.size  # type: ignore[misc]
                 lines.append(
@@ -409,7 +435,9 @@ class QualitySession:
             # Served from the prediction cache (also after xdist workers did the work).
             return self.evaluation(model_key, recipe).predictions
 
-        datasets = {key: self.dataset for key in self.results.models} if self.dataset is not None else {}
+        # Image-only golden sets have no ground truth to show next to the predictions.
+        has_truth = self.dataset is not None and self.dataset.has_truth
+        datasets = {key: self.dataset for key in self.results.models} if has_truth else {}
         return DatasetImageSource(datasets=datasets, predictions=predictions)
 
     # --- baseline -------------------------------------------------------------------------
