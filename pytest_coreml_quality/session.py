@@ -56,6 +56,9 @@ class QualitySession:
     cache_cleared: bool = False
     masks: dict[str, str] = field(default_factory=dict)  # model key -> the mask contract 'auto' decided
     mask_notes: dict[str, str] = field(default_factory=dict)  # model key -> how 'auto' reads its mask
+    kinds: dict[str, str] = field(default_factory=dict)  # model key -> tensor kind, for outputs not read as masks
+    output_notes: dict[str, str] = field(default_factory=dict)  # model key -> how its output is compared
+    _tensors: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
     _variants: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
     _variant_models: dict[tuple[str, str], Model] = field(default_factory=dict, repr=False)
     _backend: Backend | None = field(default=None, repr=False)
@@ -163,18 +166,50 @@ class QualitySession:
             return
         from pytest_coreml_quality.preprocess import Preprocessor
 
+        from pytest_coreml_quality import catalogue
+        from pytest_coreml_quality.output_checks import NonFiniteOutputError
+
         settings = self.evaluator().settings
+        kind = self.settings.output_kind
         for model in self.models:
+            if kind in catalogue.TENSOR_KINDS:
+                self._compare_as_tensors(model, kind, f"--coreml-output-kind={kind}")
+                continue
             # Inputs and outputs that cannot give a mask (a colour image output, an
             # ambiguous output) are usage errors now, not one failure per variant later.
-            pre = Preprocessor(model, settings)
-            if pre.output.is_image:
-                continue  # grayscale image outputs are read as they are
-            decided = self._read_first_mask(model, pre)
+            try:
+                pre = Preprocessor(model, settings)
+                if pre.output.is_image:
+                    continue  # grayscale image outputs are read as they are
+                decided = self._read_first_mask(model, pre)
+            except CoreMLQualityError as exc:
+                # Without ground truth there is nothing to score a mask against: 'auto' compares
+                # what the model returns with the base model's output instead.
+                if kind != "auto" or self.dataset.has_truth or isinstance(exc, NonFiniteOutputError):
+                    raise
+                import dataclasses
+
+                Preprocessor(model, dataclasses.replace(settings, output_kind="tensor"))  # input problems stay errors
+                self._compare_as_tensors(model, "tensor", f"not read as a mask ({exc.message})")
+                continue
             if decided is not None:
                 self.masks[self.key(model)], note = decided
                 if note:
                     self.mask_notes[self.key(model)] = note
+
+    def _compare_as_tensors(self, model: Model, kind: str, why: str) -> None:
+        """Compare this model's outputs raw with the base model's (drift only), and say so in the header."""
+        import dataclasses
+
+        from pytest_coreml_quality.preprocess import Preprocessor
+
+        key = self.key(model)
+        settings = dataclasses.replace(self.evaluator().settings, output_kind=kind)
+        names = ", ".join(f"'{f.name}'" for f in Preprocessor(model, settings).tensor_outputs())
+        self.kinds[key] = kind
+        self.results.models[key].output_kind = kind
+        what = "keypoint heat maps" if kind == "heatmap" else "tensors"
+        self.output_notes[key] = f"{names} compared as {what} with the base model's output, {why}; no ground truth used"
 
     def _read_first_mask(self, model: Model, pre: "Preprocessor") -> tuple[str, str | None] | None:
         """(contract, header note) from the base model's output on the first image; None if it cannot run."""
@@ -281,6 +316,7 @@ class QualitySession:
         lines = [f"coreml-quality: backend {shown}, precision {self.settings.precision}, cache {cache}"]
         lines += [f"coreml-quality: model {m.summary()}" for m in self.models]
         lines += [f"coreml-quality: {key} mask: {note}" for key, note in self.mask_notes.items()]
+        lines += [f"coreml-quality: {key} output: {note}" for key, note in self.output_notes.items()]
         if self.dataset is not None:
             lines.append(f"coreml-quality: dataset {self.settings.dataset} ({len(self.dataset.ids)} images)")
             if not self.dataset.has_truth:
@@ -385,6 +421,8 @@ class QualitySession:
         import dataclasses
 
         settings = self.evaluator().settings
+        if model_key in self.kinds:
+            return dataclasses.replace(settings, output_kind=self.kinds[model_key])
         decided = self.masks.get(model_key)
         return settings if decided is None else dataclasses.replace(settings, mask=decided)
 
@@ -395,8 +433,56 @@ class QualitySession:
             backend=self.backend(), model=model, options=self.runtime_options(), settings=self.preprocess_settings(model_key)
         )
 
+    def tensor_evaluation(self, model_key: str, recipe: str) -> Any:
+        """The variant's outputs as tensors (:class:`~pytest_coreml_quality.tensors.TensorEvaluation`), one per run."""
+        from pytest_coreml_quality.evaluate import backend_key
+        from pytest_coreml_quality.tensors import TensorEvaluation
+
+        assert self.dataset is not None
+        with self._lock:
+            memo = self._tensors.get((model_key, recipe))
+            if memo is None:
+                model = self.variant_model(model_key, recipe)
+                backend, options = self.backend(), self.runtime_options()
+                memo = TensorEvaluation(
+                    model, self.dataset, self.preprocess_settings(model_key), backend_key(backend.name, options),
+                    lambda: backend.load(model, options), cache_dir=self.cache_dir, note=self.note,
+                )
+                self._tensors[(model_key, recipe)] = memo
+            return memo
+
+    def _tensor_quality(self, model_key: str, recipe: str) -> VariantResult:
+        """Drift of a tensor output against the base model's, recorded in the run's results."""
+        started = time.perf_counter()
+        tev = self.tensor_evaluation(model_key, recipe)
+        fresh = not tev.computed
+        if fresh:
+            self.progress(f"evaluating {model_key} [{recipe}] on {len(tev.dataset.ids)} images ...")
+        drift: dict[str, float] = {}
+        per_image: dict[str, dict[str, float]] = {}
+        if recipe == BASE_VARIANT:
+            tev.outputs  # noqa: B018  # the reference of every variant: run (and cache) it now
+        else:
+            tolerance = self.settings.keypoint_tolerance if self.kinds[model_key] == "heatmap" else None
+            against_base = tev.drift(self.tensor_evaluation(model_key, BASE_VARIANT), tolerance)
+            drift = dict(against_base.summary)
+            per_image = {sid: {f"drift_{k}": v for k, v in values.items()} for sid, values in against_base.per_image.items()}
+        result = self.results.models[model_key].variant(recipe)
+        with self._lock:
+            result.metrics = {}
+            result.drift = drift
+            result.per_image = per_image
+        if fresh:
+            self.progress(
+                f"evaluated {model_key} [{recipe}]: {tev.cache_misses} images run, "
+                f"{tev.cache_hits} from the output cache, {time.perf_counter() - started:.1f} s"
+            )
+        return result
+
     def quality(self, model_key: str, recipe: str) -> VariantResult:
         """Metrics vs ground truth and drift vs base, recorded in the run's results."""
+        if model_key in self.kinds:
+            return self._tensor_quality(model_key, recipe)
         started = time.perf_counter()
         ev = self.evaluation(model_key, recipe)
         fresh = not ev.computed
