@@ -53,7 +53,7 @@ class Column:
 
 #: What a model's output is read as (``--coreml-output-kind``): a mask scored against the ground
 #: truth and the base's mask, or a raw tensor compared with the base's (heat maps add keypoints).
-OUTPUT_KINDS = ("mask", "tensor", "heatmap")
+OUTPUT_KINDS = ("mask", "tensor", "heatmap", "classifier")
 MASK_ONLY = ("mask",)
 TENSOR_KINDS = ("tensor", "heatmap")
 
@@ -326,6 +326,27 @@ _drift("keypoints_moved", False, "share of keypoints whose heat-map peak moved b
        column=Column("kp-moved", 8, 4, order=86,
                      legend="kp-moved = share of keypoints moved more than --coreml-keypoint-tolerance pixels",
                      kinds=("heatmap",)))
+
+# Classifiers (a class-probability dictionary output): against the base model's probabilities,
+# per image (metrics.classifier_drift), then the mean over the golden set.
+_CLASSIFIER = ("classifier",)
+_drift("top1_agreement", True, "share of images whose top-1 class is the base model's", keyword="min_top1_agreement",
+       column=Column("top1=", 6, 4, order=87, legend="top1= = top-1 agreement with the base", kinds=_CLASSIFIER))
+_drift("top5_overlap", True, "mean overlap of the top-5 classes with the base model's", keyword="min_top5_overlap",
+       column=Column("top5∩", 6, 4, order=88, drop_rank=7, legend="top5∩ = top-5 overlap", kinds=_CLASSIFIER))
+_drift("prob_mae", False, "mean absolute difference of the class probabilities from the base model's",
+       keyword="max_prob_mae")
+_drift("kl", False, "KL divergence of the base model's class probabilities from the variant's (nats)",
+       bounded=False, span=None, keyword="max_kl",
+       column=Column("KL", 7, 4, order=89, legend="KL = KL divergence from the base (nats)", kinds=_CLASSIFIER))
+# With labels.csv in the golden set: accuracy against the true classes.
+register(Figure("top1", "quality", True, "top-1 accuracy against labels.csv", keyword="min_top1",
+                column=Column("top1", 6, 4, order=31, legend="top1/top5 = top-1/top-5 accuracy (labels.csv)",
+                              kinds=_CLASSIFIER)))
+register(Figure("top5", "quality", True, "top-5 accuracy against labels.csv", keyword="min_top5",
+                column=Column("top5", 6, 4, order=32, drop_rank=8, kinds=_CLASSIFIER)))
+#: Quality figures judged against labels.csv rather than ground-truth masks.
+LABEL_FIGURES = ("top1", "top5")
 
 register(Figure(
     "cold_load_s", "load", False, "median cold load time (seconds)", bounded=False, span=None,

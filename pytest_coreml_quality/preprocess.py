@@ -197,7 +197,10 @@ class Preprocessor:
         """The outputs compared as tensors: the one ``--coreml-output`` names, else every image/multiarray output."""
         if self.settings.output_name is not None:
             return [self.model.output(self.settings.output_name)]
-        found = [f for f in self.model.outputs if f.is_image or f.is_multiarray]
+        if self.settings.output_kind == "classifier":  # the class-probability dictionary
+            found = [f for f in self.model.outputs if f.type == "dictionary"]
+        else:
+            found = [f for f in self.model.outputs if f.is_image or f.is_multiarray]
         if not found:
             names = ", ".join(f"'{f.name}' ({f.type})" for f in self.model.outputs) or "none"
             raise UnsupportedModelError(

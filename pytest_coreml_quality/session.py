@@ -59,6 +59,7 @@ class QualitySession:
     kinds: dict[str, str] = field(default_factory=dict)  # model key -> tensor kind, for outputs not read as masks
     output_notes: dict[str, str] = field(default_factory=dict)  # model key -> how its output is compared
     _tensors: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
+    labels: dict[str, str] | None = None  # sample id -> true class, from the golden set's labels.csv
     _variants: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
     _variant_models: dict[tuple[str, str], Model] = field(default_factory=dict, repr=False)
     _backend: Backend | None = field(default=None, repr=False)
@@ -98,6 +99,9 @@ class QualitySession:
             from pytest_coreml_quality.dataset import Dataset
 
             session.dataset = Dataset.open(settings.dataset)
+            from pytest_coreml_quality.labels import read_labels
+
+            session.labels = read_labels(session.dataset)
             dataset_hash = session.dataset.content_hash
             for entry in session.results.models.values():
                 entry.dataset = str(settings.dataset)
@@ -115,11 +119,19 @@ class QualitySession:
         from pytest_coreml_quality.settings import threshold_options
 
         assert self.dataset is not None
+        bounded = [spec for spec in threshold_options() if spec.dest in self.settings.thresholds]
+        on_labels = [s.flag for s in bounded if catalogue.by_option(s.dest).key in catalogue.LABEL_FIGURES]
+        if on_labels and self.labels is None:
+            raise CoreMLQualityError(
+                f"{', '.join(on_labels)}: the golden set {self.settings.dataset} has no labels.csv",
+                field="--coreml-dataset",
+                expected="labels.csv with columns image,label next to images/",
+            )
         if self.dataset.has_truth:
             return
         flags = [
-            spec.flag for spec in threshold_options()
-            if spec.dest in self.settings.thresholds and catalogue.by_option(spec.dest).family == "quality"
+            s.flag for s in bounded
+            if catalogue.by_option(s.dest).family == "quality" and catalogue.by_option(s.dest).key not in catalogue.LABEL_FIGURES
         ]
         if flags:
             raise CoreMLQualityError(
@@ -172,6 +184,11 @@ class QualitySession:
         settings = self.evaluator().settings
         kind = self.settings.output_kind
         for model in self.models:
+            has_probabilities = any(f.type == "dictionary" for f in model.outputs)
+            if kind == "classifier" or (kind == "auto" and has_probabilities and self.settings.output is None):
+                truth = "top-1/top-5 accuracy against labels.csv" if self.labels else "no labels.csv, so no accuracy"
+                self._compare_as_tensors(model, "classifier", truth)
+                continue
             if kind in catalogue.TENSOR_KINDS:
                 self._compare_as_tensors(model, kind, f"--coreml-output-kind={kind}")
                 continue
@@ -208,6 +225,9 @@ class QualitySession:
         names = ", ".join(f"'{f.name}'" for f in Preprocessor(model, settings).tensor_outputs())
         self.kinds[key] = kind
         self.results.models[key].output_kind = kind
+        if kind == "classifier":
+            self.output_notes[key] = f"{names} compared as class probabilities with the base model's; {why}"
+            return
         what = "keypoint heat maps" if kind == "heatmap" else "tensors"
         self.output_notes[key] = f"{names} compared as {what} with the base model's output, {why}; no ground truth used"
 
@@ -460,16 +480,23 @@ class QualitySession:
             self.progress(f"evaluating {model_key} [{recipe}] on {len(tev.dataset.ids)} images ...")
         drift: dict[str, float] = {}
         per_image: dict[str, dict[str, float]] = {}
+        metrics: dict[str, float] = {}
+        if self.kinds[model_key] == "classifier" and self.labels is not None:
+            from pytest_coreml_quality.tensors import accuracy
+
+            hits, metrics = accuracy(tev, self.labels)
+            per_image = {sid: dict(values) for sid, values in hits.items()}
         if recipe == BASE_VARIANT:
             tev.outputs  # noqa: B018  # the reference of every variant: run (and cache) it now
         else:
             tolerance = self.settings.keypoint_tolerance if self.kinds[model_key] == "heatmap" else None
             against_base = tev.drift(self.tensor_evaluation(model_key, BASE_VARIANT), tolerance)
             drift = dict(against_base.summary)
-            per_image = {sid: {f"drift_{k}": v for k, v in values.items()} for sid, values in against_base.per_image.items()}
+            for sid, values in against_base.per_image.items():
+                per_image.setdefault(sid, {}).update({f"drift_{k}": v for k, v in values.items()})
         result = self.results.models[model_key].variant(recipe)
         with self._lock:
-            result.metrics = {}
+            result.metrics = metrics
             result.drift = drift
             result.per_image = per_image
         if fresh:

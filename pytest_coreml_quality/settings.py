@@ -108,7 +108,9 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "coreml_output_kind",
         "how the output is compared: 'mask' (scored against the ground truth and the base model's mask), "
         "'tensor' (heat maps, depth, embeddings, colour images: compared with the base model's output only), "
-        "'heatmap' (a tensor of keypoint heat maps, also counting moved keypoints), or 'auto': a mask when the "
+        "'heatmap' (a tensor of keypoint heat maps, also counting moved keypoints), 'classifier' (class probabilities: "
+        "agreement with the base model, accuracy against labels.csv), or 'auto': a classifier for a model with a "
+        "probability dictionary, a mask when the "
         "output reads as one, else a tensor when the golden set has no masks. Default: auto.",
         "KIND",
         choices=OUTPUT_KIND_CHOICES,

@@ -29,7 +29,8 @@ from PIL import Image
 from pytest_coreml_quality import catalogue
 from pytest_coreml_quality.cachefs import Note, atomic_write_bytes, build_lock, report_repair, seal, unseal
 from pytest_coreml_quality.dataset import Dataset
-from pytest_coreml_quality.errors import CoreMLQualityError
+from pytest_coreml_quality.errors import CoreMLQualityError, UnsupportedModelError
+from pytest_coreml_quality.metrics.classifier_drift import accuracy_values, classifier_values
 from pytest_coreml_quality.metrics.tensor_drift import tensor_values
 from pytest_coreml_quality.model import Model
 from pytest_coreml_quality.output_checks import NonFiniteOutputError, require_finite
@@ -39,8 +40,15 @@ from pytest_coreml_quality.runtime.base import Predictor
 CACHE_FORMAT = "tensors-v1"
 
 
-def as_array(value: Any) -> NDArray[np.float32]:
-    """An output as float32: arrays as they are, images as their H x W (x C) pixel values."""
+def as_array(value: Any, labels: list[Any] | None = None) -> NDArray[np.float32]:
+    """An output as float32: arrays as they are, images as their H x W (x C) pixel values,
+    class-probability dictionaries as a vector in the order of ``labels``."""
+    if isinstance(value, dict):
+        keys = labels if labels is not None else sorted(value, key=str)
+        missing = [k for k in keys if k not in value]
+        if missing:
+            raise CoreMLQualityError(f"class-probability dictionary lacks class(es) {', '.join(map(str, missing[:5]))}")
+        return np.asarray([value[k] for k in keys], dtype=np.float32)
     if isinstance(value, Image.Image):
         return np.asarray(value, dtype=np.float32)
     return np.asarray(value, dtype=np.float32)
@@ -51,6 +59,19 @@ def _digest(*parts: str) -> str:
     for part in parts:
         h.update(part.encode("utf-8") + b"\0")
     return h.hexdigest()
+
+
+def class_labels(model: Model) -> list[Any]:
+    """The class labels of a classifier model, in the order of its probability vector."""
+    from pytest_coreml_quality.runtime.onnx.neuralnetwork import classifier_outputs
+
+    found = classifier_outputs(model.spec)
+    if found is None or not found[3]:
+        raise UnsupportedModelError(
+            "its class labels cannot be read from the spec", path=model.path,
+            expected="a NeuralNetwork classifier (neuralNetworkClassifier with class labels)",
+        )
+    return list(found[3])
 
 
 class TensorCache:
@@ -116,6 +137,8 @@ class TensorEvaluation:
         self._load, self._note = load, note
         self.cache = None if cache_dir is None else TensorCache(cache_dir)
         self.output_names = [f.name for f in Preprocessor(model, settings).tensor_outputs()]
+        self.kind = settings.output_kind
+        self.labels: list[Any] | None = class_labels(model) if self.kind == "classifier" else None
         self._lock = threading.RLock()
         self._outputs: dict[str, dict[str, NDArray[np.float32]]] | None = None
         self._drift: dict[tuple[str, float | None], TensorDrift] = {}
@@ -172,8 +195,9 @@ class TensorEvaluation:
                         raise CoreMLQualityError(
                             f"prediction has no output '{name}' (got {', '.join(map(repr, raw)) or 'none'})", path=self.model.path
                         )
-                    require_finite(raw[name], model=self.model, output=name, image=sample.id)
-                    arr = as_array(raw[name])
+                    value = raw[name]
+                    require_finite(list(value.values()) if isinstance(value, dict) else value, model=self.model, output=name, image=sample.id)
+                    arr = as_array(value, self.labels)
                     found[name][sample.id] = arr
                     if self.cache is not None:
                         self.cache.put(self._entry(sample.image_hash, name), arr)
@@ -207,7 +231,7 @@ class TensorEvaluation:
                         expected="a variant whose outputs have the base model's shapes",
                     )
                 try:
-                    rows[sid] = tensor_values(a, b, keypoint_tolerance)
+                    rows[sid] = classifier_values(a, b) if self.kind == "classifier" else tensor_values(a, b, keypoint_tolerance)
                 except ValueError as exc:  # heat maps that are not (K, H, W)
                     raise CoreMLQualityError(
                         f"output '{name}' of {self.model.name}: {exc}", path=self.model.path, field="--coreml-output-kind",
@@ -224,6 +248,17 @@ class TensorEvaluation:
                 for sid in ids:
                     per_image[sid][value_name] = worst(value_name, [per_image[sid][f"{value_name}[{n}]"] for n in self.output_names])
         return TensorDrift(per_image=per_image, summary=summary)
+
+
+def accuracy(evaluation: TensorEvaluation, truth: dict[str, str]) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """(per-image top-1/top-5 hits, whole-set accuracy) of a classifier against ``truth`` (id -> label)."""
+    assert evaluation.labels is not None
+    names = [str(label) for label in evaluation.labels]
+    probs = evaluation.outputs[evaluation.output_names[0]]
+    ids = evaluation.dataset.ids
+    per_image = {sid: accuracy_values(probs[sid], names, truth[sid]) for sid in ids}
+    weights = np.asarray([e.weight for e in evaluation.dataset.entries], dtype=np.float64)
+    return per_image, aggregate([per_image[sid] for sid in ids], weights)
 
 
 def aggregate(rows: list[dict[str, float]], weights: NDArray[np.float64]) -> dict[str, float]:

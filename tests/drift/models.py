@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 
 
-def _builder(inputs: list, outputs: list):  # type: ignore[no-untyped-def]
+def _builder(inputs: list, outputs: list, mode: str | None = None):  # type: ignore[no-untyped-def]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from coremltools.models.neural_network import NeuralNetworkBuilder
-    return NeuralNetworkBuilder(inputs, outputs, disable_rank5_shape_mapping=True)
+    return NeuralNetworkBuilder(inputs, outputs, mode=mode, disable_rank5_shape_mapping=True)
 
 
 def _conv(builder, name: str, src: str, dst: str, cin: int, cout: int, rng: np.random.Generator, k: int = 3) -> None:  # type: ignore[no-untyped-def]
@@ -81,4 +81,26 @@ def save_rgb_image_model(path: Path, size: int = 24, seed: int = 2) -> Path:
     out.imageType.width, out.imageType.height = size, size
     out.imageType.colorSpace = ct.proto.FeatureTypes_pb2.ImageFeatureType.RGB
     ct.utils.save_spec(spec, str(path))
+    return path
+
+
+def save_classifier_model(path: Path, classes: int = 10, size: int = 24, seed: int = 3) -> Path:
+    """RGB image in, a NeuralNetwork classifier out: 'classLabel' and a 'classLabelProbs' dictionary."""
+    import coremltools as ct
+    from coremltools.models import datatypes
+
+    rng = np.random.default_rng(seed)
+    b = _builder([("img", datatypes.Array(3, size, size))], [("out", datatypes.Array(classes))], mode="classifier")
+    _conv(b, "conv1", "img", "h1", 3, 16, rng)
+    b.add_activation("relu1", "RELU", "h1", "h1r")
+    b.add_pooling("gap", height=1, width=1, stride_height=1, stride_width=1, layer_type="AVERAGE",
+                  padding_type="VALID", input_name="h1r", output_name="pooled", is_global=True)
+    b.add_flatten("flat", mode=0, input_name="pooled", output_name="flat")
+    b.add_inner_product("fc", W=rng.normal(0.0, 2.0, size=(classes, 16)).astype(np.float32),
+                        b=rng.normal(0.0, 0.5, size=classes).astype(np.float32), input_channels=16,
+                        output_channels=classes, has_bias=True, input_name="flat", output_name="logits")
+    b.add_softmax("softmax", input_name="logits", output_name="out")
+    b.set_class_labels([f"class{i}" for i in range(classes)], predicted_feature_name="classLabel", prediction_blob="out")
+    _image_input(b)
+    ct.utils.save_spec(b.spec, str(path))
     return path
