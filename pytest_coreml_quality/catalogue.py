@@ -321,9 +321,12 @@ _drift("tensor_psnr", True, "PSNR on the base output's range (dB, worst image)",
        column=Column("PSNR", 6, 1, order=84, legend="PSNR in dB on the base's range, worst image", kinds=TENSOR_KINDS))
 _drift("cosine", True, "cosine similarity with the base model's output (mean over images)", keyword="min_cosine",
        column=Column("cos", 7, 4, order=85, legend="cos = cosine similarity with the base's output", kinds=TENSOR_KINDS))
+_drift("ssim", True, "SSIM against the base model's image output (mean over images)", keyword="min_ssim",
+       column=Column("SSIM", 6, 4, order=86, drop_rank=5, legend="SSIM against the base's image (image outputs)",
+                     kinds=TENSOR_KINDS))
 _drift("keypoints_moved", False, "share of keypoints whose heat-map peak moved beyond the tolerance",
        keyword="max_keypoints_moved",
-       column=Column("kp-moved", 8, 4, order=86,
+       column=Column("kp-moved", 8, 4, order=87,
                      legend="kp-moved = share of keypoints moved more than --coreml-keypoint-tolerance pixels",
                      kinds=("heatmap",)))
 

@@ -136,7 +136,9 @@ class TensorEvaluation:
         self.key = _digest(model.content_hash, backend_id, settings.cache_key(), CACHE_FORMAT)
         self._load, self._note = load, note
         self.cache = None if cache_dir is None else TensorCache(cache_dir)
-        self.output_names = [f.name for f in Preprocessor(model, settings).tensor_outputs()]
+        features = Preprocessor(model, settings).tensor_outputs()
+        self.output_names = [f.name for f in features]
+        self.image_outputs = {f.name for f in features if f.is_image}
         self.kind = settings.output_kind
         self.labels: list[Any] | None = class_labels(model) if self.kind == "classifier" else None
         self._lock = threading.RLock()
@@ -231,7 +233,9 @@ class TensorEvaluation:
                         expected="a variant whose outputs have the base model's shapes",
                     )
                 try:
-                    rows[sid] = classifier_values(a, b) if self.kind == "classifier" else tensor_values(a, b, keypoint_tolerance)
+                    rows[sid] = classifier_values(a, b) if self.kind == "classifier" else tensor_values(
+                        a, b, keypoint_tolerance, image=name in self.image_outputs
+                    )
                 except ValueError as exc:  # heat maps that are not (K, H, W)
                     raise CoreMLQualityError(
                         f"output '{name}' of {self.model.name}: {exc}", path=self.model.path, field="--coreml-output-kind",

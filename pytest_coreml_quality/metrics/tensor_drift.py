@@ -58,6 +58,42 @@ def cosine(pred: Any, base: Any) -> float:
     return float(np.clip(np.dot(a.ravel(), b.ravel()) / (na * nb), -1.0, 1.0))
 
 
+# Wang et al. 2004: an 11-tap Gaussian window (sigma 1.5, cut at 3.5 sigma), K1 = 0.01, K2 = 0.03.
+SSIM_SIGMA, SSIM_TRUNCATE, SSIM_K1, SSIM_K2 = 1.5, 3.5, 0.01, 0.03
+SSIM_RADIUS = int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5)
+
+
+def ssim(pred: Any, base: Any) -> float:
+    """Mean SSIM of two images (H x W, or H x W x C averaged over channels), Gaussian-window form.
+
+    The dynamic range is the base image's (max - min, 1 when constant), as for :func:`psnr`.
+    Windows are Gaussian-weighted with reflected borders, and the mean leaves out a border of
+    the window's radius, as the reference implementation (scikit-image) does.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    a, b = _pair(pred, base)
+    if a.ndim == 2:
+        a, b = a[..., None], b[..., None]
+    if a.ndim != 3 or min(a.shape[:2]) < 2 * SSIM_RADIUS + 1:
+        raise ValueError(f"SSIM needs images of at least {2 * SSIM_RADIUS + 1}x{2 * SSIM_RADIUS + 1} pixels, got shape {a.shape}")
+    span = float(b.max() - b.min())
+    c1, c2 = (SSIM_K1 * (span or 1.0)) ** 2, (SSIM_K2 * (span or 1.0)) ** 2
+    scores = []
+    for channel in range(a.shape[2]):
+        x, y = a[..., channel], b[..., channel]
+
+        def blur(v: NDArray[np.float64]) -> NDArray[np.float64]:
+            return gaussian_filter(v, SSIM_SIGMA, truncate=SSIM_TRUNCATE, mode="reflect")
+
+        mx, my = blur(x), blur(y)
+        vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+        s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+        r = SSIM_RADIUS
+        scores.append(float(s[r:-r, r:-r].mean()))
+    return float(np.mean(scores))
+
+
 def heatmap_peaks(heatmaps: Any) -> NDArray[np.int64]:
     """(K, 2) row/column of each heat map's maximum; heat maps laid out (K, H, W) after leading 1s."""
     arr = np.asarray(heatmaps)
@@ -80,10 +116,11 @@ def keypoints_moved(pred: Any, base: Any, tolerance: float = 2.0) -> float:
     return float(np.mean(distance > tolerance)) if distance.size else 0.0
 
 
-def tensor_values(pred: Any, base: Any, keypoint_tolerance: float | None = None) -> dict[str, float]:
+def tensor_values(pred: Any, base: Any, keypoint_tolerance: float | None = None, image: bool = False) -> dict[str, float]:
     """Every per-image tensor drift value (names as in the catalogue, without ``drift_``).
 
-    ``keypoint_tolerance`` (pixels) adds the share of moved keypoints, for pose heat maps.
+    ``keypoint_tolerance`` (pixels) adds the share of moved keypoints, for pose heat maps;
+    ``image`` adds SSIM, for image outputs (style transfer, super-resolution).
     """
     values = {
         "tensor_mae": mae(pred, base),
@@ -91,6 +128,8 @@ def tensor_values(pred: Any, base: Any, keypoint_tolerance: float | None = None)
         "tensor_psnr": psnr(pred, base),
         "cosine": cosine(pred, base),
     }
+    if image:
+        values["ssim"] = ssim(pred, base)
     if keypoint_tolerance is not None:
         values["keypoints_moved"] = keypoints_moved(pred, base, keypoint_tolerance)
     return values

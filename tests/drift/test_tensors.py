@@ -57,6 +57,25 @@ def test_keypoints_moved_beyond_the_tolerance() -> None:
     assert td.heatmap_peaks(base).tolist() == [[2, 2], [5, 5], [1, 1]]
 
 
+@pytest.mark.parametrize("shape", [(32, 40, 3), (24, 24)])
+def test_ssim_matches_scikit_image(shape: tuple[int, ...]) -> None:
+    metrics = pytest.importorskip("skimage.metrics")
+    rng = np.random.default_rng(7)
+    base = rng.uniform(0, 255, size=shape)
+    pred = np.clip(base + rng.normal(0, 20, size=shape), 0, 255)
+    expected = metrics.structural_similarity(
+        pred, base, data_range=float(base.max() - base.min()), gaussian_weights=True, sigma=1.5,
+        use_sample_covariance=False, channel_axis=-1 if len(shape) == 3 else None,
+    )
+    assert td.ssim(pred, base) == pytest.approx(expected, abs=1e-9)
+    assert td.ssim(base, base) == pytest.approx(1.0)
+
+
+def test_ssim_refuses_images_smaller_than_its_window() -> None:
+    with pytest.raises(ValueError, match="at least 11x11"):
+        td.ssim(np.zeros((8, 8)), np.zeros((8, 8)))
+
+
 def test_shapes_must_match() -> None:
     with pytest.raises(ValueError, match="differs from the base model's"):
         td.mae(np.zeros((2, 3)), np.zeros((3, 2)))
@@ -120,6 +139,7 @@ def test_heatmap_model_on_image_only_set_is_compared_as_tensors(pytester: pytest
     assert summary["q8"]["drift_cosine"] > summary["q2"]["drift_cosine"]
     assert summary["q8"]["drift_tensor_psnr"] > summary["q2"]["drift_tensor_psnr"]
     assert summary["q2"]["drift_keypoints_moved"] is None  # only for --coreml-output-kind=heatmap
+    assert summary["q2"]["drift_ssim"] is None  # only for image outputs
     assert "- " in _rows(result)["base"]
 
 
@@ -169,6 +189,8 @@ def test_colour_image_output_on_image_only_set(pytester: pytest.Pytester, files:
     result.stdout.fnmatch_lines(["*Style.mlmodel output: 'stylized' compared as tensors*RGB image output: not a mask*"])
     summary = json.loads(report.read_text())["summary"]["Style.mlmodel"]
     assert summary["q2"]["drift_tensor_psnr"] < summary["q8"]["drift_tensor_psnr"]
+    assert summary["q2"]["drift_ssim"] < summary["q8"]["drift_ssim"] <= 1.0
+    assert "SSIM" in next(line for line in result.stdout.lines if line.startswith("variant"))
 
 
 def test_non_mask_output_with_ground_truth_is_still_a_usage_error(pytester: pytest.Pytester, files: dict[str, Path]) -> None:
