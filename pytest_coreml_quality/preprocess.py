@@ -213,7 +213,8 @@ class Preprocessor:
         if feature.is_image and feature.channels == 3:
             raise UnsupportedModelError(
                 f"output '{feature.name}' is an {feature.color_layout} image output: not a mask; "
-                "this looks like style transfer or super-resolution, which this plugin does not score",
+                "this looks like style transfer or super-resolution, compared with the base model's image "
+                "by --coreml-output-kind=tensor",
                 path=self.model.path,
                 expected="a grayscale image or multiarray mask output (--coreml-output names it)",
             )
