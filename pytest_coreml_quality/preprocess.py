@@ -108,7 +108,10 @@ class PreprocessSettings:
 
     def cache_key(self) -> str:
         """A canonical string of every setting: part of the prediction cache key."""
-        return json.dumps(asdict(self), sort_keys=True)
+        settings = asdict(self)
+        if settings["output_kind"] == "mask":  # masks keep the keys they had before tensor kinds existed
+            del settings["output_kind"]
+        return json.dumps(settings, sort_keys=True)
 
 
 def parse_normalization(spec: str) -> tuple[float, tuple[float, ...], tuple[float, ...]]:
