@@ -543,7 +543,7 @@ class QualitySession:
 
         def predictions(model_key: str, recipe: str) -> Any:
             result = self.results.models[model_key].variants.get(recipe)
-            if result is None or not result.metrics:
+            if result is None or not result.metrics or model_key in self.kinds:  # tensors have no masks to show
                 return None  # not evaluated in this run: nothing to show
             # Served from the prediction cache (also after xdist workers did the work).
             return self.evaluation(model_key, recipe).predictions

@@ -137,8 +137,11 @@ def test_classifier_agreement_with_the_base(pytester: pytest.Pytester, files: di
 
 
 def test_labels_give_accuracy_with_thresholds(pytester: pytest.Pytester, files: dict[str, Path]) -> None:
-    report = pytester.path / "r.json"
-    result = _run(pytester, files, "labelled", "--coreml-min-top1=0.99", f"--coreml-report-json={report}")
+    report, page = pytester.path / "r.json", pytester.path / "r.html"
+    result = _run(pytester, files, "labelled", "--coreml-min-top1=0.99", f"--coreml-report-json={report}",
+                  f"--coreml-report-html={page}")
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    assert "Tiny Classifier.mlmodel" in page.read_text()  # the page is written, without mask thumbnails
     result.stdout.fnmatch_lines(["*compared as class probabilities*top-1/top-5 accuracy against labels.csv*"])
     summary = json.loads(report.read_text())["summary"]["Tiny Classifier.mlmodel"]
     n = len(list((files["labelled"] / "images").iterdir()))
