@@ -24,8 +24,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
-
 from pytest_coreml_quality import catalogue
 from pytest_coreml_quality.cachefs import Note, atomic_write_bytes, build_lock, report_repair, seal, unseal
 from pytest_coreml_quality.dataset import Dataset
@@ -49,9 +47,7 @@ def as_array(value: Any, labels: list[Any] | None = None) -> NDArray[np.float32]
         if missing:
             raise CoreMLQualityError(f"class-probability dictionary lacks class(es) {', '.join(map(str, missing[:5]))}")
         return np.asarray([value[k] for k in keys], dtype=np.float32)
-    if isinstance(value, Image.Image):
-        return np.asarray(value, dtype=np.float32)
-    return np.asarray(value, dtype=np.float32)
+    return np.asarray(value, dtype=np.float32)  # a PIL image gives its H x W (x C) pixels
 
 
 def _digest(*parts: str) -> str:
