@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 FAMILIES: dict[str, str] = {"size": "size", "quality": "quality", "drift": "quality", "load": "load"}
 
 #: How per-image values become a whole-set value (see :mod:`.metrics.scores`).
-AGGREGATIONS = ("mean", "max", "f_curve_max", "f_curve_mean", "e_curve_max", "e_curve_mean", "psnr_of_mse", "single")
+AGGREGATIONS = ("mean", "max", "min", "f_curve_max", "f_curve_mean", "e_curve_max", "e_curve_mean", "psnr_of_mse", "single")
 
 DRIFT_PREFIX = "drift_"
 
@@ -48,6 +48,14 @@ class Column:
     drop_rank: int | None = None  # narrow terminals drop low ranks first; None: never dropped
     legend: str = ""  # the phrase the legend says about this column
     style: str = "fixed"  # "fixed": ``decimals`` places; "megabytes": three significant digits at least
+    kinds: tuple[str, ...] | None = None  # output kinds whose table shows it (see OUTPUT_KINDS); None: every kind
+
+
+#: What a model's output is read as (``--coreml-output-kind``): a mask scored against the ground
+#: truth and the base's mask, or a raw tensor compared with the base's (heat maps add keypoints).
+OUTPUT_KINDS = ("mask", "tensor", "heatmap", "classifier")
+MASK_ONLY = ("mask",)
+TENSOR_KINDS = ("tensor", "heatmap")
 
 
 @dataclass(frozen=True)
@@ -278,22 +286,23 @@ register(Figure(
 ))
 
 _quality("mae", False, "mean absolute error (0..1)", keyword="max_mae",
-         column=Column("MAE", 6, 4, order=30, legend="MAE"),
+         column=Column("MAE", 6, 4, order=30, legend="MAE", kinds=MASK_ONLY),
          drift_keyword="max_drift", drift_column=Column("drift", 6, 4, order=80, drop_rank=5,
-                                                        legend="drift = MAE against the base model's predictions"))
+                                                        legend="drift = MAE against the base model's predictions",
+                                                        kinds=MASK_ONLY))
 _quality("loss255", False, "mean absolute error in 0..255 levels", bounded=False, span=255.0)
 _quality("iou", True, "IoU of the masks binarised at 0.5", keyword="min_iou",
-         column=Column("IoU", 6, 4, order=40, legend="IoU"))
+         column=Column("IoU", 6, 4, order=40, legend="IoU", kinds=MASK_ONLY))
 _quality("dice", True, "Dice coefficient", keyword="min_dice")
 _quality("max_f", True, "max F-measure", keyword="min_f", aggregate="f_curve_max",
-         column=Column("F", 6, 4, order=50, drop_rank=2, legend="F (max F-measure)"))
+         column=Column("F", 6, 4, order=50, drop_rank=2, legend="F (max F-measure)", kinds=MASK_ONLY))
 _quality("mean_f", True, "mean F-measure", aggregate="f_curve_mean")
 _quality("adp_f", True, "adaptive F-measure")
 _quality("wf", True, "weighted F-measure")
-_quality("s", True, "S-measure", keyword="min_s", column=Column("S", 6, 4, order=60, drop_rank=1, legend="S (S-measure)"))
+_quality("s", True, "S-measure", keyword="min_s", column=Column("S", 6, 4, order=60, drop_rank=1, legend="S (S-measure)", kinds=MASK_ONLY))
 _quality("max_e", True, "max E-measure", aggregate="e_curve_max")
 _quality("mean_e", True, "mean E-measure", aggregate="e_curve_mean",
-         column=Column("E", 6, 4, order=70, drop_rank=0, legend="E (mean E-measure)"))
+         column=Column("E", 6, 4, order=70, drop_rank=0, legend="E (mean E-measure)", kinds=MASK_ONLY))
 _quality("adp_e", True, "adaptive E-measure", keyword="min_e")
 _quality("hce", False, "human correction efforts (HCE)", bounded=False, span=None)
 
@@ -316,6 +325,50 @@ register(Figure(
     "backend_flip_share", "drift", False, "share of pixels that flip at 0.5 between the two backends",
     keyword="max_backend_flip", read=_between_backends("flip_share"),
 ))
+
+# Outputs that are not masks (--coreml-output-kind=tensor|heatmap): the raw arrays against the
+# base model's, per image (metrics.tensor_drift), then over the golden set.
+_drift("tensor_mae", False, "mean absolute difference from the base model's output", bounded=False, span=None,
+       keyword="max_tensor_mae",
+       column=Column("t-MAE", 8, 4, order=82, legend="t-MAE = mean absolute difference from the base's output",
+                     kinds=TENSOR_KINDS))
+_drift("tensor_max_abs", False, "largest absolute difference from the base model's output", bounded=False, span=None,
+       aggregate="max", keyword="max_tensor_abs",
+       column=Column("max|d|", 8, 4, order=83, drop_rank=6, legend="max|d| = largest difference", kinds=TENSOR_KINDS))
+_drift("tensor_psnr", True, "PSNR on the base output's range (dB, worst image)", bounded=False, span=None,
+       aggregate="min", keyword="min_tensor_psnr",
+       column=Column("PSNR", 6, 1, order=84, legend="PSNR in dB on the base's range, worst image", kinds=TENSOR_KINDS))
+_drift("cosine", True, "cosine similarity with the base model's output (mean over images)", keyword="min_cosine",
+       column=Column("cos", 7, 4, order=85, legend="cos = cosine similarity with the base's output", kinds=TENSOR_KINDS))
+_drift("ssim", True, "SSIM against the base model's image output (mean over images)", keyword="min_ssim",
+       column=Column("SSIM", 6, 4, order=86, drop_rank=5, legend="SSIM against the base's image (image outputs)",
+                     kinds=TENSOR_KINDS))
+_drift("keypoints_moved", False, "share of keypoints whose heat-map peak moved beyond the tolerance",
+       keyword="max_keypoints_moved",
+       column=Column("kp-moved", 8, 4, order=87,
+                     legend="kp-moved = share of keypoints moved more than --coreml-keypoint-tolerance pixels",
+                     kinds=("heatmap",)))
+
+# Classifiers (a class-probability dictionary output): against the base model's probabilities,
+# per image (metrics.classifier_drift), then the mean over the golden set.
+_CLASSIFIER = ("classifier",)
+_drift("top1_agreement", True, "share of images whose top-1 class is the base model's", keyword="min_top1_agreement",
+       column=Column("top1=", 6, 4, order=87, legend="top1= = top-1 agreement with the base", kinds=_CLASSIFIER))
+_drift("top5_overlap", True, "mean overlap of the top-5 classes with the base model's", keyword="min_top5_overlap",
+       column=Column("top5∩", 6, 4, order=88, drop_rank=7, legend="top5∩ = top-5 overlap", kinds=_CLASSIFIER))
+_drift("prob_mae", False, "mean absolute difference of the class probabilities from the base model's",
+       keyword="max_prob_mae")
+_drift("kl", False, "KL divergence of the base model's class probabilities from the variant's (nats)",
+       bounded=False, span=None, keyword="max_kl",
+       column=Column("KL", 7, 4, order=89, legend="KL = KL divergence from the base (nats)", kinds=_CLASSIFIER))
+# With labels.csv in the golden set: accuracy against the true classes.
+register(Figure("top1", "quality", True, "top-1 accuracy against labels.csv", keyword="min_top1",
+                column=Column("top1", 6, 4, order=31, legend="top1/top5 = top-1/top-5 accuracy (labels.csv)",
+                              kinds=_CLASSIFIER)))
+register(Figure("top5", "quality", True, "top-5 accuracy against labels.csv", keyword="min_top5",
+                column=Column("top5", 6, 4, order=32, drop_rank=8, kinds=_CLASSIFIER)))
+#: Quality figures judged against labels.csv rather than ground-truth masks.
+LABEL_FIGURES = ("top1", "top5")
 
 register(Figure(
     "cold_load_s", "load", False, "median cold load time (seconds)", bounded=False, span=None,

@@ -1,6 +1,6 @@
 """The golden set: photos paired with ground-truth masks, validated before any model runs.
 
-Two layouts are accepted:
+Two layouts are accepted (each may also be *image-only*, see below):
 
 * a directory with ``images/`` and ``masks/`` subdirectories, paired by file stem
   (``images/cat.jpg`` <-> ``masks/cat.png``; stems compare case-insensitively;
@@ -9,6 +9,12 @@ Two layouts are accepted:
 * a manifest, CSV or JSON, listing ``image`` and ``mask`` paths relative to the
   manifest, with an optional ``weight`` (default 1) and ``tags``. A directory holding
   ``manifest.csv`` or ``manifest.json`` (and no ``images/``) is read through it.
+
+Image-only golden sets: a directory with ``images/`` and no ``masks/``, a CSV manifest
+without a ``mask`` column, or a JSON manifest none of whose rows has a ``mask``. Its
+samples have no ground truth (``Sample.mask`` is None): figures against the ground truth
+are not measured, drift against the base model still is. A set that has masks must
+have one for every image (a missing mask is an error, never a silent image-only row).
 
 Validation decodes every file and reports *every* problem at once in one
 :class:`~pytest_coreml_quality.errors.DatasetError` (pairing by position, as the
@@ -67,24 +73,24 @@ _MAX_LISTED_PROBLEMS = 50
 
 @dataclass(frozen=True)
 class SampleEntry:
-    """One image/mask pair as listed, before decoding."""
+    """One image/mask pair as listed, before decoding (``mask_path`` None: image-only)."""
 
     id: str
     image_path: Path
-    mask_path: Path
+    mask_path: Path | None
     weight: float = 1.0
     tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Sample:
-    """A decoded pair: ``image`` (RGB, EXIF-oriented) and ``mask`` (float32 in [0, 1], same size)."""
+    """A decoded pair: ``image`` (RGB, EXIF-oriented) and ``mask`` (float32 in [0, 1], same size; None: no truth)."""
 
     entry: SampleEntry
     image: Image.Image = field(repr=False)
-    mask: NDArray[np.float32] = field(repr=False)
+    mask: NDArray[np.float32] | None = field(repr=False)
     image_hash: str
-    mask_hash: str
+    mask_hash: str  # "" without a mask
     # The files' (width, height) when they were decoded reduced (larger than MAX_WORKING_PIXELS).
     full_size: tuple[int, int] | None = None
 
@@ -126,6 +132,7 @@ class Dataset:
             entries, problems = _read_manifest(p)
             root = p.parent
         elif (p / "images").is_dir() or (p / "masks").is_dir() or not _manifest_in(p):
+            # images/ without masks/ is an image-only set (drift figures only).
             entries, problems = _discover_pairs(p)
             root = p
         else:
@@ -163,7 +170,7 @@ class Dataset:
         outside: list[Path] = []
         for entry in self.entries:
             for p in (entry.image_path, entry.mask_path):
-                if not _normal(p).is_relative_to(root) and p not in outside:
+                if p is not None and not _normal(p).is_relative_to(root) and p not in outside:
                     outside.append(p)
         return tuple(outside)
 
@@ -177,6 +184,11 @@ class Dataset:
     @property
     def ids(self) -> tuple[str, ...]:
         return tuple(e.id for e in self.entries)
+
+    @property
+    def has_truth(self) -> bool:
+        """Whether the samples have ground-truth masks (False: an image-only golden set)."""
+        return bool(self.entries) and all(e.mask_path is not None for e in self.entries)
 
     def sample(self, sample_id: str) -> Sample:
         """The decoded sample ``sample_id`` (decoded on first use, then served from memory)."""
@@ -261,12 +273,14 @@ def _group_by_stem(files: list[Path], kind: str, problems: list[str]) -> tuple[d
 def _discover_pairs(root: Path) -> tuple[list[SampleEntry], list[str]]:
     problems: list[str] = []
     images_dir, masks_dir = root / "images", root / "masks"
-    for d in (images_dir, masks_dir):
-        if not d.is_dir():
-            problems.append(f"{d}: missing directory (expected {root}/images and {root}/masks, or a manifest)")
-    if problems:
+    if not images_dir.is_dir():
+        problems.append(
+            f"{images_dir}: missing directory (expected {root}/images, with {root}/masks for ground truth, or a manifest)"
+        )
         return [], problems
     images, shared_images = _group_by_stem(_listed_files(images_dir), "image", problems)
+    if not masks_dir.is_dir():  # image-only: every image is a sample without ground truth
+        return [SampleEntry(id=images[stem].stem, image_path=images[stem], mask_path=None) for stem in sorted(images)], problems
     masks, shared_masks = _group_by_stem(_listed_files(masks_dir), "mask", problems)
     # A stem already reported as shared is not reported again as lacking its partner.
     for stem in sorted(images.keys() - masks.keys() - shared_masks):
@@ -292,9 +306,8 @@ def _read_manifest(path: Path) -> tuple[list[SampleEntry], list[str]]:
     if suffix == ".csv":
         reader = csv.DictReader(text.splitlines())
         fields = [f.strip().lower() for f in reader.fieldnames or []]
-        missing = [c for c in ("image", "mask") if c not in fields]
-        if missing:
-            return [], [f"{path}: the header lacks column(s) {', '.join(missing)} (expected image,mask[,weight][,tags])"]
+        if "image" not in fields:
+            return [], [f"{path}: the header lacks column(s) image (expected image[,mask][,weight][,tags])"]
         for number, row in enumerate(reader, start=2):
             rows.append((f"{path}:{number}", {(k or "").strip().lower(): v for k, v in row.items()}))
     else:
@@ -318,19 +331,23 @@ def _entries_from_rows(
     seen_images: dict[Path, str] = {}
     weights: list[float] = []
     base = _normal(base)
+    # No row names a mask (CSV: no mask column): an image-only set. Otherwise every row needs one.
+    with_masks = any(isinstance(row, dict) and "mask" in row for _, row in rows)
     for where, row in rows:
         if not isinstance(row, dict):
             problems.append(f"{where}: expected an object with 'image' and 'mask'")
             continue
-        image, mask = row.get("image"), row.get("mask")
-        bad = [k for k, v in (("image", image), ("mask", mask)) if not isinstance(v, str) or not v.strip()]
+        image, mask = row.get("image"), row.get("mask") if with_masks else ""
+        bad = [k for k, v in (("image", image), ("mask", mask)) if (with_masks or k == "image") and (not isinstance(v, str) or not v.strip())]
         if bad:
             problems.append(f"{where}: field(s) {', '.join(repr(b) for b in bad)} missing or empty (expected a path)")
             continue
-        image_path, mask_path = _normal(base / image.strip()), _normal(base / mask.strip())
+        assert isinstance(image, str) and isinstance(mask, str)
+        image_path = _normal(base / image.strip())
+        mask_path = _normal(base / mask.strip()) if with_masks else None
         row_ok = True
         for kind, p in (("image", image_path), ("mask", mask_path)):
-            if not p.is_file():
+            if p is not None and not p.is_file():
                 problems.append(f"{where}: field '{kind}': {p} does not exist")
                 row_ok = False
         weight = _parse_weight(row.get("weight"), where, problems)
@@ -509,6 +526,12 @@ def mask_to_array(im: Image.Image, path: Path | None = None) -> NDArray[np.float
 def _decode(entry: SampleEntry, problems: list[str]) -> Sample | None:
     before = len(problems)
     opened_image = _open_oriented(entry.image_path, problems, reduce=True)
+    if entry.mask_path is None:  # image-only golden set
+        if opened_image is None or len(problems) > before:
+            return None
+        rgb = _to_rgb(opened_image[0])
+        reduced = opened_image[1] if rgb.size != opened_image[1] else None
+        return Sample(entry=entry, image=rgb, mask=None, image_hash=_pixels_hash(rgb), mask_hash="", full_size=reduced)
     opened_mask = _open_oriented(entry.mask_path, problems, reduce=True)
     mask: NDArray[np.float32] | None = None
     if opened_mask is not None:

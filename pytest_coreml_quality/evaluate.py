@@ -243,12 +243,15 @@ class EvaluationResult:
     # --- metrics against the ground truth ---------------------------------------------------
     @property
     def per_image(self) -> dict[str, ImageScores]:
-        """Sample id -> scores against the ground-truth mask."""
+        """Sample id -> scores against the ground-truth mask (empty for an image-only golden set)."""
         with self._lock:
             if self._scores is None:
+                ev = self.evaluator
+                if not ev.dataset.has_truth:  # nothing to score against; drift still works
+                    self._scores = {}
+                    return self._scores
                 preds = self.predictions
                 t0 = time.perf_counter()
-                ev = self.evaluator
                 self._scores = {
                     s.id: score_mask(preds[s.id], ev.reference(s), threshold=ev.threshold, with_hce=ev.with_hce)
                     for s in ev.dataset
@@ -258,12 +261,14 @@ class EvaluationResult:
 
     @property
     def summary(self) -> dict[str, float]:
-        """Whole-set metrics (weighted by the samples' weights)."""
+        """Whole-set metrics (weighted by the samples' weights); empty without ground truth."""
         with self._lock:
             if self._summary is None:
                 scores = self.per_image
                 ds = self.evaluator.dataset
-                self._summary = summarize([scores[i] for i in ds.ids], [e.weight for e in ds.entries])
+                self._summary = (
+                    summarize([scores[i] for i in ds.ids], [e.weight for e in ds.entries]) if scores else {}
+                )
             return self._summary
 
     # --- drift against the base model ---------------------------------------------------
@@ -322,6 +327,8 @@ class Evaluator:
 
     def reference(self, sample: Sample) -> Reference:
         """The sample's ground truth, prepared once for every variant scored against it."""
+        if sample.mask is None:
+            raise ValueError(f"golden-set image '{sample.id}' has no ground-truth mask")
         with self._memo_lock:
             ref = self._references.get(sample.id)
             if ref is None:

@@ -87,6 +87,8 @@ class PreprocessSettings:
     input_layout: InputLayout = "auto"
     mask: str = "auto"  # a --coreml-mask value, see pytest_coreml_quality.masks
     normalize_predictions: bool = False
+    # 'mask', or a tensor kind (catalogue.TENSOR_KINDS): outputs compared raw, none refused as "not a mask".
+    output_kind: str = "mask"
 
     def __post_init__(self) -> None:
         if self.resample not in RESAMPLE_FILTERS:
@@ -106,7 +108,10 @@ class PreprocessSettings:
 
     def cache_key(self) -> str:
         """A canonical string of every setting: part of the prediction cache key."""
-        return json.dumps(asdict(self), sort_keys=True)
+        settings = asdict(self)
+        if settings["output_kind"] == "mask":  # masks keep the keys they had before tensor kinds existed
+            del settings["output_kind"]
+        return json.dumps(settings, sort_keys=True)
 
 
 def parse_normalization(spec: str) -> tuple[float, tuple[float, ...], tuple[float, ...]]:
@@ -168,6 +173,8 @@ class Preprocessor:
         return feature
 
     def _pick_output(self) -> FeatureDescription:
+        if self.settings.output_kind != "mask":  # tensors: read by pytest_coreml_quality.tensors, every output
+            return self.tensor_outputs()[0]
         if self.settings.output_name is not None:
             feature = self.model.output(self.settings.output_name)
             if not (feature.is_image or feature.is_multiarray):
@@ -189,12 +196,28 @@ class Preprocessor:
             )
         return self._refuse_colour_image(candidates[0])
 
+    def tensor_outputs(self) -> list[FeatureDescription]:
+        """The outputs compared as tensors: the one ``--coreml-output`` names, else every image/multiarray output."""
+        if self.settings.output_name is not None:
+            return [self.model.output(self.settings.output_name)]
+        if self.settings.output_kind == "classifier":  # the class-probability dictionary
+            found = [f for f in self.model.outputs if f.type == "dictionary"]
+        else:
+            found = [f for f in self.model.outputs if f.is_image or f.is_multiarray]
+        if not found:
+            names = ", ".join(f"'{f.name}' ({f.type})" for f in self.model.outputs) or "none"
+            raise UnsupportedModelError(
+                f"has no image/multiarray output to compare: {names}", path=self.model.path, expected="an image or multiarray output"
+            )
+        return found
+
     def _refuse_colour_image(self, feature: FeatureDescription) -> FeatureDescription:
         # Its luminance would score as a plausible but meaningless mask.
         if feature.is_image and feature.channels == 3:
             raise UnsupportedModelError(
                 f"output '{feature.name}' is an {feature.color_layout} image output: not a mask; "
-                "this looks like style transfer or super-resolution, which this plugin does not score",
+                "this looks like style transfer or super-resolution, compared with the base model's image "
+                "by --coreml-output-kind=tensor",
                 path=self.model.path,
                 expected="a grayscale image or multiarray mask output (--coreml-output names it)",
             )

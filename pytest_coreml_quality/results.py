@@ -95,6 +95,7 @@ class ModelResults:
     dataset: str | None = None
     dataset_images: int | None = None  # how many images the golden set has
     dataset_hash: str = ""  # content hash of the golden set (ids, weights, pixels, masks)
+    output_kind: str = "mask"  # how its output was read: catalogue.OUTPUT_KINDS
     variants: dict[str, VariantResult] = field(default_factory=dict)  # recipe -> result, 'base' first
 
     def variant(self, recipe: str) -> VariantResult:

@@ -61,6 +61,10 @@ class QualitySession:
     mask_notes: dict[str, str] = field(default_factory=dict)  # model key -> how 'auto' reads its mask
     header_notes: list[str] = field(default_factory=list)  # e.g. which pipeline stages are checked
     per_model: dict[str, ModelSettings] = field(default_factory=dict)  # model key -> its own settings
+    kinds: dict[str, str] = field(default_factory=dict)  # model key -> tensor kind, for outputs not read as masks
+    output_notes: dict[str, str] = field(default_factory=dict)  # model key -> how its output is compared
+    _tensors: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
+    labels: dict[str, str] | None = None  # sample id -> true class, from the golden set's labels.csv
     _variants: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
     _variant_models: dict[tuple[str, str], Model] = field(default_factory=dict, repr=False)
     lanes: list[Lane] = field(default_factory=list)  # backend x compute units every variant runs on
@@ -110,6 +114,9 @@ class QualitySession:
             from pytest_coreml_quality.dataset import Dataset
 
             session.dataset = Dataset.open(settings.dataset)
+            from pytest_coreml_quality.labels import read_labels
+
+            session.labels = read_labels(session.dataset)
             dataset_hash = session.dataset.content_hash
             for entry in session.results.models.values():
                 entry.dataset = str(settings.dataset)
@@ -117,8 +124,37 @@ class QualitySession:
                 entry.dataset_hash = dataset_hash
         session._check_outputs()
         if session.dataset is not None:
+            session._check_truth_bounds()
             session.decide_masks()
         return session
+
+    def _check_truth_bounds(self) -> None:
+        """A bound on a figure against the ground truth cannot be judged on an image-only set: say so now."""
+        from pytest_coreml_quality import catalogue
+        from pytest_coreml_quality.settings import threshold_options
+
+        assert self.dataset is not None
+        bounded = [spec for spec in threshold_options() if spec.dest in self.settings.thresholds]
+        on_labels = [s.flag for s in bounded if catalogue.by_option(s.dest).key in catalogue.LABEL_FIGURES]
+        if on_labels and self.labels is None:
+            raise CoreMLQualityError(
+                f"{', '.join(on_labels)}: the golden set {self.settings.dataset} has no labels.csv",
+                field="--coreml-dataset",
+                expected="labels.csv with columns image,label next to images/",
+            )
+        if self.dataset.has_truth:
+            return
+        flags = [
+            s.flag for s in bounded
+            if catalogue.by_option(s.dest).family == "quality" and catalogue.by_option(s.dest).key not in catalogue.LABEL_FIGURES
+        ]
+        if flags:
+            raise CoreMLQualityError(
+                f"{', '.join(flags)}: the golden set {self.settings.dataset} has no ground-truth masks, "
+                "so figures against the ground truth are not measured",
+                field="--coreml-dataset",
+                expected="masks/ (or a manifest 'mask' column) for these bounds, or drift bounds such as --coreml-max-drift",
+            )
 
     def _check_outputs(self) -> None:
         """Refuse report paths that cannot be written or would overwrite the user's files."""
@@ -136,7 +172,7 @@ class QualitySession:
         }
         dataset_files = []
         if self.dataset is not None:
-            dataset_files = [p for e in self.dataset.entries for p in (e.image_path, e.mask_path)]
+            dataset_files = [p for e in self.dataset.entries for p in (e.image_path, e.mask_path) if p is not None]
             if self.dataset.source.is_file():
                 dataset_files.append(self.dataset.source)
         protected = {"the model": [m.path for m in self.models], "a golden-set file": dataset_files}
@@ -157,17 +193,58 @@ class QualitySession:
             return
         from pytest_coreml_quality.preprocess import Preprocessor
 
+        from pytest_coreml_quality import catalogue
+        from pytest_coreml_quality.output_checks import NonFiniteOutputError
+
+        kind = self.settings.output_kind
         for model in self.models:
+            has_probabilities = any(f.type == "dictionary" for f in model.outputs)
+            if kind == "classifier" or (kind == "auto" and has_probabilities and self.settings.output is None):
+                truth = "top-1/top-5 accuracy against labels.csv" if self.labels else "no labels.csv, so no accuracy"
+                self._compare_as_tensors(model, "classifier", truth)
+                continue
+            if kind in catalogue.TENSOR_KINDS:
+                self._compare_as_tensors(model, kind, f"--coreml-output-kind={kind}")
+                continue
             # Inputs and outputs that cannot give a mask (a colour image output, an
             # ambiguous output) are usage errors now, not one failure per variant later.
-            pre = Preprocessor(model, self._model_preprocess(self.key(model)))
-            if pre.output.is_image:
-                continue  # grayscale image outputs are read as they are
-            decided = self._read_first_mask(model, pre)
+            settings = self._model_preprocess(self.key(model))
+            try:
+                pre = Preprocessor(model, settings)
+                if pre.output.is_image:
+                    continue  # grayscale image outputs are read as they are
+                decided = self._read_first_mask(model, pre)
+            except CoreMLQualityError as exc:
+                # Without ground truth there is nothing to score a mask against: 'auto' compares
+                # what the model returns with the base model's output instead.
+                if kind != "auto" or self.dataset.has_truth or isinstance(exc, NonFiniteOutputError):
+                    raise
+                import dataclasses
+
+                Preprocessor(model, dataclasses.replace(settings, output_kind="tensor"))  # input problems stay errors
+                self._compare_as_tensors(model, "tensor", f"not read as a mask ({exc.message})")
+                continue
             if decided is not None:
                 self.masks[self.key(model)], note = decided
                 if note:
                     self.mask_notes[self.key(model)] = note
+
+    def _compare_as_tensors(self, model: Model, kind: str, why: str) -> None:
+        """Compare this model's outputs raw with the base model's (drift only), and say so in the header."""
+        import dataclasses
+
+        from pytest_coreml_quality.preprocess import Preprocessor
+
+        key = self.key(model)
+        settings = dataclasses.replace(self._model_preprocess(key), output_kind=kind)
+        names = ", ".join(f"'{f.name}'" for f in Preprocessor(model, settings).tensor_outputs())
+        self.kinds[key] = kind
+        self.results.models[key].output_kind = kind
+        if kind == "classifier":
+            self.output_notes[key] = f"{names} compared as class probabilities with the base model's; {why}"
+            return
+        what = "keypoint heat maps" if kind == "heatmap" else "tensors"
+        self.output_notes[key] = f"{names} compared as {what} with the base model's output, {why}; no ground truth used"
 
     def _read_first_mask(self, model: Model, pre: "Preprocessor") -> tuple[str, str | None] | None:
         """(contract, header note) from the base model's output on the first image; None if it cannot run."""
@@ -321,8 +398,14 @@ class QualitySession:
         lines += [f"coreml-quality: model {m.summary()}" for m in self.models]
         lines += [f"coreml-quality: {note}" for note in self.header_notes]
         lines += [f"coreml-quality: {key} mask: {note}" for key, note in self.mask_notes.items()]
+        lines += [f"coreml-quality: {key} output: {note}" for key, note in self.output_notes.items()]
         if self.dataset is not None:
             lines.append(f"coreml-quality: dataset {self.settings.dataset} ({len(self.dataset.ids)} images)")
+            if not self.dataset.has_truth:
+                lines.append(
+                    "coreml-quality: dataset has no ground-truth masks: figures against the ground truth "
+                    "are not measured (shown as -); drift figures against the base model are"
+                )
             for sample in self.dataset.reduced_samples[:_MAX_NAMED_OUTSIDE]:
                 (w, h), (rw, rh) = sample.full_size, sample.size  # type: ignore[misc]
                 lines.append(
@@ -458,6 +541,8 @@ class QualitySession:
         import dataclasses
 
         settings = self._model_preprocess(model_key)
+        if model_key in self.kinds:
+            return dataclasses.replace(settings, output_kind=self.kinds[model_key])
         decided = self.masks.get(model_key)
         return settings if decided is None else dataclasses.replace(settings, mask=decided)
 
@@ -469,8 +554,63 @@ class QualitySession:
             backend=self.backend(lane), model=model, options=self.runtime_options(lane), settings=self.preprocess_settings(model_key)
         )
 
+    def tensor_evaluation(self, model_key: str, recipe: str) -> Any:
+        """The variant's outputs as tensors (:class:`~pytest_coreml_quality.tensors.TensorEvaluation`), one per run."""
+        from pytest_coreml_quality.evaluate import backend_key
+        from pytest_coreml_quality.tensors import TensorEvaluation
+
+        assert self.dataset is not None
+        with self._lock:
+            memo = self._tensors.get((model_key, recipe))
+            if memo is None:
+                model = self.variant_model(model_key, recipe)
+                backend, options = self.backend(), self.runtime_options()
+                memo = TensorEvaluation(
+                    model, self.dataset, self.preprocess_settings(model_key), backend_key(backend.name, options),
+                    lambda: backend.load(model, options), cache_dir=self.cache_dir, note=self.note,
+                )
+                self._tensors[(model_key, recipe)] = memo
+            return memo
+
+    def _tensor_quality(self, model_key: str, recipe: str) -> VariantResult:
+        """Drift of a tensor output against the base model's, recorded in the run's results."""
+        started = time.perf_counter()
+        tev = self.tensor_evaluation(model_key, recipe)
+        fresh = not tev.computed
+        if fresh:
+            self.progress(f"evaluating {model_key} [{recipe}] on {len(tev.dataset.ids)} images ...")
+        drift: dict[str, float] = {}
+        per_image: dict[str, dict[str, float]] = {}
+        metrics: dict[str, float] = {}
+        if self.kinds[model_key] == "classifier" and self.labels is not None:
+            from pytest_coreml_quality.tensors import accuracy
+
+            hits, metrics = accuracy(tev, self.labels)
+            per_image = {sid: dict(values) for sid, values in hits.items()}
+        if recipe == BASE_VARIANT:
+            tev.outputs  # noqa: B018  # the reference of every variant: run (and cache) it now
+        else:
+            tolerance = self.settings.keypoint_tolerance if self.kinds[model_key] == "heatmap" else None
+            against_base = tev.drift(self.tensor_evaluation(model_key, BASE_VARIANT), tolerance)
+            drift = dict(against_base.summary)
+            for sid, values in against_base.per_image.items():
+                per_image.setdefault(sid, {}).update({f"drift_{k}": v for k, v in values.items()})
+        result = self.results.models[model_key].variant(recipe)
+        with self._lock:
+            result.metrics = metrics
+            result.drift = drift
+            result.per_image = per_image
+        if fresh:
+            self.progress(
+                f"evaluated {model_key} [{recipe}]: {tev.cache_misses} images run, "
+                f"{tev.cache_hits} from the output cache, {time.perf_counter() - started:.1f} s"
+            )
+        return result
+
     def quality(self, model_key: str, recipe: str) -> VariantResult:
         """Metrics vs ground truth and drift vs base, recorded in the run's results."""
+        if model_key in self.kinds:
+            return self._tensor_quality(model_key, recipe)
         started = time.perf_counter()
         ev = self.evaluation(model_key, recipe)
         fresh = not ev.computed
@@ -533,12 +673,14 @@ class QualitySession:
 
         def predictions(model_key: str, recipe: str) -> Any:
             result = self.results.models[model_key].variants.get(recipe)
-            if result is None or not result.metrics:
+            if result is None or not result.metrics or model_key in self.kinds:  # tensors have no masks to show
                 return None  # not evaluated in this run: nothing to show
             # Served from the prediction cache (also after xdist workers did the work).
             return self.evaluation(model_key, recipe).predictions
 
-        datasets = {key: self.dataset for key in self.results.models} if self.dataset is not None else {}
+        # Image-only golden sets have no ground truth to show next to the predictions.
+        has_truth = self.dataset is not None and self.dataset.has_truth
+        datasets = {key: self.dataset for key in self.results.models} if has_truth else {}
         return DatasetImageSource(datasets=datasets, predictions=predictions)
 
     # --- baseline -------------------------------------------------------------------------

@@ -28,6 +28,7 @@ COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")  # coremltools.
 PRECISIONS = ("fp32", "fp16")
 CHANNEL_ORDERS = ("RGB", "BGR")
 INPUT_LAYOUTS = ("auto", "NCHW", "NHWC")
+OUTPUT_KIND_CHOICES = ("auto", *catalogue.OUTPUT_KINDS)
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,26 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "coreml_output",
         "name of the model output that holds the mask (default: the only image or multiarray output).",
         "NAME",
+    ),
+    OptionSpec(
+        "coreml_output_kind",
+        "how the output is compared: 'mask' (scored against the ground truth and the base model's mask), "
+        "'tensor' (heat maps, depth, embeddings, colour images: compared with the base model's output only), "
+        "'heatmap' (a tensor of keypoint heat maps, also counting moved keypoints), 'classifier' (class probabilities: "
+        "agreement with the base model, accuracy against labels.csv), or 'auto': a classifier for a model with a "
+        "probability dictionary, a mask when the "
+        "output reads as one, else a tensor when the golden set has no masks. Default: auto.",
+        "KIND",
+        choices=OUTPUT_KIND_CHOICES,
+        default="auto",
+    ),
+    OptionSpec(
+        "coreml_keypoint_tolerance",
+        "heat-map outputs: a keypoint counts as moved when its peak is more than this many output pixels "
+        "from the base model's. Default: 2.",
+        "PIXELS",
+        default="2",
+        kind="number",
     ),
     OptionSpec(
         "coreml_normalization",
@@ -250,6 +271,8 @@ class Settings:
     cache_dir: Path | None = None
     precision: str = "fp32"
     output: str | None = None
+    output_kind: str = "auto"  # 'auto' or one of catalogue.OUTPUT_KINDS
+    keypoint_tolerance: float = 2.0  # pixels, heat-map outputs
     normalization: str = "0..1"
     logits: bool = False
     mask: str = "auto"  # a --coreml-mask value; 'logits' when --coreml-logits is on
@@ -367,6 +390,8 @@ def _validated(raw: dict[str, tuple[Any, Path]]) -> Settings:
         cache_dir=optional_path("coreml_cache_dir"),
         precision=_choice("coreml_precision", raw["coreml_precision"][0]),
         output=str(raw["coreml_output"][0]).strip() if raw["coreml_output"][0] else None,
+        output_kind=_choice("coreml_output_kind", raw["coreml_output_kind"][0]),
+        keypoint_tolerance=_number("coreml_keypoint_tolerance", raw["coreml_keypoint_tolerance"][0]),
         normalization=_normalization("coreml_normalization", raw["coreml_normalization"][0]),
         logits=_switch_on("coreml_logits", raw),
         mask=_mask(raw["coreml_mask"][0], _switch_on("coreml_logits", raw)),

@@ -33,6 +33,7 @@ def _import_what_the_plugin_imports_lazily() -> None:
         import coremltools.optimize.coreml  # noqa: F401
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
+        import scipy.ndimage  # noqa: F401  # weighted F-measure and SSIM import it lazily
 
         import pytest_coreml_quality
 

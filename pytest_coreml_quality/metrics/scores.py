@@ -134,6 +134,8 @@ def summarize(scores: Sequence[ImageScores], weights: Sequence[float] | None = N
         rule = "mean" if figure is None else figure.aggregate
         if rule == "max":
             out[name] = max(column)
+        elif rule == "min":
+            out[name] = min(column)
         elif rule.endswith(("_max", "_mean")):
             curve, reducer = rule.rsplit("_", 1)
             out[name] = float(curves[curve].max() if reducer == "max" else curves[curve].mean())

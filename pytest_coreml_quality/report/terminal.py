@@ -7,7 +7,7 @@ variant name takes whatever width is left and is elided in its middle when too l
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from pytest_coreml_quality import catalogue
@@ -33,6 +33,7 @@ class Column:
     width: int
     cell: Callable[[VariantResult], str]
     drop_rank: int | None = None  # narrow terminals drop low ranks first; None: kept
+    kinds: tuple[str, ...] | None = None  # output kinds that show it; None: every kind
 
 
 def _figure_column(figure: catalogue.Figure) -> Column:
@@ -49,22 +50,24 @@ def _figure_column(figure: catalogue.Figure) -> Column:
             text += "*"
         return text
 
-    return Column(spec.title, spec.width, cell, spec.drop_rank)
+    return Column(spec.title, spec.width, cell, spec.drop_rank, spec.kinds)
 
 
 RESULT_COLUMN = Column("result", 6, verdict)
 
 
-def columns() -> tuple[Column, ...]:
-    """Every column of the full table: the catalogue's figures, then the verdict."""
-    return (*(_figure_column(f) for f in catalogue.columns()), RESULT_COLUMN)
+def columns(kind: str = "mask") -> tuple[Column, ...]:
+    """Every column of the full table for models whose output is read as ``kind``: figures, then the verdict."""
+    shown = (_figure_column(f) for f in catalogue.columns())
+    return (*(c for c in shown if c.kinds is None or kind in c.kinds), RESULT_COLUMN)
 
 
-def legend() -> str:
-    """What the columns mean, from the catalogue's legend phrases, grouped by family."""
+def legend(kinds: Collection[str] = ("mask",)) -> str:
+    """What the columns mean for models of these output ``kinds``, from the catalogue's legend phrases."""
     by_family: dict[str, list[str]] = {}
     for figure in catalogue.columns():
-        if figure.column is not None and figure.column.legend:
+        shown = figure.column is not None and (figure.column.kinds is None or set(kinds) & set(figure.column.kinds))
+        if shown and figure.column is not None and figure.column.legend:
             by_family.setdefault(figure.family, []).append(figure.column.legend)
     parts = list(by_family.get("size", []))
     if by_family.get("quality"):
@@ -84,17 +87,17 @@ def render_table(run: RunResults, width: int = 100, with_legend: bool = True) ->
             lines.append("")
         lines += render_model(model, width)
     if lines and with_legend:
-        lines += textwrap.wrap(legend(), width=width)
+        lines += textwrap.wrap(legend({m.output_kind for m in run.models.values()}), width=width)
     return lines
 
 
-def fitting_columns(width: int) -> tuple[tuple[Column, ...], int]:
+def fitting_columns(width: int, kind: str = "mask") -> tuple[tuple[Column, ...], int]:
     """The columns that fit ``width`` with a readable variant name, and that name's width.
 
     Narrow terminals lose the secondary figures first (the catalogue's ``drop_rank``:
     E, S, F, ratio, warm load, drift), never the size, MAE, IoU, cold load or the verdict.
     """
-    shown = columns()
+    shown = columns(kind)
     for title in [c.title for c in sorted((c for c in shown if c.drop_rank is not None), key=lambda c: c.drop_rank)]:  # type: ignore[arg-type, return-value]
         if width - sum(c.width + 1 for c in shown) >= MIN_NAME_WIDTH:
             break
@@ -104,7 +107,7 @@ def fitting_columns(width: int) -> tuple[tuple[Column, ...], int]:
 
 def render_model(model: ModelResults, width: int = 100) -> list[str]:
     """The header line and one row per variant ('base' first) for one model."""
-    columns, name_width = fitting_columns(width)
+    columns, name_width = fitting_columns(width, model.output_kind)
     fixed = sum(c.width + 1 for c in columns)
     lines = header_lines(model, width)
     titles = ["variant".ljust(name_width)] + [c.title.rjust(c.width) for c in columns]

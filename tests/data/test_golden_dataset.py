@@ -146,10 +146,25 @@ def test_empty_set(tmp_path: Path) -> None:
     assert str(tmp_path) in problem and "empty" in problem
 
 
-def test_missing_masks_directory(tmp_path: Path) -> None:
+def test_images_without_masks_directory_is_an_image_only_set(tmp_path: Path) -> None:
     _photo(tmp_path / "images" / "a.jpg")
+    _photo(tmp_path / "images" / "b.png")
+    ds = Dataset.open(tmp_path)
+    assert ds.ids == ("a", "b") and not ds.has_truth
+    sample = ds.sample("a")
+    assert sample.mask is None and sample.mask_hash == "" and sample.size == (24, 16)
+    assert ds.entries[0].mask_path is None and ds.outside_paths == ()
+
+
+def test_a_set_with_masks_is_not_image_only(tmp_path: Path) -> None:
+    _pair(tmp_path, "a")
+    assert Dataset.open(tmp_path).has_truth
+
+
+def test_missing_images_directory(tmp_path: Path) -> None:
+    _mask(tmp_path / "masks" / "a.png")
     (problem,) = _problems(tmp_path)
-    assert f"{tmp_path}/masks: missing directory" in problem
+    assert f"{tmp_path}/images: missing directory" in problem
 
 
 def test_missing_path(tmp_path: Path) -> None:
@@ -209,11 +224,27 @@ def test_bad_manifest_fields_are_all_listed(tmp_path: Path) -> None:
     assert "entry 5: expected an object" in text
 
 
-def test_csv_manifest_without_mask_column(tmp_path: Path) -> None:
+def test_csv_manifest_without_mask_column_is_image_only(tmp_path: Path) -> None:
+    _flat_layout(tmp_path)
     manifest = tmp_path / "list.csv"
-    manifest.write_text("image,weight\na.jpg,1\n")
+    manifest.write_text("image,weight\nphotos/one.jpg,2\nphotos/two.png,\n")
+    ds = Dataset.open(manifest)
+    assert ds.ids == ("photos/one", "photos/two") and not ds.has_truth
+    assert [e.weight for e in ds.entries] == [2.0, 1.0] and ds.sample("photos/two").mask is None
+
+
+def test_json_manifest_without_masks_is_image_only(tmp_path: Path) -> None:
+    _flat_layout(tmp_path)
+    manifest = tmp_path / "set.json"
+    manifest.write_text(json.dumps([{"image": "photos/one.jpg"}, {"image": "photos/two.png"}]))
+    assert not Dataset.open(manifest).has_truth
+
+
+def test_csv_manifest_without_image_column(tmp_path: Path) -> None:
+    manifest = tmp_path / "list.csv"
+    manifest.write_text("mask,weight\na.png,1\n")
     (problem,) = _problems(manifest)
-    assert str(manifest) in problem and "lacks column(s) mask" in problem
+    assert str(manifest) in problem and "lacks column(s) image" in problem
 
 
 @pytest.mark.parametrize(

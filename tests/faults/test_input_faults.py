@@ -188,9 +188,15 @@ def test_empty_golden_set(ws: Workspace) -> None:
     usage_error(ws.run(dataset="bare"), "invalid golden set (1 problem)", "the golden set is empty")
 
 
-def test_golden_set_without_masks_folder(ws: Workspace) -> None:
+def test_golden_set_without_masks_folder_bounds_nothing_against_truth(ws: Workspace) -> None:
+    # images/ only is an image-only set: a bound against the ground truth cannot be judged.
     shutil.rmtree(ws.golden / "masks")
-    usage_error(ws.run(), "golden/masks: missing directory")
+    usage_error(ws.run("--coreml-min-iou=0.5"), "--coreml-min-iou", "has no ground-truth masks", "--coreml-dataset")
+
+
+def test_golden_set_without_images_folder(ws: Workspace) -> None:
+    shutil.rmtree(ws.golden / "images")
+    usage_error(ws.run(), "golden/images: missing directory")
 
 
 def test_golden_set_with_one_mask_missing(ws: Workspace) -> None:
@@ -223,9 +229,9 @@ def _manifest(ws: Workspace, name: str, content: str) -> str:
     return f"golden/{name}"
 
 
-def test_csv_manifest_without_mask_column(ws: Workspace) -> None:
-    path = _manifest(ws, "m.csv", "image,weight\nimages/scene_000.jpg,1\n")
-    usage_error(ws.run(dataset=path), "m.csv: the header lacks column(s) mask")
+def test_csv_manifest_without_image_column(ws: Workspace) -> None:
+    path = _manifest(ws, "m.csv", "mask,weight\nmasks/scene_000.png,1\n")
+    usage_error(ws.run(dataset=path), "m.csv: the header lacks column(s) image")
 
 
 def test_json_manifest_that_is_not_json(ws: Workspace) -> None:

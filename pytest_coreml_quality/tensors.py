@@ -1,0 +1,283 @@
+"""Outputs that are not masks (heat maps, depth, embeddings, colour images), compared with the base model's.
+
+``--coreml-output-kind=tensor`` (or ``auto`` on an image-only golden set with an output
+that does not read as a mask) keeps each output as the array the model returned: no
+resize, no mask contract. A :class:`TensorEvaluation` runs one variant over the golden
+set once, keeps its outputs in a sealed on-disk cache (``predictions/tensors-v1``, same
+rules as the mask cache: atomic writes, a digest per entry, damaged entries recomputed)
+and compares them with the base model's (:mod:`.metrics.tensor_drift`).
+
+With several image/multiarray outputs and no ``--coreml-output``, every output is
+compared: each figure is reported per output as ``<figure>[<output>]`` and the variant's
+figure is the worst of its outputs, so a bound holds for every output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from pytest_coreml_quality import catalogue
+from pytest_coreml_quality.cachefs import Note, atomic_write_bytes, build_lock, report_repair, seal, unseal
+from pytest_coreml_quality.dataset import Dataset
+from pytest_coreml_quality.errors import CoreMLQualityError, UnsupportedModelError
+from pytest_coreml_quality.metrics.classifier_drift import accuracy_values, classifier_values
+from pytest_coreml_quality.metrics.tensor_drift import tensor_values
+from pytest_coreml_quality.model import Model
+from pytest_coreml_quality.output_checks import NonFiniteOutputError, require_finite
+from pytest_coreml_quality.preprocess import PreprocessSettings, Preprocessor
+from pytest_coreml_quality.runtime.base import Predictor
+
+CACHE_FORMAT = "tensors-v1"
+
+
+def as_array(value: Any, labels: list[Any] | None = None) -> NDArray[np.float32]:
+    """An output as float32: arrays as they are, images as their H x W (x C) pixel values,
+    class-probability dictionaries as a vector in the order of ``labels``."""
+    if isinstance(value, dict):
+        keys = labels if labels is not None else sorted(value, key=str)
+        missing = [k for k in keys if k not in value]
+        if missing:
+            raise CoreMLQualityError(f"class-probability dictionary lacks class(es) {', '.join(map(str, missing[:5]))}")
+        return np.asarray([value[k] for k in keys], dtype=np.float32)
+    return np.asarray(value, dtype=np.float32)  # a PIL image gives its H x W (x C) pixels
+
+
+def _digest(*parts: str) -> str:
+    h = hashlib.blake2b(digest_size=20)
+    for part in parts:
+        h.update(part.encode("utf-8") + b"\0")
+    return h.hexdigest()
+
+
+def class_labels(model: Model) -> list[Any]:
+    """The class labels of a classifier model, in the order of its probability vector."""
+    from pytest_coreml_quality.runtime.onnx.neuralnetwork import classifier_outputs
+
+    found = classifier_outputs(model.spec)
+    if found is None or not found[3]:
+        raise UnsupportedModelError(
+            "its class labels cannot be read from the spec", path=model.path,
+            expected="a NeuralNetwork classifier (neuralNetworkClassifier with class labels)",
+        )
+    return list(found[3])
+
+
+class TensorCache:
+    """Sealed float32 ``.npy`` outputs keyed by (variant, image, output)."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory) / "predictions" / CACHE_FORMAT
+
+    def path(self, key: str) -> Path:
+        return self.directory / key[:2] / f"{key}.npy"
+
+    def lookup(self, key: str) -> tuple[NDArray[np.float32] | None, str | None]:
+        """``(array, None)`` on a hit, ``(None, None)`` if absent, ``(None, why)`` if unusable."""
+        try:
+            data = self.path(key).read_bytes()
+        except FileNotFoundError:
+            return None, None
+        except OSError as exc:
+            return None, f"unreadable ({exc.strerror or type(exc).__name__})"
+        payload = unseal(key, data)
+        if payload is None:
+            return None, "its content does not match its digest"
+        try:
+            arr = np.load(io.BytesIO(payload), allow_pickle=False)
+        except Exception:  # sealed but malformed: written by a bug, not worth trusting
+            return None, "not an array"
+        if arr.dtype != np.float32 or not np.isfinite(arr).all():
+            return None, f"holds {arr.dtype} values that are not finite float32"
+        return arr, None
+
+    def put(self, key: str, arr: NDArray[np.float32]) -> None:
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(arr, dtype=np.float32), allow_pickle=False)
+        atomic_write_bytes(self.path(key), seal(key, buf.getvalue()))
+
+    def lock(self, key: str) -> Any:
+        return build_lock(self.directory / "locks" / key)
+
+
+@dataclass
+class TensorDrift:
+    """A variant's outputs against the base model's: per image and over the golden set."""
+
+    per_image: dict[str, dict[str, float]]
+    summary: dict[str, float]
+
+
+class TensorEvaluation:
+    """One variant's raw outputs on the golden set, computed on first access (then cached)."""
+
+    def __init__(
+        self,
+        model: Model,
+        dataset: Dataset,
+        settings: PreprocessSettings,
+        backend_id: str,
+        load: Callable[[], Predictor],
+        cache_dir: Path | None = None,
+        note: Note | None = None,
+    ) -> None:
+        self.model, self.dataset, self.settings = model, dataset, settings
+        self.key = _digest(model.content_hash, backend_id, settings.cache_key(), CACHE_FORMAT)
+        self._load, self._note = load, note
+        self.cache = None if cache_dir is None else TensorCache(cache_dir)
+        features = Preprocessor(model, settings).tensor_outputs()
+        self.output_names = [f.name for f in features]
+        self.image_outputs = {f.name for f in features if f.is_image}
+        self.kind = settings.output_kind
+        self.labels: list[Any] | None = class_labels(model) if self.kind == "classifier" else None
+        self._lock = threading.RLock()
+        self._outputs: dict[str, dict[str, NDArray[np.float32]]] | None = None
+        self._drift: dict[tuple[str, float | None], TensorDrift] = {}
+        self.cache_hits = self.cache_misses = 0
+
+    @property
+    def computed(self) -> bool:
+        return self._outputs is not None
+
+    def _entry(self, image_hash: str, output: str) -> str:
+        return _digest(self.key, image_hash, output)
+
+    @property
+    def outputs(self) -> dict[str, dict[str, NDArray[np.float32]]]:
+        """Output name -> sample id -> float32 array as the model returned it."""
+        with self._lock:
+            if self._outputs is None:
+                if self.cache is None:
+                    self._outputs = self._run()
+                else:
+                    with self.cache.lock(self.key):
+                        self._outputs = self._run()
+            return self._outputs
+
+    def _run(self) -> dict[str, dict[str, NDArray[np.float32]]]:
+        found: dict[str, dict[str, NDArray[np.float32]]] = {name: {} for name in self.output_names}
+        missing, damaged = [], []
+        for sample in self.dataset:
+            for name in self.output_names:
+                arr, problem = (None, None) if self.cache is None else self.cache.lookup(self._entry(sample.image_hash, name))
+                if arr is not None:
+                    found[name][sample.id] = arr
+                elif problem is not None:
+                    damaged.append((sample.id, problem))
+            if any(sample.id not in found[name] for name in self.output_names):
+                missing.append(sample)
+        if damaged:
+            report_repair(
+                self._note,
+                f"output cache of {self.model.name}: {len(damaged)} damaged entr{'y' if len(damaged) == 1 else 'ies'} "
+                f"ignored and recomputed (image '{damaged[0][0]}': {damaged[0][1]})",
+            )
+        self.cache_hits, self.cache_misses = len(self.dataset.ids) - len(missing), len(missing)
+        if missing:
+            pre = Preprocessor(self.model, self.settings)
+            predictor = self._load()
+            for sample in missing:
+                try:
+                    raw = predictor.predict(pre.prepare(sample.image))
+                except NonFiniteOutputError as exc:
+                    raise exc.for_image(sample.id) from None
+                for name in self.output_names:
+                    if name not in raw:
+                        raise CoreMLQualityError(
+                            f"prediction has no output '{name}' (got {', '.join(map(repr, raw)) or 'none'})", path=self.model.path
+                        )
+                    value = raw[name]
+                    require_finite(list(value.values()) if isinstance(value, dict) else value, model=self.model, output=name, image=sample.id)
+                    arr = as_array(value, self.labels)
+                    found[name][sample.id] = arr
+                    if self.cache is not None:
+                        self.cache.put(self._entry(sample.image_hash, name), arr)
+        return found
+
+    def drift(self, base: "TensorEvaluation", keypoint_tolerance: float | None = None) -> TensorDrift:
+        """This variant's outputs against ``base``'s (memoised); keypoints when a tolerance is given."""
+        with self._lock:
+            memo = (base.key, keypoint_tolerance)
+            if memo not in self._drift:
+                self._drift[memo] = self._compare(base, keypoint_tolerance)
+            return self._drift[memo]
+
+    def _compare(self, base: "TensorEvaluation", keypoint_tolerance: float | None) -> TensorDrift:
+        mine, theirs = self.outputs, base.outputs
+        ids = self.dataset.ids
+        weights = np.asarray([e.weight for e in self.dataset.entries], dtype=np.float64)
+        several = len(self.output_names) > 1
+        per_image: dict[str, dict[str, float]] = {sid: {} for sid in ids}
+        summary: dict[str, float] = {}
+        by_output: dict[str, dict[str, float]] = {}
+        for name in self.output_names:
+            rows = {}
+            for sid in ids:
+                a, b = mine[name][sid], theirs[name][sid]
+                if a.shape != b.shape:
+                    raise CoreMLQualityError(
+                        f"output '{name}' of {self.model.name} for image '{sid}' has shape {list(a.shape)}, "
+                        f"the base model's has {list(b.shape)}",
+                        path=self.model.path,
+                        expected="a variant whose outputs have the base model's shapes",
+                    )
+                try:
+                    rows[sid] = classifier_values(a, b) if self.kind == "classifier" else tensor_values(
+                        a, b, keypoint_tolerance, image=name in self.image_outputs
+                    )
+                except ValueError as exc:  # heat maps that are not (K, H, W)
+                    raise CoreMLQualityError(
+                        f"output '{name}' of {self.model.name}: {exc}", path=self.model.path, field="--coreml-output-kind",
+                        expected="'tensor' for outputs that are not keypoint heat maps",
+                    ) from None
+            by_output[name] = aggregate([rows[sid] for sid in ids], weights)
+            for sid in ids:
+                per_image[sid].update({f"{k}[{name}]" if several else k: v for k, v in rows[sid].items()})
+        for value_name in next(iter(by_output.values())):
+            values = [by_output[name][value_name] for name in self.output_names]
+            summary[value_name] = worst(value_name, values)
+            if several:
+                summary.update({f"{value_name}[{name}]": by_output[name][value_name] for name in self.output_names})
+                for sid in ids:
+                    per_image[sid][value_name] = worst(value_name, [per_image[sid][f"{value_name}[{n}]"] for n in self.output_names])
+        return TensorDrift(per_image=per_image, summary=summary)
+
+
+def accuracy(evaluation: TensorEvaluation, truth: dict[str, str]) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """(per-image top-1/top-5 hits, whole-set accuracy) of a classifier against ``truth`` (id -> label)."""
+    assert evaluation.labels is not None
+    names = [str(label) for label in evaluation.labels]
+    probs = evaluation.outputs[evaluation.output_names[0]]
+    ids = evaluation.dataset.ids
+    per_image = {sid: accuracy_values(probs[sid], names, truth[sid]) for sid in ids}
+    weights = np.asarray([e.weight for e in evaluation.dataset.entries], dtype=np.float64)
+    return per_image, aggregate([per_image[sid] for sid in ids], weights)
+
+
+def aggregate(rows: list[dict[str, float]], weights: NDArray[np.float64]) -> dict[str, float]:
+    """Whole-set values from per-image ones, by each figure's catalogue aggregation."""
+    out: dict[str, float] = {}
+    w = weights / weights.sum()
+    for name in rows[0]:
+        column = np.asarray([r[name] for r in rows], dtype=np.float64)
+        figure = catalogue.per_image_value(name)
+        rule = "mean" if figure is None else figure.aggregate
+        if rule == "max":
+            out[name] = float(column.max())
+        elif rule == "min":
+            out[name] = float(column.min())
+        else:
+            out[name] = float(np.dot(w, column))
+    return out
+
+
+def worst(value_name: str, values: list[float]) -> float:
+    """The worst of several outputs' values, by the figure's direction."""
+    return min(values) if catalogue.higher_is_better(value_name) else max(values)
