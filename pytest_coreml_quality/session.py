@@ -327,6 +327,8 @@ class QualitySession:
         result.kind = opened.kind
         result.size_bytes = int(variant.size_bytes)
         result.ratio = variant.ratio
+        result.download_bytes = variant.download_bytes
+        result.build_s = None if recipe == BASE_VARIANT else variant.build_seconds
         result.params = variant.parameters
         result.bits_per_weight = variant.bits_per_weight
         result.content_hash = opened.content_hash

@@ -32,6 +32,7 @@ from pytest_coreml_quality.cachefs import (
     report_repair,
     write_entry_digest,
 )
+from pytest_coreml_quality.download import cached_zip_size, zip_size
 from pytest_coreml_quality.model import Model, content_hash
 from pytest_coreml_quality.variants import build as _build
 from pytest_coreml_quality.variants.recipes import Recipe, parse_recipe
@@ -56,6 +57,7 @@ class Variant:
     weights: WeightSummary
     cached: bool = False  # True when this call reused an existing cache entry
     build_seconds: float = 0.0  # how long the build took (when it was built, possibly in an earlier run)
+    download_bytes: int | None = None  # the deflate zip as it would be served (see :mod:`..download`)
 
     @property
     def name(self) -> str:
@@ -115,7 +117,8 @@ def build_variant(
     recipe.check_applies_to(model)
     base_summary = weight_summary(model)
     if recipe.is_base:
-        return Variant(recipe, model.path, model.kind, model.size_bytes, model.size_bytes, base_summary)
+        download = cached_zip_size(model.path, model.content_hash, cache_dir)
+        return Variant(recipe, model.path, model.kind, model.size_bytes, model.size_bytes, base_summary, download_bytes=download)
     entry = entry_dir(model, recipe, cache_dir)
     found, _ = _load_entry(entry)  # the common case needs no lock
     if found is None:
@@ -128,6 +131,9 @@ def build_variant(
     manifest, cached = found
     path = entry / manifest["file"]
     weights = WeightSummary(parameters=base_summary.parameters, weight_bytes=int(manifest["weight_bytes"]))
+    download = manifest.get("download_bytes")
+    if not isinstance(download, int):  # an entry from before download sizes were measured
+        download = cached_zip_size(path, str(manifest.get("variant_hash") or entry.name), cache_dir)
     return Variant(
         recipe=recipe,
         path=path,
@@ -137,6 +143,7 @@ def build_variant(
         weights=weights,
         cached=cached,
         build_seconds=float(manifest["build_seconds"]),
+        download_bytes=download,
     )
 
 
@@ -186,6 +193,7 @@ def _build_entry(
             "size_bytes": built.size_bytes,
             "weight_bytes": weight_summary(built).weight_bytes,
             "build_seconds": round(seconds, 3),
+            "download_bytes": zip_size(built.path),
             "route": route,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
