@@ -260,11 +260,12 @@ def _figures_table(model: ModelResults) -> list[str]:
     metric_keys = _union(v.metrics for v in variants)
     drift_keys = _union(v.drift for v in variants)
     # The verdict comes right after the name: wide tables scroll, and it is what one looks for.
-    head = ["variant", "result", "size MB", "ratio", "bits/weight"] + metric_keys + [f"drift {k}" for k in drift_keys]
+    head = ["variant", "result", "size MB", "download MB", "ratio", "bits/weight", "build s"] + metric_keys + [f"drift {k}" for k in drift_keys]
     head += ["cold load s", "warm load s", "speed-up"]
     rows = ['<div class="wide"><table class="figures">', "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
     for v in variants:
-        cells = [fmt_size_mb(v.size_mb, 12), fmt_fixed(v.ratio, 8, 3), fmt_fixed(v.bits_per_weight, 8, 2)]
+        cells = [fmt_size_mb(v.size_mb, 12), fmt_size_mb(v.download_mb, 12), fmt_fixed(v.ratio, 8, 3)]
+        cells += [fmt_fixed(v.bits_per_weight, 8, 2), fmt_fixed(v.build_s, 12, 2)]
         cells += [fmt_fixed(lookup(v.metrics, k), 12, 4) for k in metric_keys]
         cells += [fmt_fixed(lookup(v.drift, k), 12, 4) for k in drift_keys]
         timer = "" if v.load.timer == "pytest-benchmark" else f" ({v.load.timer})"
