@@ -34,6 +34,14 @@ def _import_what_the_plugin_imports_lazily() -> None:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
 
+        try:  # the optional 'plot' extra
+            import matplotlib
+            import matplotlib.figure  # noqa: F401
+
+            matplotlib.use("Agg", force=True)
+        except ImportError:
+            pass
+
         import pytest_coreml_quality
 
         for info in pkgutil.walk_packages(pytest_coreml_quality.__path__, "pytest_coreml_quality."):

@@ -147,6 +147,11 @@ def build_variant(
     )
 
 
+def is_cached(model: Model, recipe: Recipe, cache_dir: Path) -> bool:
+    """Whether the variant is in the cache, undamaged (so using it costs no build)."""
+    return recipe.is_base or _load_entry(entry_dir(model, recipe, cache_dir))[0] is not None
+
+
 def _load_entry(entry: Path) -> tuple[tuple[dict[str, Any], bool] | None, str | None]:
     """``((manifest, True), None)`` for a complete, undamaged entry; else ``(None, what is wrong)``.
 
