@@ -60,8 +60,10 @@ class CoreMLModelCollector(pytest.Collector):
                     # --dist loadgroup keeps all of a variant's items on one worker.
                     item.add_marker(pytest.mark.xdist_group(f"coreml-{self.model_key}-{recipe}"))
                 yield item
-        # Last: what to ship, judged over every variant (it measures what it lacks itself,
-        # so it is right also when xdist ran the other items elsewhere).
+        if self.model_key not in self.state.swept:
+            return
+        # Last, in a sweep: what to ship, judged over every variant (it measures what it
+        # lacks itself, so it is right also when xdist ran the other items elsewhere).
         item = CoreMLCheckItem.from_parent(self, name="recommend", callobj=_recommend_function(self.model_key))
         item.extra_keyword_matches.update({"recommend", self.model_key})
         if grouped:

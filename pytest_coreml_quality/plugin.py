@@ -337,6 +337,8 @@ def _recommendation_lines(state: QualitySession, width: int) -> list[str]:
 
     lines = []
     for key, rec in state.recommendations().items():
+        if not rec.has_thresholds and not rec.pareto:
+            continue  # no quality measured (no golden set) and nothing to judge: nothing to say
         prefix = f"{key}: " if len(state.results.models) > 1 else ""
         lines += textwrap.wrap(prefix + rec.line, width=width, subsequent_indent="    ", break_on_hyphens=False)
         swept = [f"{recipe} ({'; '.join(broken)})" for recipe, broken in rec.failing.items() if state.is_swept(key, recipe)]
