@@ -124,3 +124,10 @@ def test_plot_path_is_checked_with_the_other_outputs(pytester: pytest.Pytester, 
     result = pytester.runpytest(f"--coreml-model={MODEL}", f"--coreml-plot={MODEL}", f"--coreml-cache-dir={tmp_path / 'c'}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "--coreml-plot=" in result.stderr.str() and "would overwrite the model" in result.stderr.str()
+
+
+def test_a_recipe_named_next_to_the_sweep_still_fails_the_run(pytester: pytest.Pytester, cache_with_q2: Path) -> None:
+    result = sweep(pytester, cache_with_q2, "--coreml-variants=sweep,q2", "--coreml-min-iou=0.9", "-k", "quality and not load")
+    outcomes = result.parseoutcomes()
+    assert outcomes["failed"] == 1 and outcomes["passed"] == 2  # base and the budget's fp16 pass; q2 named fails
+    assert "TinySeg.mlmodel [q2]: 1 threshold(s) broken" in result.stdout.str()
