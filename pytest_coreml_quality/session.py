@@ -421,6 +421,10 @@ class QualitySession:
         result.size_bytes = int(variant.size_bytes)
         result.ratio = variant.ratio
         result.download_bytes = variant.download_bytes
+        if recipe == BASE_VARIANT:
+            from pytest_coreml_quality.download import cached_zip_size
+
+            result.download_bytes = cached_zip_size(variant.path, opened.content_hash, self.cache_dir)
         result.build_s = None if recipe == BASE_VARIANT else variant.build_seconds
         result.params = variant.parameters
         result.bits_per_weight = variant.bits_per_weight

@@ -23,10 +23,13 @@ def plain_run_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-@pytest.fixture(scope="module")
-def cache_with_q2(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A cache holding q2 (built by a run that named it), so a zero-budget sweep still has it."""
-    cache = tmp_path_factory.mktemp("coreml-cache")
+@pytest.fixture
+def cache_with_q2(tmp_path: Path) -> Path:
+    """A fresh cache holding only q2 (0.1 s to build), so a zero-budget sweep has q2 and builds fp16.
+
+    Per test, not per module: which variants a budget lets through depends on what is cached.
+    """
+    cache = tmp_path / "coreml-cache"
     from pytest_coreml_quality.model import Model
     from pytest_coreml_quality.variants import build_variant
 

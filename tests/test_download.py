@@ -68,8 +68,21 @@ def test_variants_carry_download_size_and_build_time_also_from_the_cache(tmp_pat
     again = build_variant(model, "q8", tmp_path)
     assert again.cached and again.download_bytes == built.download_bytes
     assert again.build_seconds == built.build_seconds > 0
-    base = build_variant(model, "base", tmp_path)
-    assert base.download_bytes == zip_size(model.path)
+
+
+
+def test_the_session_records_download_sizes_and_build_times(tmp_path: Path) -> None:
+    from pytest_coreml_quality.session import QualitySession
+    from pytest_coreml_quality.settings import Settings
+
+    session = QualitySession.start(Settings(models=(MODELS / "TinySeg.mlmodel",), variants=("q8",)), default_cache_dir=tmp_path)
+    key = "TinySeg.mlmodel"
+    session.variant(key, "base")
+    session.variant(key, "q8")
+    base, q8 = session.results.models[key].variants["base"], session.results.models[key].variants["q8"]
+    assert base.download_bytes == zip_size(MODELS / "TinySeg.mlmodel") and base.build_s is None
+    assert q8.download_bytes == zip_size(q8.path) and q8.build_s is not None and q8.build_s > 0
+    assert (tmp_path / "download").is_dir()  # the base's zip size is remembered for the next run
 
 
 def test_download_and_build_figures_read_the_result() -> None:

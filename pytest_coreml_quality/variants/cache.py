@@ -32,7 +32,7 @@ from pytest_coreml_quality.cachefs import (
     report_repair,
     write_entry_digest,
 )
-from pytest_coreml_quality.download import cached_zip_size, zip_size
+from pytest_coreml_quality.download import zip_size
 from pytest_coreml_quality.model import Model, content_hash
 from pytest_coreml_quality.variants import build as _build
 from pytest_coreml_quality.variants.recipes import Recipe, parse_recipe
@@ -40,7 +40,7 @@ from pytest_coreml_quality.variants.summary import WeightSummary, weight_summary
 
 CACHE_SUBDIR = "variants"
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 2  # 2: entries carry a digest.json. Bump when the entry layout or the build logic changes what is written
+FORMAT_VERSION = 3  # 2: entries carry a digest.json; 3: manifests carry download_bytes. Bump when the entry layout or the build logic changes what is written
 
 Progress = Callable[[str], None]
 
@@ -117,8 +117,8 @@ def build_variant(
     recipe.check_applies_to(model)
     base_summary = weight_summary(model)
     if recipe.is_base:
-        download = cached_zip_size(model.path, model.content_hash, cache_dir)
-        return Variant(recipe, model.path, model.kind, model.size_bytes, model.size_bytes, base_summary, download_bytes=download)
+        # No download size here: nothing is written for the base (the session measures it, cached).
+        return Variant(recipe, model.path, model.kind, model.size_bytes, model.size_bytes, base_summary)
     entry = entry_dir(model, recipe, cache_dir)
     found, _ = _load_entry(entry)  # the common case needs no lock
     if found is None:
@@ -132,8 +132,8 @@ def build_variant(
     path = entry / manifest["file"]
     weights = WeightSummary(parameters=base_summary.parameters, weight_bytes=int(manifest["weight_bytes"]))
     download = manifest.get("download_bytes")
-    if not isinstance(download, int):  # an entry from before download sizes were measured
-        download = cached_zip_size(path, str(manifest.get("variant_hash") or entry.name), cache_dir)
+    if not isinstance(download, int):  # not expected since FORMAT_VERSION 3; measure rather than fail
+        download = zip_size(path)
     return Variant(
         recipe=recipe,
         path=path,
