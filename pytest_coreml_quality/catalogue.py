@@ -281,6 +281,15 @@ register(Figure(
     column=Column("ratio", 5, 3, order=20, drop_rank=3, legend="ratio = size / base size"),
 ))
 register(Figure(
+    "download_mb", "size", False, "download size in MB (the variant zipped, deflate)", bounded=False, span=None,
+    keyword="max_download_mb", read=_attr("download_mb"), aggregate="single",
+    column=Column("dl MB", 6, 2, order=15, drop_rank=0, legend="dl = zipped download size in MB", style="megabytes"),
+))
+register(Figure(
+    "build_s", "size", False, "seconds the variant took to build", bounded=False, span=None,
+    read=_attr("build_s"), aggregate="single", baseline=False, base_exempt=True,
+))
+register(Figure(
     "bits_per_weight", "size", False, "mean stored bits per weight", bounded=False, span=None,
     read=_attr("bits_per_weight"), aggregate="single", baseline=False,
 ))

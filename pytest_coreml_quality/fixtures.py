@@ -20,6 +20,7 @@ from pytest_coreml_quality.session import QualitySession
 from pytest_coreml_quality.stash import session_of
 
 if TYPE_CHECKING:
+    from pytest_coreml_quality.recommend import Recommendation
     from pytest_coreml_quality.dataset import Dataset
 
 
@@ -152,3 +153,16 @@ def coreml_load_benchmark(
         return measure_load(coreml_session, coreml_variant.model_key, coreml_variant.recipe, kind, benchmark)
 
     return measure
+
+
+@pytest.fixture
+def coreml_recommendation(coreml_session: QualitySession) -> "Recommendation":
+    """What to ship for the (first) model: ``.recipe`` is the smallest variant passing every threshold.
+
+    ``assert coreml_recommendation.recipe == "q6"`` keeps an app's choice from drifting.
+    Every variant is measured for what the thresholds need (from the caches when the
+    generated items already did). For several models use
+    ``coreml_session.recommendation(key, measure=True)``.
+    """
+    key = coreml_session.key(coreml_session.models[0])
+    return fail_on_user_error(lambda: coreml_session.recommendation(key, measure=True))

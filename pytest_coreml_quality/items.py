@@ -65,6 +65,15 @@ class CoreMLModelCollector(pytest.Collector):
                         # --dist loadgroup keeps all of a variant's items (every lane) on one worker.
                         item.add_marker(pytest.mark.xdist_group(f"coreml-{self.model_key}-{recipe}"))
                     yield item
+        if self.model_key not in self.state.swept:
+            return
+        # Last, in a sweep: what to ship, judged over every variant (it measures what it
+        # lacks itself, so it is right also when xdist ran the other items elsewhere).
+        item = CoreMLCheckItem.from_parent(self, name="recommend", callobj=_recommend_function(self.model_key))
+        item.extra_keyword_matches.update({"recommend", self.model_key})
+        if grouped:
+            item.add_marker(pytest.mark.xdist_group(f"coreml-{self.model_key}-recommend"))
+        yield item
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
         return self.path, None, self.name
@@ -122,6 +131,23 @@ def _check_function(model_key: str, recipe: str, check: str) -> Callable[..., No
     return baseline
 
 
+def _recommend_function(model_key: str) -> Callable[..., None]:
+    def recommend(request: pytest.FixtureRequest) -> None:
+        state = _state(request)
+        rec = fail_on_user_error(lambda: state.recommendation(model_key, measure=True))
+        request.node.user_properties.append(("coreml.recommended", rec.recipe or "none"))
+        request.node.user_properties.append(("coreml.recommendation", rec.line))
+        if rec.pareto:
+            request.node.user_properties.append(("coreml.pareto", ",".join(rec.pareto)))
+        if rec.failed:
+            lines = [f"{model_key}: {rec.line}"]
+            lines += [f"  {recipe}: {'; '.join(broken)}" for recipe, broken in rec.failing.items()]
+            lines += [f"  {recipe}: not measured: {', '.join(missing)}" for recipe, missing in rec.unmeasured.items()]
+            pytest.fail("\n".join(lines), pytrace=False)
+
+    return recommend
+
+
 def compare_variant_to_baseline(state: QualitySession, model_key: str, recipe: str) -> None:
     """The ``baseline[recipe]`` item: fail where a figure got worse than the saved baseline allows,
     or where nothing could be compared; every gap and caveat becomes a note under the table."""
@@ -174,10 +200,17 @@ def _state(request: pytest.FixtureRequest) -> QualitySession:
 
 def fail_on_user_error(step: Callable[[], Any]) -> Any:
     """Run a core step; a user-caused error fails the item with its message, no traceback."""
+    from pytest_coreml_quality.variants.sweep import SweepSkipped
+
     try:
         return step()
     except CoreMLQualityError as exc:
         message = str(exc)
+    except SweepSkipped as exc:
+        message = ""
+        skipped = str(exc)
+    if not message:
+        pytest.skip(skipped)
     # Failing outside the except block: inside it, pytest would print the message twice
     # ("During handling of the above exception, another exception occurred").
     pytest.fail(message, pytrace=False)
@@ -190,7 +223,9 @@ def _finish(request: pytest.FixtureRequest, state: QualitySession, model_key: st
         request.node.user_properties.append((name, value))
     outcomes = state.check(model_key, recipe, check)
     failed = [o for o in outcomes if not o.passed]
-    if failed:
+    # A sweep explores: its own variants are reported (FAIL in the table) but only the
+    # recommend item and the variants the user named fail the run.
+    if failed and not state.is_swept(model_key, recipe):
         pytest.fail(failure_message(model_key, recipe, failed), pytrace=False)
 
 

@@ -23,6 +23,7 @@ from pytest_coreml_quality.fixtures import (  # noqa: F401  (fixtures are found 
     coreml_metrics,
     coreml_model,
     coreml_predictions,
+    coreml_recommendation,
     coreml_session,
     coreml_variant,
     variant_id,
@@ -353,8 +354,31 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     width = min(100, config.get_terminal_writer().fullwidth)
     for line in render_table(state.results, width=width):
         terminalreporter.write_line(line)
+    for line in _recommendation_lines(state, width):
+        terminalreporter.write_line(line)
     for line in state.report_notes:
         terminalreporter.write_line(line)
+
+
+def _recommendation_lines(state: QualitySession, width: int) -> list[str]:
+    """Per model: the recommendation (or Pareto front), and the swept variants that break a threshold."""
+    import textwrap
+
+    lines = []
+    for key, rec in state.recommendations().items():
+        if not rec.has_thresholds and not rec.pareto:
+            continue  # no quality measured (no golden set) and nothing to judge: nothing to say
+        prefix = f"{key}: " if len(state.results.models) > 1 else ""
+        lines += textwrap.wrap(prefix + rec.line, width=width, subsequent_indent="    ", break_on_hyphens=False)
+        swept = [f"{recipe} ({'; '.join(broken)})" for recipe, broken in rec.failing.items() if state.is_swept(key, recipe)]
+        if swept:
+            text = "swept variants that break a threshold (reported, not failed): " + ", ".join(swept)
+            lines += textwrap.wrap(text, width=width, subsequent_indent="    ", break_on_hyphens=False)
+    return lines
+
+
+def _recommendation_dicts(state: QualitySession) -> dict[str, Any]:
+    return {key: rec.to_dict() for key, rec in state.recommendations().items()}
 
 
 def _write_reports(config: pytest.Config, state: QualitySession) -> None:
@@ -364,11 +388,26 @@ def _write_reports(config: pytest.Config, state: QualitySession) -> None:
     if settings.report_json is not None:
         from pytest_coreml_quality.report.json_report import write_json
 
-        writers.append(("JSON report", settings.report_json, lambda p: write_json(p, state.results)))
+        writers.append(("JSON report", settings.report_json, lambda p: write_json(p, state.results, _recommendation_dicts(state))))
+    recommendations = state.recommendations()
+    plot: dict[str, bytes] = {}
+    if settings.plot is not None:
+        from pytest_coreml_quality.cachefs import atomic_write_bytes
+        from pytest_coreml_quality.report.plot import render_png
+
+        def write_plot(path: Path) -> None:
+            plot["png"] = render_png(state.results, recommendations, state.configured_bounds())
+            atomic_write_bytes(path, plot["png"])
+
+        writers.append(("plot", settings.plot, write_plot))
     if settings.report_html is not None:
         from pytest_coreml_quality.report.html import write_html
 
-        writers.append(("HTML report", settings.report_html, lambda p: write_html(p, state.results, state.image_source())))
+        def html_report(path: Path) -> None:
+            lines = {key: rec.line for key, rec in recommendations.items()}
+            write_html(path, state.results, state.image_source(), recommendations=lines, plot_png=plot.get("png"))
+
+        writers.append(("HTML report", settings.report_html, html_report))
     if settings.save_baseline is not None:
         from pytest_coreml_quality.baseline import save_baseline
 
@@ -382,7 +421,7 @@ def _write_reports(config: pytest.Config, state: QualitySession) -> None:
             state.report_notes.append(line)
             warnings.warn(pytest.PytestWarning(line), stacklevel=1)
         else:
-            verb = "saved" if what == "baseline" else "written"
+            verb = "saved" if what == "baseline" else "written"  # the plot is written before the HTML embeds it
             state.report_notes.append(f"coreml-quality: {what} {verb} to {path}")
 
 

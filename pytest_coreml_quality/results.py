@@ -58,6 +58,8 @@ class VariantResult:
     kind: str = ""
     size_bytes: int | None = None
     ratio: float | None = None  # size / base size
+    download_bytes: int | None = None  # the variant zipped (deflate), as an app would download it
+    build_s: float | None = None  # seconds the variant took to build (in the run that built it)
     params: int | None = None
     bits_per_weight: float | None = None
     content_hash: str = ""
@@ -74,6 +76,10 @@ class VariantResult:
     @property
     def size_mb(self) -> float | None:
         return None if self.size_bytes is None else self.size_bytes / 1e6
+
+    @property
+    def download_mb(self) -> float | None:
+        return None if self.download_bytes is None else self.download_bytes / 1e6
 
     @property
     def passed(self) -> bool | None:

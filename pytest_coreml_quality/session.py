@@ -65,6 +65,8 @@ class QualitySession:
     output_notes: dict[str, str] = field(default_factory=dict)  # model key -> how its output is compared
     _tensors: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
     labels: dict[str, str] | None = None  # sample id -> true class, from the golden set's labels.csv
+    swept: dict[str, list[str]] = field(default_factory=dict)  # model key -> recipes only the sweep asked for
+    sweep_budget: Any = None  # variants.sweep.SweepBudget under --coreml-sweep-budget
     _variants: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
     _variant_models: dict[tuple[str, str], Model] = field(default_factory=dict, repr=False)
     lanes: list[Lane] = field(default_factory=list)  # backend x compute units every variant runs on
@@ -92,16 +94,25 @@ class QualitySession:
         session._check_before_any_work()
         session.lanes = plan_lanes(session.backend_names, settings.compute_units, settings.precision)
         from pytest_coreml_quality.variants import parse_recipes
+        from pytest_coreml_quality.variants.sweep import SweepBudget, split_sweep, sweep_recipes
 
+        if settings.sweep_budget is not None and any(split_sweep(own.variants)[1] for own in session.per_model.values()):
+            session.sweep_budget = SweepBudget(settings.sweep_budget)
         for model in session.models:
             own = session.model_settings(session.key(model))
+            named, sweep = split_sweep(own.variants)
             try:
-                recipes = parse_recipes(list(own.variants), model)
+                recipes = [str(r) for r in parse_recipes(named, model)]
             except CoreMLQualityError as exc:
                 if "coreml_variants" not in own.origins:
                     raise
                 raise CoreMLQualityError(f"{own.where('coreml_variants')}: {exc}") from None
-            session.recipes[session.key(model)] = [str(r) for r in recipes]
+            if sweep:
+                # A named recipe stays named (its failures fail the run) even if the sweep has it too.
+                swept = [str(r) for r in sweep_recipes(model) if str(r) not in recipes]
+                session.swept[session.key(model)] = swept
+                recipes += swept
+            session.recipes[session.key(model)] = recipes
             entry = session.results.models.setdefault(
                 session.key(model),
                 ModelResults(model=session.key(model), path=str(model.path), content_hash=model.content_hash, kind=model.kind),
@@ -167,6 +178,7 @@ class QualitySession:
                 ("--coreml-report-json", s.report_json),
                 ("--coreml-report-html", s.report_html),
                 ("--coreml-save-baseline", s.save_baseline),
+                ("--coreml-plot", s.plot),
             )
             if path is not None
         }
@@ -301,6 +313,15 @@ class QualitySession:
             raise CoreMLQualityError(
                 "coreml backend needs macOS; use onnx or auto", field="--coreml-backend", expected="onnx or auto"
             )
+        if settings.plot is not None:
+            from pytest_coreml_quality.report.plot import INSTALL_HINT, plot_available
+
+            if not plot_available():
+                raise CoreMLQualityError(
+                    "the size-vs-quality plot needs matplotlib, which is not installed",
+                    field="--coreml-plot",
+                    expected=f"matplotlib: {INSTALL_HINT}",
+                )
         problem = check_cache_dir(self.cache_dir)
         if problem is not None:
             flag = "--coreml-cache-dir" if settings.cache_dir is not None else None
@@ -467,12 +488,84 @@ class QualitySession:
                 from pytest_coreml_quality.variants import build_variant
 
                 model = self.model(model_key)
+                started = time.perf_counter()
+                self._check_sweep_budget(model, model_key, recipe)
                 variant = build_variant(model, recipe, self.cache_dir / "variants", progress=self.progress, note=self.note)
+                if self.is_swept(model_key, recipe) and self.sweep_budget is not None and not variant.cached:
+                    self.sweep_budget.charge(time.perf_counter() - started)
                 opened = model if recipe == BASE_VARIANT else Model.open(variant.path)
                 self._variants[(model_key, recipe)] = variant
                 self._variant_models[(model_key, recipe)] = opened
                 self._record_size(model_key, recipe, variant, opened)
             return self._variants[(model_key, recipe)]
+
+    def is_swept(self, model_key: str, recipe: str) -> bool:
+        """Whether only the sweep asked for this variant (its broken thresholds do not fail the run)."""
+        return recipe in self.swept.get(model_key, ())
+
+    def _check_sweep_budget(self, model: Model, model_key: str, recipe: str) -> None:
+        """Raise :class:`SweepSkipped` for a swept variant that would need a build the budget cannot pay."""
+        budget = self.sweep_budget
+        if budget is None or not self.is_swept(model_key, recipe):
+            return
+        from pytest_coreml_quality.variants.cache import is_cached
+        from pytest_coreml_quality.variants.recipes import parse_recipe
+
+        if is_cached(model, parse_recipe(recipe), self.cache_dir / "variants") or budget.allows_another():
+            return
+        label = f"{model_key} [{recipe}]"
+        if label not in budget.skipped:
+            self.note(f"sweep budget spent: {label} skipped")
+        raise budget.skip(label)
+
+    def recommendation(self, model_key: str, *, measure: bool = False) -> Any:
+        """The :class:`~pytest_coreml_quality.recommend.Recommendation` for one model.
+
+        With ``measure``, every variant is first measured for what the thresholds need
+        (from the caches when other items already did it, also in other xdist workers);
+        a variant that cannot be built (a failed recipe, the sweep budget) is left out.
+        """
+        from pytest_coreml_quality.recommend import recommend
+        from pytest_coreml_quality.variants.sweep import SweepSkipped
+
+        bounds = self.configured_bounds()
+        checks = {b.check for b in bounds}
+        whole = self.results.models[model_key]
+        available = []
+        for recipe in self.recipes[model_key]:
+            if measure:
+                try:
+                    self.variant(model_key, recipe)
+                    if self.dataset is not None:
+                        self.quality(model_key, recipe)
+                    if "load" in checks:
+                        self._measure_load_for_recommendation(model_key, recipe)
+                except (CoreMLQualityError, SweepSkipped):
+                    continue
+            if recipe in whole.variants:
+                available.append(recipe)
+        only = replace(whole, variants={r: whole.variants[r] for r in available})
+        return recommend(only, bounds, self.settings.recommend_metric)
+
+    def recommendations(self) -> dict[str, Any]:
+        """Model key -> recommendation over the variants this run measured (nothing is measured here)."""
+        return {
+            key: self.recommendation(key)
+            for key, model in self.results.models.items()
+            if any(v.size_bytes is not None for v in model.variants.values())
+        }
+
+    def _measure_load_for_recommendation(self, model_key: str, recipe: str) -> None:
+        from pytest_coreml_quality.loadtime import time_plainly
+
+        load = self.results.models[model_key].variant(recipe).load
+        for temperature in ("cold", "warm"):
+            if getattr(load, f"{temperature}_s") is None:
+                seconds = time_plainly(
+                    self.backend(), self.variant_model(model_key, recipe), self.runtime_options(), temperature, self.settings.load_rounds  # type: ignore[arg-type]
+                )
+                load.timer = "perf_counter"
+                setattr(load, f"{temperature}_s", seconds)
 
     def variant_model(self, model_key: str, recipe: str) -> Model:
         """The variant as a :class:`Model` (the model itself for ``base``)."""
@@ -486,14 +579,21 @@ class QualitySession:
 
     def _record_size_as(self, model_key: str, key: str, variant: Any, opened: Model) -> None:
         result = self.results.models[model_key].variant(key)
+        recipe = split_key(key)[0]
         result.path = str(variant.path)
         result.kind = opened.kind
         result.size_bytes = int(variant.size_bytes)
         result.ratio = variant.ratio
+        result.download_bytes = variant.download_bytes
+        if recipe == BASE_VARIANT:
+            from pytest_coreml_quality.download import cached_zip_size
+
+            result.download_bytes = cached_zip_size(variant.path, opened.content_hash, self.cache_dir)
+        result.build_s = None if recipe == BASE_VARIANT else variant.build_seconds
         result.params = variant.parameters
         result.bits_per_weight = variant.bits_per_weight
         result.content_hash = opened.content_hash
-        if split_key(key)[0] != BASE_VARIANT:
+        if recipe != BASE_VARIANT:
             result.unchanged = variant.unchanged
             result.note = variant.note
 

@@ -74,8 +74,28 @@ OPTIONS: tuple[OptionSpec, ...] = (
     ),
     OptionSpec(
         "coreml_variants",
-        "comma-separated compression recipes to build and check, e.g. q8,q4 or int8,pal4 ('base' is always included).",
+        "comma-separated compression recipes to build and check, e.g. q8,q4 or int8,pal4 ('base' is always included); "
+        "'sweep' adds every recipe that applies to the model (combinable: sweep,q3).",
         "LIST",
+    ),
+    OptionSpec(
+        "coreml_sweep_budget",
+        "seconds the builds of --coreml-variants=sweep may take; recipes that would not finish are skipped and listed. "
+        "Cached variants cost nothing. Default: no limit.",
+        "SECONDS",
+        kind="number",
+    ),
+    OptionSpec(
+        "coreml_recommend_metric",
+        "quality figure that breaks ties between equally small passing variants and is the plot's y axis. Default: iou.",
+        "NAME",
+        default="iou",
+    ),
+    OptionSpec(
+        "coreml_plot",
+        "write the size-vs-quality plot (PNG) to this file; needs matplotlib: pip install pytest-coreml-quality[plot].",
+        "FILE",
+        kind="path",
     ),
     OptionSpec(
         "coreml_backend",
@@ -291,6 +311,9 @@ class Settings:
     hce: bool = False
     per_model: tuple[ModelSettings, ...] = ()  # one per entry of ``models``, same order
     notes: tuple[str, ...] = ()  # choices the header should tell (e.g. table models not used)
+    sweep_budget: float | None = None  # seconds; None: no limit
+    recommend_metric: str = "iou"
+    plot: Path | None = None
 
     @property
     def active(self) -> bool:
@@ -407,6 +430,9 @@ def _validated(raw: dict[str, tuple[Any, Path]]) -> Settings:
         report_html=optional_path("coreml_report_html"),
         save_baseline=optional_path("coreml_save_baseline"),
         baseline=optional_path("coreml_baseline"),
+        sweep_budget=_number("coreml_sweep_budget", raw["coreml_sweep_budget"][0]) if raw["coreml_sweep_budget"][0] not in (None, "") else None,
+        recommend_metric=_quality_figure("coreml_recommend_metric", raw["coreml_recommend_metric"][0]),
+        plot=optional_path("coreml_plot"),
         baseline_tolerances={
             key: _tolerance(f"coreml_baseline_tolerance_{key}", raw[f"coreml_baseline_tolerance_{key}"][0])
             for key in ("metric", "size", "load")
@@ -532,6 +558,16 @@ def _compute_units(value: Any) -> tuple[str, ...]:
             if name not in units:
                 units.append(name)
     return tuple(units)
+
+
+def _quality_figure(dest: str, value: Any) -> str:
+    """A quality or drift figure of the catalogue, by its key."""
+    figure = catalogue.get(str(value).strip().lower())
+    if figure is None or figure.family not in ("quality", "drift"):
+        spec = _spec(dest)
+        names = ", ".join(f.key for f in catalogue.figures("quality"))
+        raise SettingError(f"{spec.flag} / ini '{spec.ini}': got '{value}', expected a quality figure: {names}")
+    return figure.key
 
 
 def _mask(value: Any, logits: bool) -> str:

@@ -35,6 +35,14 @@ def _import_what_the_plugin_imports_lazily() -> None:
         import onnxruntime  # noqa: F401
         import scipy.ndimage  # noqa: F401  # weighted F-measure and SSIM import it lazily
 
+        try:  # the optional 'plot' extra
+            import matplotlib
+            import matplotlib.figure  # noqa: F401
+
+            matplotlib.use("Agg", force=True)
+        except ImportError:
+            pass
+
         import pytest_coreml_quality
 
         for info in pkgutil.walk_packages(pytest_coreml_quality.__path__, "pytest_coreml_quality."):

@@ -180,9 +180,10 @@ def test_unbounded_thresholds_accept_large_values() -> None:
 def test_merge_copies_every_field_of_a_variant() -> None:
     """A field added to VariantResult (or LoadTimes) is merged without being listed anywhere."""
     full = VariantResult(
-        "q4", path="p", kind="k", size_bytes=1, ratio=0.5, params=2, bits_per_weight=4.0, content_hash="h",
-        unchanged=True, note="q4: no change, weights already 8-bit (LUT)", metrics={"iou": 0.9}, drift={"mae": 0.1},
-        backend_drift={"mae": 0.01}, per_image={"a": {"iou": 0.9}}, load=LoadTimes(1.0, 0.1, "perf_counter", 2.5),
+        "q4", path="p", kind="k", size_bytes=1, ratio=0.5, download_bytes=1, build_s=0.5, params=2, bits_per_weight=4.0,
+        content_hash="h", unchanged=True, note="q4: no change, weights already 8-bit (LUT)", metrics={"iou": 0.9},
+        drift={"mae": 0.1}, backend_drift={"mae": 0.01}, per_image={"a": {"iou": 0.9}},
+        load=LoadTimes(1.0, 0.1, "perf_counter", 2.5),
         checks=[CheckOutcome("size", "size_mb", 1.0, 2.0, "<=", True)],
     )
     unset = {f.name for f in dataclasses.fields(full) if getattr(full, f.name) == getattr(VariantResult("q4"), f.name)}

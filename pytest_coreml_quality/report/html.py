@@ -13,7 +13,7 @@ import html
 import io
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,11 +189,19 @@ figure{margin:0;display:flex;flex-direction:column;align-items:center;max-width:
 figure img{display:block;margin-bottom:3px;image-rendering:pixelated;border:1px solid #d2d2d7}
 figcaption{font-size:12px;text-align:center;overflow-wrap:anywhere}
 .wide{overflow-x:auto}table.figures{font-size:13px}
+.recommendation{font-size:16px;font-weight:600}img.plot{max-width:100%;height:auto}
 .note{color:#6e6e73}.ramp{height:12px;width:200px;vertical-align:middle}
 """
 
 
-def render_html(run: RunResults, images: ImageSource | None, max_images: int = MAX_IMAGES, title: str | None = None) -> str:
+def render_html(
+    run: RunResults,
+    images: ImageSource | None,
+    max_images: int = MAX_IMAGES,
+    title: str | None = None,
+    recommendations: Mapping[str, str] | None = None,
+    plot_png: bytes | None = None,
+) -> str:
     """The whole page as a string (see :func:`write_html`)."""
     title = title or "Core ML model quality report"
     parts = [
@@ -205,6 +213,7 @@ def render_html(run: RunResults, images: ImageSource | None, max_images: int = M
     if run.versions:
         versions = ", ".join(f"{k} {v}" for k, v in sorted(run.versions.items()))
         parts.append(f'<p class="note">{html.escape(versions)}</p>')
+    parts += _decision(run, recommendations or {}, plot_png)
     for model in run.models.values():
         parts += _model_section(model, images, max_images)
     if not run.models:
@@ -219,13 +228,27 @@ def write_html(
     images: ImageSource | None,
     max_images: int = MAX_IMAGES,
     title: str | None = None,
+    recommendations: Mapping[str, str] | None = None,
+    plot_png: bytes | None = None,
 ) -> Path:
     """Write the self-contained HTML report to ``path`` atomically; return the path.
 
     ``images`` may be None (no golden-set pixels at hand): the page then has the tables
     only. At most ``max_images`` images are shown, the worst ones, and the page says so.
     """
-    return atomic_write_text(path, render_html(run, images, max_images, title))
+    return atomic_write_text(path, render_html(run, images, max_images, title, recommendations, plot_png))
+
+
+def _decision(run: RunResults, recommendations: Mapping[str, str], plot_png: bytes | None) -> list[str]:
+    """The answer first: each model's recommendation line (model key -> line) and the trade-off plot."""
+    parts = []
+    for key, line in recommendations.items():
+        prefix = f"{key}: " if len(run.models) > 1 else ""
+        parts.append(f'<p class="recommendation">{html.escape(prefix + line)}</p>')
+    if plot_png is not None:
+        uri = "data:image/png;base64," + base64.b64encode(plot_png).decode("ascii")
+        parts.append(f'<img class="plot" src="{uri}" alt="size against quality of every variant">')
+    return parts
 
 
 def _model_section(model: ModelResults, images: ImageSource | None, max_images: int) -> list[str]:

@@ -23,8 +23,9 @@ from pytest_coreml_quality.report.figures import verdict
 from pytest_coreml_quality.results import RunResults, tool_versions
 
 
-def report_dict(run: RunResults) -> dict[str, Any]:
-    """The report's content: the run as a dict, tool versions and the derived summary."""
+def report_dict(run: RunResults, recommendations: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The report's content: the run as a dict, tool versions, the derived summary and,
+    when given, the ``recommendation`` of each model (:meth:`Recommendation.to_dict`)."""
     data = run.to_dict()
     if not data.get("versions"):
         data["versions"] = tool_versions()
@@ -44,12 +45,16 @@ def report_dict(run: RunResults) -> dict[str, Any]:
             for recipe, v in model.variants.items()
         }
     data["summary"] = summary
+    if recommendations is not None:
+        data["recommendation"] = recommendations
     return encode_floats(data)
 
 
-def write_json(path: str | os.PathLike[str], run: RunResults) -> Path:
+def write_json(
+    path: str | os.PathLike[str], run: RunResults, recommendations: dict[str, dict[str, Any]] | None = None
+) -> Path:
     """Write the JSON report of ``run`` to ``path`` atomically; return the path."""
-    text = json.dumps(report_dict(run), indent=2, allow_nan=False) + "\n"
+    text = json.dumps(report_dict(run, recommendations), indent=2, allow_nan=False) + "\n"
     return atomic_write_text(path, text)
 
 

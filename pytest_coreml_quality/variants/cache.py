@@ -32,6 +32,7 @@ from pytest_coreml_quality.cachefs import (
     report_repair,
     write_entry_digest,
 )
+from pytest_coreml_quality.download import zip_size
 from pytest_coreml_quality.model import Model, content_hash
 from pytest_coreml_quality.variants import build as _build
 from pytest_coreml_quality.variants.recipes import Recipe, parse_recipe
@@ -40,7 +41,7 @@ from pytest_coreml_quality.variants.unchanged import compression_note, weight_en
 
 CACHE_SUBDIR = "variants"
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 3  # 2: entries carry a digest.json; 3: manifests say when a recipe changed nothing. Bump when the entry layout or the build logic changes what is written
+FORMAT_VERSION = 4  # 2: entries carry a digest.json; 3: manifests say when a recipe changed nothing; 4: and carry download_bytes. Bump when the entry layout or the build logic changes what is written
 
 Progress = Callable[[str], None]
 
@@ -59,6 +60,7 @@ class Variant:
     build_seconds: float = 0.0  # how long the build took (when it was built, possibly in an earlier run)
     unchanged: bool = False  # the recipe compressed no weight (they were already compressed, say)
     note: str = ""  # e.g. 'q8: no change, weights already 8-bit (LUT)'; '' when compression went as expected
+    download_bytes: int | None = None  # the deflate zip as it would be served (see :mod:`..download`)
 
     @property
     def name(self) -> str:
@@ -118,6 +120,7 @@ def build_variant(
     recipe.check_applies_to(model)
     base_summary = weight_summary(model)
     if recipe.is_base:
+        # No download size here: nothing is written for the base (the session measures it, cached).
         return Variant(recipe, model.path, model.kind, model.size_bytes, model.size_bytes, base_summary)
     entry = entry_dir(model, recipe, cache_dir)
     found, _ = _load_entry(entry)  # the common case needs no lock
@@ -131,6 +134,9 @@ def build_variant(
     manifest, cached = found
     path = entry / manifest["file"]
     weights = WeightSummary(parameters=base_summary.parameters, weight_bytes=int(manifest["weight_bytes"]))
+    download = manifest.get("download_bytes")
+    if not isinstance(download, int):  # not expected since FORMAT_VERSION 3; measure rather than fail
+        download = zip_size(path)
     return Variant(
         recipe=recipe,
         path=path,
@@ -142,7 +148,13 @@ def build_variant(
         build_seconds=float(manifest["build_seconds"]),
         unchanged=bool(manifest.get("unchanged", False)),
         note=str(manifest.get("note", "")),
+        download_bytes=download,
     )
+
+
+def is_cached(model: Model, recipe: Recipe, cache_dir: Path) -> bool:
+    """Whether the variant is in the cache, undamaged (so using it costs no build)."""
+    return recipe.is_base or _load_entry(entry_dir(model, recipe, cache_dir))[0] is not None
 
 
 def _load_entry(entry: Path) -> tuple[tuple[dict[str, Any], bool] | None, str | None]:
@@ -195,6 +207,7 @@ def _build_entry(
             "size_bytes": built.size_bytes,
             "weight_bytes": weight_summary(built).weight_bytes,
             "build_seconds": round(seconds, 3),
+            "download_bytes": zip_size(built.path),
             "route": route,
             "unchanged": outcome.unchanged,
             "note": outcome.note,

@@ -91,6 +91,8 @@ def make_run(count: int = 6, with_checks: bool = True) -> RunResults:
             kind="neuralNetwork",
             size_bytes=size,
             ratio=size / base_size,
+            download_bytes=int(size * 0.9),
+            build_s=None if recipe == "base" else 0.5 + k,
             params=1000,
             bits_per_weight=32 / (1 + 3 * k),
             content_hash=f"{k:x}" * 64,

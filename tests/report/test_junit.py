@@ -33,7 +33,7 @@ def test_each_item_records_only_the_figures_it_judges() -> None:
     v = make_run().models["TinySeg.mlmodel"].variants["q8"]
     size = {name for name, _ in junit_properties(v, "size")}
     quality = {name for name, _ in junit_properties(v, "quality")}
-    assert size == {"coreml.size_mb", "coreml.ratio", "coreml.bits_per_weight"} & {f"coreml.{f.key}" for f, _ in catalogue.values(v)}
+    assert size == {"coreml.size_mb", "coreml.download_mb", "coreml.build_s", "coreml.ratio", "coreml.bits_per_weight"} & {f"coreml.{f.key}" for f, _ in catalogue.values(v)}
     assert "coreml.iou" in quality and "coreml.drift_mae" in quality and "coreml.size_mb" not in quality
 
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pytest_coreml_quality.report.figures import elide, fmt_fixed
+from pytest_coreml_quality.report.figures import elide, fmt_fixed, fmt_size_mb
 from pytest_coreml_quality.thresholds import worst_images
 from pytest_coreml_quality.report.terminal import (
     columns,
@@ -36,9 +36,9 @@ def test_every_line_fits_the_width_with_long_names(width: int) -> None:
 
 def test_rows_in_order_with_values_and_verdicts() -> None:
     run = make_run()
-    lines = render_model(run.models["TinySeg.mlmodel"])
+    lines = render_model(run.models["TinySeg.mlmodel"], width=107)  # room for 20-character names
     assert lines[0].startswith("TinySeg.mlmodel (neuralNetwork, 0123456789ab) backend onnx, dataset fixtures/golden")
-    assert lines[1].split() == ["variant", "size", "MB", "ratio", "MAE", "IoU", "F", "S", "E", "drift", "cold", "s", "warm", "s", "result"]
+    assert lines[1].split() == ["variant", "size", "MB", "dl", "MB", "ratio", "MAE", "IoU", "F", "S", "E", "drift", "cold", "s", "warm", "s", "result"]
     names = [line.split()[0] for line in lines[3:]]
     assert names[:3] == ["base", "q8", "prune50+pal4-int8lut"]  # exactly 20 chars: not elided
     long_name = names[3]
@@ -48,11 +48,12 @@ def test_rows_in_order_with_values_and_verdicts() -> None:
         v = run.models["TinySeg.mlmodel"].variants[recipe]
         cells = line.split()
         assert cells[1] == fmt_fixed(v.size_mb, 8, 3 if v.size_mb < 1 else 2)
-        assert cells[3] == f"{v.metrics['mae']:.4f}"
-        assert cells[4] == f"{v.metrics['iou']:.4f}"
-        assert cells[6] == f"{v.metrics['s']:.4f}"
-        assert cells[8] == f"{v.drift['mae']:.4f}"
-        assert cells[9] == f"{v.load.cold_s:.3f}"
+        assert cells[2] == fmt_size_mb(v.download_mb, 6)
+        assert cells[4] == f"{v.metrics['mae']:.4f}"
+        assert cells[5] == f"{v.metrics['iou']:.4f}"
+        assert cells[7] == f"{v.metrics['s']:.4f}"
+        assert cells[9] == f"{v.drift['mae']:.4f}"
+        assert cells[10] == f"{v.load.cold_s:.3f}"
         expected = "-" if v.passed is None else ("PASS" if v.passed else "FAIL")
         assert cells[-1] == expected
     assert [line.split()[-1] for line in lines[3:]] == ["-", "PASS", "FAIL", "FAIL"]
@@ -69,12 +70,11 @@ def test_base_listed_first_even_when_added_last() -> None:
 def test_missing_figures_render_as_dash() -> None:
     model = ModelResults(model="Empty.mlmodel")
     model.variants["base"] = VariantResult(recipe="base", metrics={"iou": 0.5, "hce": math.nan})
-    line = render_model(model)[3]
-    cells = line.split()
+    cells = render_model(model)[3].split()
     assert cells[0] == "base"
-    assert cells[4] == "0.5000"
-    # size, ratio, MAE, F, S, E, drift, cold, warm, result: all unknown
-    assert [c for i, c in enumerate(cells) if i not in (0, 4)] == ["-"] * (len(columns()) - 1)
+    assert cells[5] == "0.5000"
+    # size, download, ratio, MAE, F, S, E, drift, cold, warm, result: all unknown
+    assert [c for i, c in enumerate(cells) if i not in (0, 5)] == ["-"] * (len(columns()) - 1)
 
 
 def test_plain_timer_is_marked_and_explained() -> None:
@@ -82,7 +82,7 @@ def test_plain_timer_is_marked_and_explained() -> None:
     model.variants["base"] = VariantResult(recipe="base", load=LoadTimes(cold_s=1.25, warm_s=0.5, timer="perf_counter"))
     run = RunResults(models={"M.mlmodel": model})
     lines = render_table(run)
-    assert lines[3].split()[9:11] == ["1.250*", "0.500*"]
+    assert lines[3].split()[10:12] == ["1.250*", "0.500*"]
     assert "* = plain timer" in " ".join(lines)
 
 
@@ -99,7 +99,7 @@ def test_huge_values_stay_in_their_column() -> None:
     assert len(lines[3]) == 100
     cells = lines[3].split()
     assert cells[1] == "123456.8"  # one decimal fits the 8 columns, three do not
-    assert cells[9:11] == ["123457", "inf"]
+    assert cells[10:12] == ["123457", "inf"]
 
 
 def test_worst_image_lines_name_the_check_and_the_images() -> None:
