@@ -19,10 +19,14 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from filelock import FileLock
 
 from pytest_coreml_quality.cachecheck import space_error
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _CHUNK = 1 << 20
 
@@ -270,6 +274,31 @@ def unseal(key: str, data: bytes) -> bytes | None:
     if data[len(_SEAL_MAGIC) : head] != _payload_digest(key, payload):
         return None
     return payload
+
+
+def read_sealed_array(path: Path, key: str) -> tuple["np.ndarray | None", str | None]:
+    """A numpy array stored :func:`seal`-ed at ``path`` for ``key``.
+
+    ``(array, None)`` on a hit, ``(None, None)`` when absent (never written, or removed by a
+    concurrent cache clear), ``(None, why)`` when the entry is unusable.
+    """
+    import io
+
+    import numpy as np
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"unreadable ({exc.strerror or type(exc).__name__})"
+    payload = unseal(key, data)
+    if payload is None:
+        return None, "its content does not match its digest"
+    try:
+        return np.load(io.BytesIO(payload), allow_pickle=False), None
+    except Exception:  # sealed but malformed: written by a bug, not worth trusting
+        return None, "not an array"
 
 
 def _payload_digest(key: str, payload: bytes) -> bytes:

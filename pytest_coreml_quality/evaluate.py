@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pytest_coreml_quality.cachefs import Note, atomic_write_bytes, build_lock, report_repair, seal, unseal
+from pytest_coreml_quality.cachefs import Note, atomic_write_bytes, build_lock, read_sealed_array, report_repair, seal
 from pytest_coreml_quality.dataset import Dataset, Sample
 from pytest_coreml_quality.metrics.reference import Reference
 from pytest_coreml_quality.metrics.scores import ImageScores, score_mask, summarize
@@ -59,19 +59,9 @@ class PredictionCache:
 
     def lookup(self, key: str, shape: tuple[int, int]) -> tuple[NDArray[np.float32] | None, str | None]:
         """``(mask, None)`` on a hit, ``(None, None)`` if absent, ``(None, why)`` if the entry is unusable."""
-        try:
-            data = self.path(key).read_bytes()
-        except FileNotFoundError:  # never written, or removed by a concurrent cache clear
-            return None, None
-        except OSError as exc:
-            return None, f"unreadable ({exc.strerror or type(exc).__name__})"
-        payload = unseal(key, data)
-        if payload is None:
-            return None, "its content does not match its digest"
-        try:
-            arr = np.load(io.BytesIO(payload), allow_pickle=False)
-        except Exception:  # a sealed but malformed payload: written by a bug, not worth trusting
-            return None, "not a mask array"
+        arr, why = read_sealed_array(self.path(key), key)
+        if arr is None:
+            return None, why
         problem = mask_problem(arr, shape)
         return (None, problem) if problem else (arr, None)
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from pytest_coreml_quality import catalogue
-from pytest_coreml_quality.cachefs import Note, atomic_write_bytes, build_lock, report_repair, seal, unseal
+from pytest_coreml_quality.cachefs import Note, atomic_write_bytes, build_lock, read_sealed_array, report_repair, seal
 from pytest_coreml_quality.dataset import Dataset
 from pytest_coreml_quality.errors import CoreMLQualityError, UnsupportedModelError
 from pytest_coreml_quality.metrics.classifier_drift import accuracy_values, classifier_values
@@ -81,19 +81,9 @@ class TensorCache:
 
     def lookup(self, key: str) -> tuple[NDArray[np.float32] | None, str | None]:
         """``(array, None)`` on a hit, ``(None, None)`` if absent, ``(None, why)`` if unusable."""
-        try:
-            data = self.path(key).read_bytes()
-        except FileNotFoundError:
-            return None, None
-        except OSError as exc:
-            return None, f"unreadable ({exc.strerror or type(exc).__name__})"
-        payload = unseal(key, data)
-        if payload is None:
-            return None, "its content does not match its digest"
-        try:
-            arr = np.load(io.BytesIO(payload), allow_pickle=False)
-        except Exception:  # sealed but malformed: written by a bug, not worth trusting
-            return None, "not an array"
+        arr, why = read_sealed_array(self.path(key), key)
+        if arr is None:
+            return None, why
         if arr.dtype != np.float32 or not np.isfinite(arr).all():
             return None, f"holds {arr.dtype} values that are not finite float32"
         return arr, None

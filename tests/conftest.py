@@ -68,6 +68,12 @@ def plain_run_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache directory per test module: variants and translations are built once, as in real CI."""
+    return tmp_path_factory.mktemp("coreml-cache")
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     """The committed fixtures: models/ and golden/ made by fixtures/make_fixtures.py."""

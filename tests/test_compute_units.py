@@ -25,16 +25,8 @@ MODEL = FIXTURES / "models" / "TinySeg.mlmodel"
 GOLDEN = FIXTURES / "golden"
 
 
-@pytest.fixture(autouse=True)
-def plain_run_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Inner runs behave like a user's plain run, even when this suite runs under xdist."""
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("plain_run_environment")
 
-
-@pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("coreml-cache")
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,7 @@ MODEL = FIXTURES / "models" / "TinySeg.mlmodel"
 GOLDEN = FIXTURES / "golden"
 
 
-@pytest.fixture(autouse=True)
-def plain_run_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("plain_run_environment")
 
 
 @pytest.fixture

@@ -36,11 +36,7 @@ max_drift = 0.5
 """
 
 
-@pytest.fixture(autouse=True)
-def plain_run_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Inner runs behave like a user's plain run, even when this suite runs under xdist."""
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("plain_run_environment")
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +54,6 @@ def small_golden(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def two_models(small_golden: Path) -> str:
     return TWO_MODELS.replace(SMALL_GOLDEN, str(small_golden))
 
-
-@pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cache for the module: variants and translations are built once."""
-    return tmp_path_factory.mktemp("coreml-cache")
 
 
 def run(pytester: pytest.Pytester, cache: Path, *args: str) -> pytest.RunResult:

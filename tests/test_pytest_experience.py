@@ -19,11 +19,6 @@ GOLDEN = FIXTURES / "golden"
 pytestmark = pytest.mark.usefixtures("plain_run_environment")
 
 
-@pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cache for the module: variants and translations are built once, as in real CI."""
-    return tmp_path_factory.mktemp("coreml-cache")
-
 
 def run(pytester: pytest.Pytester, cache: Path, *args: str, variants: str = "q8,q4") -> pytest.RunResult:
     return pytester.runpytest(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from pytest_coreml_quality import catalogue
 from pytest_coreml_quality.recommend import pareto_front, recommend
 from pytest_coreml_quality.results import LoadTimes, ModelResults, VariantResult

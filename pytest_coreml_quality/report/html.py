@@ -222,21 +222,15 @@ def render_html(
     return "\n".join(parts)
 
 
-def write_html(
-    path: str | os.PathLike[str],
-    run: RunResults,
-    images: ImageSource | None,
-    max_images: int = MAX_IMAGES,
-    title: str | None = None,
-    recommendations: Mapping[str, str] | None = None,
-    plot_png: bytes | None = None,
-) -> Path:
+def write_html(path: str | os.PathLike[str], run: RunResults, images: ImageSource | None, **options: Any) -> Path:
     """Write the self-contained HTML report to ``path`` atomically; return the path.
 
     ``images`` may be None (no golden-set pixels at hand): the page then has the tables
-    only. At most ``max_images`` images are shown, the worst ones, and the page says so.
+    only. ``options`` are :func:`render_html`'s (``max_images``, ``title``,
+    ``recommendations``, ``plot_png``): at most ``max_images`` images are shown, the worst
+    ones, and the page says so.
     """
-    return atomic_write_text(path, render_html(run, images, max_images, title, recommendations, plot_png))
+    return atomic_write_text(path, render_html(run, images, **options))
 
 
 def _decision(run: RunResults, recommendations: Mapping[str, str], plot_png: bytes | None) -> list[str]:

@@ -83,14 +83,19 @@ def _weight_param_size(wp: Any) -> tuple[int, int]:
 
 
 def _mlprogram_parameters(spec: Any) -> int:
-    """Elements of the float tensors that ``const``/``constexpr_*`` ops finally produce.
+    """Elements of the float tensors that ``const``/``constexpr_*`` ops finally produce."""
+    return sum(count for _, _, count in final_weight_tensors(spec))
+
+
+def final_weight_tensors(spec: Any) -> list[tuple[str, str, int]]:
+    """(producing op type, float dtype name, elements) of every weight an ML Program finally computes.
 
     A compressed weight is a chain (indices, lookup table -> ``constexpr_lut_to_dense`` ->
-    dense weight); only the last link, which no other constexpr consumes, is counted.
+    dense weight); only the last link, which no other constexpr consumes, is listed.
     """
     from coremltools.proto import MIL_pb2
 
-    produced: dict[str, int] = {}
+    produced: dict[str, tuple[str, str, int]] = {}
     consumed_by_constexpr: set[str] = set()
     for op in _operations(spec.mlProgram):
         if op.type != "const" and not op.type.startswith("constexpr_"):
@@ -102,13 +107,14 @@ def _mlprogram_parameters(spec: Any) -> int:
             tensor = out.type.tensorType
             if out.type.WhichOneof("type") != "tensorType" or tensor.rank < 1:
                 continue
-            if MIL_pb2.DataType.Name(tensor.dataType) not in _FLOAT_DTYPES:
+            dtype = MIL_pb2.DataType.Name(tensor.dataType)
+            if dtype not in _FLOAT_DTYPES:
                 continue
             count = 1
             for dim in tensor.dimensions:
                 count *= int(dim.constant.size)
-            produced[out.name] = count
-    return sum(n for name, n in produced.items() if name not in consumed_by_constexpr)
+            produced[out.name] = (op.type, dtype, count)
+    return [value for name, value in produced.items() if name not in consumed_by_constexpr]
 
 
 def _operations(program: Any) -> Iterator[Any]:

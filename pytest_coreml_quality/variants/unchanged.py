@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_coreml_quality.variants.recipes import NNQuantize, Recipe
-from pytest_coreml_quality.variants.summary import _FLOAT_DTYPES, _operations, _weight_params
+from pytest_coreml_quality.variants.summary import _weight_params, final_weight_tensors
 
 #: The encodings each family's compressions take as input; anything else is skipped.
 NN_COMPRESSIBLE = frozenset({"float32"})
@@ -72,29 +72,10 @@ def _nn_encoding(wp: Any) -> tuple[str, int]:
 
 def _ml_weights(spec: Any) -> list[tuple[str, int]]:
     """(encoding, elements) of every weight an ML Program finally computes (the end of each constexpr chain)."""
-    from coremltools.proto import MIL_pb2
-
-    produced: dict[str, tuple[str, int]] = {}
-    consumed: set[str] = set()
-    for op in _operations(spec.mlProgram):
-        if op.type != "const" and not op.type.startswith("constexpr_"):
-            continue
-        if op.type.startswith("constexpr_"):
-            for arg in op.inputs.values():
-                consumed.update(a.name for a in arg.arguments)
-        for out in op.outputs:
-            tensor = out.type.tensorType
-            if out.type.WhichOneof("type") != "tensorType" or tensor.rank < 1:
-                continue
-            dtype = MIL_pb2.DataType.Name(tensor.dataType)
-            if dtype not in _FLOAT_DTYPES:
-                continue
-            count = 1
-            for dim in tensor.dimensions:
-                count *= int(dim.constant.size)
-            label = _ML_OPS.get(op.type, op.type) if op.type != "const" else ("fp16" if dtype == "FLOAT16" else "float32")
-            produced[out.name] = (label, count)
-    return [value for name, value in produced.items() if name not in consumed]
+    return [
+        (_ML_OPS.get(op_type, op_type) if op_type != "const" else ("fp16" if dtype == "FLOAT16" else "float32"), count)
+        for op_type, dtype, count in final_weight_tensors(spec)
+    ]
 
 
 def compression_note(recipe: Recipe, base: dict[str, int], variant: dict[str, int], identical: bool = False) -> CompressionNote:

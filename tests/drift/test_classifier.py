@@ -85,10 +85,7 @@ def test_no_labels_file(tmp_path: Path) -> None:
 # --- the plugin, end to end ---------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def plain_run_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("plain_run_environment")
 
 
 @pytest.fixture(scope="module")

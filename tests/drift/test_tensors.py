@@ -94,10 +94,7 @@ def test_tensor_figures_are_in_the_catalogue_with_options() -> None:
 # --- the plugin, end to end ---------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def plain_run_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("plain_run_environment")
 
 
 @pytest.fixture(scope="module")

@@ -173,11 +173,10 @@ def test_note_wording_for_partial_and_empty_compressions() -> None:
 # --- end to end ---------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("plain_run_environment")
 def test_the_run_table_and_json_say_what_a_recipe_changed(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, quantized_models: dict[str, Model], tmp_path: Path
+    pytester: pytest.Pytester, quantized_models: dict[str, Model], tmp_path: Path
 ) -> None:
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
-        monkeypatch.delenv(name, raising=False)  # the inner run is a plain run, even under xdist
     out = tmp_path / "report.json"
     result = pytester.runpytest(
         f"--coreml-model={quantized_models['lut8'].path}", f"--coreml-model={quantized_models['float'].path}",
