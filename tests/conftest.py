@@ -68,6 +68,11 @@ def plain_run_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+def failure_sections(result: pytest.RunResult) -> str:
+    """An inner run's output without its short summary lines, whose length follows the terminal width."""
+    return "\n".join(line for line in result.stdout.lines if not line.startswith(("FAILED ", "ERROR ")))
+
+
 @pytest.fixture(scope="module")
 def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One cache directory per test module: variants and translations are built once, as in real CI."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, failure_sections
 
 MODEL = FIXTURES / "models" / "TinySeg.mlmodel"
 GOLDEN = FIXTURES / "golden"
@@ -227,7 +227,7 @@ def test_a_failure_message_is_printed_once(pytester: pytest.Pytester, cache: Pat
     model, golden = user_files
     result = run(pytester, cache, model, golden, "--coreml-min-iou=0.999")
     result.assert_outcomes(passed=2, failed=2)
-    text = result.stdout.str()
+    text = failure_sections(result)
     assert "During handling of the above exception" not in text
     assert text.count("TinySeg.mlmodel [q8]: 1 threshold(s) broken") == 1
 
@@ -247,6 +247,6 @@ def test_a_user_error_in_an_item_is_printed_once_without_traceback(pytester: pyt
     )
     result = pytester.runpytest("-p", "no:randomly")
     result.assert_outcomes(failed=1)
-    text = result.stdout.str()
+    text = failure_sections(result)
     assert text.count("golden/images/a.png: cannot be decoded") == 1
     assert "During handling of the above exception" not in text and "Traceback" not in text
