@@ -62,11 +62,16 @@ def columns(kind: str = "mask") -> tuple[Column, ...]:
     return (*(c for c in shown if c.kinds is None or kind in c.kinds), RESULT_COLUMN)
 
 
-def legend(kinds: Collection[str] = ("mask",)) -> str:
-    """What the columns mean for models of these output ``kinds``, from the catalogue's legend phrases."""
+def legend(kinds: Collection[str] = ("mask",), titles: Collection[str] | None = None) -> str:
+    """What the columns mean for models of these output ``kinds``, from the catalogue's legend phrases.
+
+    With ``titles``, only the columns a narrow table kept are explained.
+    """
     by_family: dict[str, list[str]] = {}
     for figure in catalogue.columns():
         shown = figure.column is not None and (figure.column.kinds is None or set(kinds) & set(figure.column.kinds))
+        if titles is not None and figure.column is not None and figure.column.title not in titles:
+            shown = False
         if shown and figure.column is not None and figure.column.legend:
             by_family.setdefault(figure.family, []).append(figure.column.legend)
     parts = list(by_family.get("size", []))
@@ -87,7 +92,9 @@ def render_table(run: RunResults, width: int = 100, with_legend: bool = True) ->
             lines.append("")
         lines += render_model(model, width)
     if lines and with_legend:
-        lines += textwrap.wrap(legend({m.output_kind for m in run.models.values()}), width=width)
+        kinds = {m.output_kind for m in run.models.values()}
+        titles = {c.title for kind in kinds for c in fitting_columns(width, kind)[0]}
+        lines += textwrap.wrap(legend(kinds, titles), width=width)
     return lines
 
 

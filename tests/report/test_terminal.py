@@ -138,3 +138,14 @@ def test_narrow_terminals_drop_secondary_columns_but_keep_the_verdict(width: int
     assert [line.split()[-1] for line in lines[at + 2 :]] == ["-", "PASS", "FAIL", "FAIL"]
     if width == 80:
         assert "E" not in titles and "S" not in titles and "F" in titles
+
+
+def test_the_legend_explains_only_the_columns_a_narrow_table_kept() -> None:
+    run = make_run()
+    wide = " ".join(render_table(run, width=120))
+    narrow_lines = render_table(run, width=80)
+    narrow = " ".join(narrow_lines)
+    assert "E (mean E-measure)" in wide and "dl = " in wide
+    header = next(line for line in narrow_lines if line.startswith("variant"))
+    assert " E " not in header + " " and "E (mean E-measure)" not in narrow
+    assert "MAE" in narrow and "IoU" in narrow  # kept columns are still explained
