@@ -50,7 +50,7 @@ def recall() -> Iterator[Figure]:
     figure = catalogue.register(
         Figure(
             "fg_recall", "quality", True, "foreground recall", keyword="min_fg_recall",
-            column=Column("Rec", 6, 4, order=45, drop_rank=0, legend="Rec (foreground recall)"),
+            column=Column("Rec", 6, 4, order=45, legend="Rec (foreground recall)"),  # never dropped
             compute=_recall,
         )
     )
