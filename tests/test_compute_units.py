@@ -150,6 +150,9 @@ def test_coreml_and_onnx_side_by_side_report_the_drift_between_backends(
     text = page.read_text()
     assert "<th>backend_mae</th>" in text and "<th>predict_ms</th>" in text
     assert "q8@coreml:CPU_AND_NE: quality backend_mae = " in text and "worst images: scene_00" in text
+    assert "q8@coreml:CPU_AND_NE against q8@onnx: where the backends differ most" in text
+    assert 'alt="q8@coreml:CPU_AND_NE vs q8@onnx scene_00' in text and 'alt="q8@onnx scene_00' in text
+    assert "q8@coreml:CPU_ONLY against" not in text  # fp32 on both: within the bound, no such section
     # Core ML saw the chosen units, and every cold round compiled to a path of its own.
     assert {units for _, units in fake.loads} == {"CPU_ONLY", "CPU_AND_NE"}
     destinations = [dest for _, dest in fake.compiles]
