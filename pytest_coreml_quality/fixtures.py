@@ -1,7 +1,8 @@
 """Fixtures for an app repo's own tests.
 
-``coreml_variant`` is parametrised over the selected variants (ids = recipe names), and
-everything derived from it (predictions, metrics) is computed lazily and shared through
+``coreml_variant`` is parametrised over the selected variants (ids = recipe names) and,
+when several lanes run (compute units, two backends), over each variant's lanes (ids like
+``q4-CPU_AND_NE``, as the generated items); everything derived from it (predictions, metrics) is computed lazily and shared through
 the run's session: two tests asking for one variant's metrics run the model once.
 """
 
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from pytest_coreml_quality.items import fail_on_user_error
+from pytest_coreml_quality.lanes import split_key
 from pytest_coreml_quality.model import Model
 from pytest_coreml_quality.results import BASE_VARIANT, VariantResult
 from pytest_coreml_quality.session import QualitySession
@@ -30,7 +32,17 @@ class VariantHandle:
 
     session: QualitySession
     model_key: str
-    recipe: str
+    recipe: str  # the recipe name ('q4'), also on a lane
+    key: str = ""  # the results key on this variant's lane ('q4@CPU_AND_NE'); '' means ``recipe``
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", self.recipe)
+
+    @property
+    def lane(self) -> str:
+        """The lane's label (``CPU_AND_NE``, ``coreml:ALL``, ``onnx``); '' in a plain run."""
+        return split_key(self.key)[1]
 
     @property
     def base_model(self) -> Model:
@@ -39,13 +51,13 @@ class VariantHandle:
     @property
     def model(self) -> Model:
         """The variant's own model file (the base model for ``base``)."""
-        return fail_on_user_error(lambda: self.session.variant_model(self.model_key, self.recipe))
+        return fail_on_user_error(lambda: self.session.variant_model(self.model_key, self.key))
 
     @property
     def result(self) -> VariantResult:
         """Size, ratio and weight summary (building the variant if needed)."""
-        fail_on_user_error(lambda: self.session.variant(self.model_key, self.recipe))
-        return self.session.results.models[self.model_key].variant(self.recipe)
+        fail_on_user_error(lambda: self.session.variant(self.model_key, self.key))
+        return self.session.results.models[self.model_key].variant(self.key)
 
     @property
     def size_mb(self) -> float:
@@ -59,27 +71,31 @@ class VariantHandle:
 
     def predictions(self) -> dict[str, np.ndarray]:
         """Image id -> predicted mask (float32 in [0, 1], the photo's size)."""
-        return fail_on_user_error(lambda: self.session.evaluation(self.model_key, self.recipe).predictions)
+        return fail_on_user_error(lambda: self.session.evaluation(self.model_key, self.key).predictions)
 
     def metrics(self) -> VariantResult:
         """Metrics vs ground truth (``.metrics``), drift vs base (``.drift``), per image (``.per_image``)."""
-        return fail_on_user_error(lambda: self.session.quality(self.model_key, self.recipe))
+        return fail_on_user_error(lambda: self.session.quality(self.model_key, self.key))
 
     def __repr__(self) -> str:
-        return f"<coreml variant {self.model_key} [{self.recipe}]>"
+        return f"<coreml variant {self.model_key} [{self.key}]>"
 
 
 def variant_params(session: QualitySession | None) -> list[tuple[str, str]]:
-    """(model key, recipe) pairs that ``coreml_variant`` is parametrised over."""
+    """(model key, results key) pairs that ``coreml_variant`` is parametrised over: one per variant and lane."""
     if session is None or not session.models:
         return []
-    return [(key, recipe) for key, recipes in session.recipes.items() for recipe in recipes]
+    return [(key, run_key) for key, recipes in session.recipes.items() for recipe in recipes for run_key in session.run_keys(recipe)]
 
 
 def variant_id(session: QualitySession, param: tuple[str, str]) -> str:
-    """Recipe names as ids; prefixed with the model when the run checks several models."""
-    key, recipe = param
-    return recipe if len(session.models) == 1 else f"{key}-{recipe}"
+    """Recipe names as ids (``q4-CPU_AND_NE`` on a lane, as the generated items); prefixed with the model
+    when the run checks several models."""
+    key, run_key = param
+    recipe, _ = split_key(run_key)
+    lane = session.lane(run_key)
+    name = lane.item_id(recipe) if lane is not None else recipe
+    return name if len(session.models) == 1 else f"{key}-{name}"
 
 
 def _active(request: pytest.FixtureRequest) -> QualitySession:
@@ -101,8 +117,9 @@ def coreml_variant(request: pytest.FixtureRequest, coreml_session: QualitySessio
     param = getattr(request, "param", None)
     if param is None:
         first = coreml_session.key(coreml_session.models[0])
-        param = (first, BASE_VARIANT)
-    return VariantHandle(coreml_session, *param)
+        param = (first, coreml_session.run_keys(BASE_VARIANT)[0])
+    model_key, run_key = param
+    return VariantHandle(coreml_session, model_key, split_key(run_key)[0], run_key)
 
 
 @pytest.fixture
@@ -150,7 +167,7 @@ def coreml_load_benchmark(
     def measure(kind: str = "warm") -> float:
         if kind not in ("cold", "warm"):
             raise ValueError(f"coreml_load_benchmark: kind={kind!r}, expected 'cold' or 'warm'")
-        return measure_load(coreml_session, coreml_variant.model_key, coreml_variant.recipe, kind, benchmark)
+        return measure_load(coreml_session, coreml_variant.model_key, coreml_variant.key, kind, benchmark)
 
     return measure
 

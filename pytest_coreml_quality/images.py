@@ -31,7 +31,15 @@ class ImageSource(Protocol):
         ...
 
     def prediction(self, model: str, recipe: str, name: str) -> NDArray[Any] | None:
-        """The variant's predicted mask in [0, 1], or None when it was not computed."""
+        """The variant's predicted mask in [0, 1], or None when it was not computed.
+
+        ``recipe`` is a results key: on a lane it names the lane too (``q4@onnx``).
+        """
+        ...
+
+    def partner(self, model: str, key: str) -> str | None:
+        """The results key of the second backend's lane that ``key``'s backend drift compares with
+        (``q4@onnx`` for ``q4@coreml:ALL``), or None outside a side-by-side run."""
         ...
 
 
@@ -41,11 +49,13 @@ class DatasetImageSource:
 
     ``datasets`` maps a model name to an object with ``ids`` and ``sample(id)`` returning
     ``.image`` (PIL) and ``.mask`` (float array), like :class:`pytest_coreml_quality.dataset.Dataset`;
-    ``predictions(model, recipe)`` returns id -> mask, or None for a variant not evaluated.
+    ``predictions(model, recipe)`` returns id -> mask, or None for a variant not evaluated;
+    ``partners(model, key)`` names the lane a side-by-side run compares ``key`` with.
     """
 
     datasets: Mapping[str, Any]
     predictions: Callable[[str, str], Mapping[str, NDArray[Any]] | None]
+    partners: Callable[[str, str], str | None] | None = None  # (model, key) -> the second backend's key
 
     def names(self, model: str) -> list[str]:
         ds = self.datasets.get(model)
@@ -60,3 +70,6 @@ class DatasetImageSource:
     def prediction(self, model: str, recipe: str, name: str) -> NDArray[Any] | None:
         masks = self.predictions(model, recipe)
         return None if masks is None else masks.get(name)
+
+    def partner(self, model: str, key: str) -> str | None:
+        return None if self.partners is None else self.partners(model, key)

@@ -31,6 +31,7 @@ from pytest_coreml_quality.fixtures import (  # noqa: F401  (fixtures are found 
 )
 from pytest_coreml_quality.fixtures import VariantHandle
 from pytest_coreml_quality.items import fail_on_user_error, failure_message, make_collectors, measure_load
+from pytest_coreml_quality.lanes import split_key
 from pytest_coreml_quality.markers import MARKERS, MarkerError, marker_bounds, marker_help
 from pytest_coreml_quality.quiet import silence_coremltools_import_notices
 from pytest_coreml_quality.results import RunResults, merge_results
@@ -201,7 +202,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return  # the fixture skips with a message saying what to pass
     wanted = _marker_variants(metafunc.definition)
     if wanted is not None:
-        params = [p for p in params if p[1] in wanted]
+        params = [p for p in params if split_key(p[1])[0] in wanted]
     metafunc.parametrize("coreml_variant", params, indirect=True, ids=[variant_id(state, p) for p in params])
 
 
@@ -287,7 +288,7 @@ def _assert_markers(item: pytest.Item, marks: list[tuple[list[Bound], list[str] 
     messages = []
     for bounds, variants in marks:
         if isinstance(handle, VariantHandle):
-            targets = [(handle.model_key, handle.recipe)]
+            targets = [(handle.model_key, handle.key)]
         else:
             # One target per lane (compute unit, backend): a marker bounds every one of them.
             targets = [

@@ -502,7 +502,12 @@ class QualitySession:
         # Image-only golden sets have no ground truth to show next to the predictions.
         has_truth = self.dataset is not None and self.dataset.has_truth
         datasets = {key: self.dataset for key in self.results.models} if has_truth else {}
-        return DatasetImageSource(datasets=datasets, predictions=predictions)
+        def partners(model_key: str, key: str) -> str | None:
+            lane = self.lane(key)
+            other = partner(lane, self.lanes) if lane is not None and lane.label else None
+            return None if other is None else other.key(split_key(key)[0])
+
+        return DatasetImageSource(datasets=datasets, predictions=predictions, partners=partners)
 
     # --- baseline -------------------------------------------------------------------------
     def compare_with_baseline(self, model_key: str, recipe: str) -> "BaselineComparison":

@@ -150,6 +150,9 @@ def test_coreml_and_onnx_side_by_side_report_the_drift_between_backends(
     text = page.read_text()
     assert "<th>backend_mae</th>" in text and "<th>predict_ms</th>" in text
     assert "q8@coreml:CPU_AND_NE: quality backend_mae = " in text and "worst images: scene_00" in text
+    assert "q8@coreml:CPU_AND_NE against q8@onnx: where the backends differ most" in text
+    assert 'alt="q8@coreml:CPU_AND_NE vs q8@onnx scene_00' in text and 'alt="q8@onnx scene_00' in text
+    assert "q8@coreml:CPU_ONLY against" not in text  # fp32 on both: within the bound, no such section
     # Core ML saw the chosen units, and every cold round compiled to a path of its own.
     assert {units for _, units in fake.loads} == {"CPU_ONLY", "CPU_AND_NE"}
     destinations = [dest for _, dest in fake.compiles]
@@ -157,3 +160,30 @@ def test_coreml_and_onnx_side_by_side_report_the_drift_between_backends(
     cold = [d for d in destinations if "coreml-cold" in d]
     assert len(cold) == 2 * 2 * 2  # 2 rounds x 2 variants x 2 units
     assert sum(Path(d).exists() for d in cold) <= 4  # earlier rounds' copies removed
+
+
+def test_fixtures_run_once_per_lane_with_each_lanes_own_figures(
+    pytester: pytest.Pytester, shared_cache: Path, small_golden: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    install(monkeypatch, FakeCoreMLTools(onnx_cache=tmp_path / "fake-onnx"))
+    pytester.makepyfile(
+        """
+        import json
+        import pytest
+
+        @pytest.mark.coreml_quality(min_iou=0.5, variants=["q8"])  # the marker picks recipes; every lane of each runs
+        def test_lane(coreml_variant, coreml_metrics, coreml_predictions, request):
+            seen = {"key": coreml_variant.key, "recipe": coreml_variant.recipe, "lane": coreml_variant.lane,
+                    "mae": coreml_metrics.metrics["mae"], "images": len(coreml_predictions)}
+            out = request.config.rootpath / ("seen-" + coreml_variant.lane.replace(":", "-") + ".json")
+            out.write_text(json.dumps(seen))
+        """
+    )
+    result = run(pytester, shared_cache, small_golden, "--coreml-compute-units=CPU_ONLY,CPU_AND_NE", "-v")
+    result.stdout.fnmatch_lines(["*::test_lane[[]q8-CPU_ONLY[]] PASSED*", "*::test_lane[[]q8-CPU_AND_NE[]] PASSED*"])
+    assert len([line for line in result.stdout.lines if "::test_lane[" in line and "PASSED" in line]) == 2
+    seen = {lane: json.loads((pytester.path / f"seen-{lane}.json").read_text()) for lane in ("CPU_ONLY", "CPU_AND_NE")}
+    assert [s["key"] for s in seen.values()] == ["q8@CPU_ONLY", "q8@CPU_AND_NE"]
+    assert all(s["recipe"] == "q8" and s["images"] == 4 for s in seen.values())
+    # CPU_ONLY computes at fp32 and CPU_AND_NE at fp16: each test saw its own lane's figures.
+    assert seen["CPU_ONLY"]["mae"] != seen["CPU_AND_NE"]["mae"]

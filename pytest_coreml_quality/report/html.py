@@ -1,7 +1,8 @@
 """``--coreml-report-html``: one self-contained HTML page (inline CSS, images as data: URIs).
 
-Per model: the figures table, failed checks with their worst images, then the images
-worst first, each with thumbnails of the photo, the ground truth, and every variant's
+Per model: the figures table, failed checks with their worst images, for a side-by-side
+run (``--coreml-backend=A,B``) whose drift between backends breaks its bound the images
+where the two backends differ most, then the images worst first, each with thumbnails of the photo, the ground truth, and every variant's
 prediction above a difference heat map. The page needs no JavaScript and loads nothing
 from the network, so it can be attached to a CI run and opened anywhere.
 """
@@ -40,6 +41,10 @@ from pytest_coreml_quality.results import ModelResults, RunResults, VariantResul
 THUMB_SIDE = 160
 MAX_IMAGES = 50
 RANK_METRIC = "mae"
+#: Checks on these figures compare two backends; a failed one gets a section of its worst images.
+BACKEND_CHECKS = ("backend_mae", "backend_flip_share")
+BACKEND_RANK = "backend_mae"  # per-image figure the backend section ranks by
+BACKEND_IMAGES = 5
 # PNG encoding dominates the report's cost; zlib level 3 is markedly faster than Pillow's
 # default 6 for a few percent more bytes, and optimize=True is slower still for ~2 % less
 # (benchmarks/bench_reports.py).
@@ -251,6 +256,7 @@ def _model_section(model: ModelResults, images: ImageSource | None, max_images: 
     parts += _failed_checks(model)
     if images is None:
         return parts
+    parts += _backend_sections(model, images)
     ranked = rank_images(model, images)
     shown = ranked[: max(0, max_images)]
     parts.append("<h3>Images, worst first</h3>")
@@ -315,6 +321,44 @@ def _failed_checks(model: ModelResults) -> list[str]:
             text = f"{v.recipe}: {check.check} {check.describe()}" + (f"; worst images: {worst}" if worst else "")
             items.append(f"<li>{html.escape(text)}</li>")
     return ["<h3>Failed checks</h3><ul>", *items, "</ul>"] if items else []
+
+
+def _backend_sections(model: ModelResults, images: ImageSource) -> list[str]:
+    """Per row whose drift between backends breaks its bound: the images where the backends differ most."""
+    parts: list[str] = []
+    for v in ordered_variants(model.variants):
+        broken = [c for c in v.checks if not c.passed and c.metric in BACKEND_CHECKS]
+        # Sources written before side-by-side runs have no partner look-up: no section then.
+        find_partner = getattr(images, "partner", None)
+        other = find_partner(model.model, v.recipe) if broken and find_partner is not None else None
+        if other is None:
+            continue
+        scored = [(name, lookup(values, BACKEND_RANK)) for name, values in v.per_image.items()]
+        ranked = sorted(((n, e) for n, e in scored if e is not None and not math.isnan(e)), key=lambda ne: -ne[1])
+        shown = ranked[:BACKEND_IMAGES]
+        parts.append(f"<h3>{html.escape(v.recipe)} against {html.escape(other)}: where the backends differ most</h3>")
+        why = "; ".join(c.describe() for c in broken)
+        parts.append(
+            f'<p class="note">{html.escape(why)}. Showing {len(shown)} of {len(ranked)} images by per-image '
+            f"{html.escape(BACKEND_RANK)}: the photo, each backend's mask and a heat map of their difference.</p>"
+        )
+        for name, error in shown:
+            parts += _backend_row(model.model, v.recipe, other, name, error, images)
+    return parts
+
+
+def _backend_row(model: str, key: str, other: str, name: str, error: float, images: ImageSource) -> list[str]:
+    first, second = images.prediction(model, key, name), images.prediction(model, other, name)
+    cells = [_figure([_img(_photo_uri(images.photo(model, name)), f"photo {name}")], "photo")]
+    for label, mask in ((key, first), (other, second)):
+        content = [f'<p class="note">{MISSING} no prediction</p>'] if mask is None else [_img(_mask_uri(_as_mask(mask)), f"{label} {name}")]
+        cells.append(_figure(content, label))
+    if first is not None and second is not None:
+        a, b = _as_mask(first), _as_mask(second)
+        diff = np.abs(_resized(a, b.shape) - b)
+        cells.append(_figure([_img(_heat_uri(diff), f"{key} vs {other} {name}")], "difference", f"{BACKEND_RANK} {fmt_fixed(error, 12, 4)}"))
+    heading = f"{name} ({BACKEND_RANK} {fmt_fixed(error, 12, 4)})"
+    return [f'<section class="sample backend"><h4>{html.escape(heading)}</h4><div class="row">', *cells, "</div></section>"]
 
 
 def _image_row(model: ModelResults, item: RankedImage, variants: Sequence[VariantResult], images: ImageSource) -> list[str]:

@@ -209,3 +209,77 @@ def test_dataset_image_source_over_a_real_golden_set(tmp_path: Path) -> None:
     np.testing.assert_allclose(source.truth(MODEL, names[1]), truth_mask(int(names[1][-1])))
     assert source.prediction(MODEL, "q8", names[0]) is None
     assert source.prediction(MODEL, "base", names[0]).max() == pytest.approx(0.5)
+    assert source.partner(MODEL, "base@coreml") is None  # not a side-by-side run
+    paired = DatasetImageSource({MODEL: dataset}, lambda model, recipe: None, partners=lambda model, key: key.replace("coreml", "onnx"))
+    assert paired.partner(MODEL, "q8@coreml") == "q8@onnx"
+
+
+class _SideBySideImages:
+    """Two backends' masks: the second backend's mask moves a band that grows with the image index."""
+
+    def names(self, model: str) -> list[str]:
+        return [image_name(i) for i in range(4)]
+
+    def photo(self, model: str, name: str) -> Image.Image:
+        from tests.report.sample import photo
+
+        return photo(int(name[6:8]))
+
+    def truth(self, model: str, name: str) -> np.ndarray:
+        return truth_mask(int(name[6:8]))
+
+    def prediction(self, model: str, recipe: str, name: str) -> np.ndarray | None:
+        i = int(name[6:8])
+        mask = truth_mask(i).copy()
+        if recipe.endswith("@onnx"):
+            mask[: 2 + 3 * i, :] = 0.5  # the backends differ most on the last image
+        return mask
+
+    def partner(self, model: str, key: str) -> str | None:
+        recipe, _, label = key.partition("@")
+        return f"{recipe}@onnx" if label.startswith("coreml") else None
+
+
+def _side_by_side_run(bound: float) -> RunResults:
+    from pytest_coreml_quality.results import CheckOutcome
+
+    model = ModelResults(model=MODEL, path=f"/m/{MODEL}", content_hash="0" * 64, kind="neuralNetwork", backend="coreml")
+    images = _SideBySideImages()
+    for key in ("q8@coreml:ALL", "q8@onnx"):
+        per_image = {}
+        for name in images.names(MODEL):
+            values = {"mae": 0.01}
+            if key != "q8@onnx":
+                values["backend_mae"] = float(np.mean(np.abs(images.prediction(MODEL, key, name) - images.prediction(MODEL, "q8@onnx", name))))
+            per_image[name] = values
+        v = VariantResult(recipe=key, metrics={"mae": 0.01}, per_image=per_image)
+        if key != "q8@onnx":
+            mean = float(np.mean([d["backend_mae"] for d in per_image.values()]))
+            v.backend_drift = {"mae": mean}
+            v.checks.append(CheckOutcome("quality", "backend_mae", mean, bound, "<=", mean <= bound))
+        model.variants[key] = v
+    return RunResults(models={MODEL: model})
+
+
+def test_backend_drift_beyond_its_bound_shows_where_the_backends_differ_most() -> None:
+    page = render_html(_side_by_side_run(bound=0.0), _SideBySideImages())
+    parsed = _Page()
+    parsed.feed(page)
+    assert "q8@coreml:ALL against q8@onnx: where the backends differ most" in page
+    # Worst first, by the per-image backend_mae recorded for each image.
+    order = [image_name(i) for i in (3, 2, 1, 0)]
+    positions = [page.index(f"{name} (backend_mae ") for name in order]
+    assert positions == sorted(positions)
+    alts = [a["alt"] for a in parsed.images]
+    for name in order:
+        assert {f"photo {name}", f"q8@coreml:ALL {name}", f"q8@onnx {name}", f"q8@coreml:ALL vs q8@onnx {name}"} <= set(alts)
+    # The heat map shows the difference between the two backends' masks: bright where they differ.
+    heat = next(a["src"] for a in parsed.images if a["alt"] == f"q8@coreml:ALL vs q8@onnx {image_name(3)}")
+    pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(str(heat).split(",", 1)[1]))).convert("RGB"))
+    assert pixels[0].mean() > 100 and pixels[-1].mean() < 20  # the band at the top, nothing at the bottom
+
+
+def test_backend_drift_within_its_bound_has_no_such_section() -> None:
+    page = render_html(_side_by_side_run(bound=1.0), _SideBySideImages())
+    assert "where the backends differ most" not in page
+    assert "vs q8@onnx" not in page
