@@ -112,7 +112,7 @@ def tiny_classifier_net() -> Any:
     ).eval()
 
 
-def save_mlprogram_classifier(path: Path) -> tuple[Path, Any]:
+def save_mlprogram_classifier(path: Path, labels: Any = CLASSIFIER_LABELS) -> tuple[Path, Any]:
     """An fp32 ML Program classifier (``classifier_config``) and the torch net it was converted from."""
     import coremltools as ct
     import torch
@@ -122,7 +122,7 @@ def save_mlprogram_classifier(path: Path) -> tuple[Path, Any]:
     model = convert_quietly(
         traced,
         inputs=[ct.ImageType(name="image", shape=(1, 3, 16, 16), scale=1 / 255)],
-        classifier_config=ct.ClassifierConfig(list(CLASSIFIER_LABELS)),
+        classifier_config=ct.ClassifierConfig(list(labels)),
         convert_to="mlprogram",
         compute_precision=ct.precision.FLOAT32,
         minimum_deployment_target=ct.target.iOS16,

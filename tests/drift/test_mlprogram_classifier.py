@@ -79,3 +79,47 @@ def test_int8_variant_drift_in_the_json_report(pytester: pytest.Pytester, classi
     assert 0.0 <= summary["drift_kl"] < 0.05 and summary["drift_kl"] > 0.0  # but do move the probabilities
     assert summary["top1"] is None  # no labels.csv
     assert result.ret == 0
+
+
+def test_integer_labels_give_integer_keys(tmp_path: Path) -> None:
+    from pytest_coreml_quality.model import Model
+    from pytest_coreml_quality.runtime import get_backend
+
+    path, net = save_mlprogram_classifier(tmp_path / "ints.mlpackage", labels=[7, 3, 11, 5])
+    out = get_backend("onnx").load(Model.open(path)).predict({"image": _images(1)[0]})
+    probs = next(v for v in out.values() if isinstance(v, dict))
+    assert list(probs) == [7, 3, 11, 5]
+    label = next(v for v in out.values() if not isinstance(v, dict))
+    assert label == [7, 3, 11, 5][int(np.argmax(_torch_probs(net, _images(1)[0])))]
+
+
+def test_classes_held_by_a_const_op_are_read(classifier: tuple[Path, Any]) -> None:
+    """A program may pass ``classes`` by name from a ``const`` op rather than inline."""
+    from coremltools.proto import MIL_pb2, Model_pb2
+
+    from pytest_coreml_quality.model import Model
+    from pytest_coreml_quality.runtime.onnx.mil_ops.classify import mlprogram_classifier_outputs
+
+    spec = Model_pb2.Model()
+    spec.CopyFrom(Model.open(classifier[0]).spec)  # edited below: keep any shared copy intact
+    fn = spec.mlProgram.functions["main"]
+    block = fn.block_specializations[fn.opset]
+    op = next(o for o in block.operations if o.type == "classify")
+    arg = op.inputs["classes"].arguments[0]
+    const = MIL_pb2.Operation(type="const")
+    const.outputs.add(name="the_classes", type=arg.value.type)
+    const.attributes["val"].CopyFrom(arg.value)
+    arg.Clear()
+    arg.name = "the_classes"
+    block.operations.insert(0, const)
+    found = mlprogram_classifier_outputs(spec)
+    assert found is not None and found[1:] == ("classLabel_probs", "classLabel", list(CLASSIFIER_LABELS))
+
+
+def test_a_program_without_classify_is_not_a_classifier() -> None:
+    from pytest_coreml_quality.model import Model
+    from pytest_coreml_quality.runtime.onnx.mil_ops.classify import mlprogram_classifier_outputs
+
+    packages = sorted((FIXTURES / "models").glob("*.mlpackage"))
+    assert packages
+    assert mlprogram_classifier_outputs(Model.open(packages[0]).spec) is None
