@@ -65,7 +65,7 @@ def class_labels(model: Model) -> list[Any]:
     if found is None or not found[3]:
         raise UnsupportedModelError(
             "its class labels cannot be read from the spec", path=model.path,
-            expected="a NeuralNetwork classifier (neuralNetworkClassifier with class labels)",
+            expected="a classifier with class labels (a neuralNetworkClassifier, or an ML Program ending in classify)",
         )
     return list(found[3])
 

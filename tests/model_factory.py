@@ -91,3 +91,41 @@ def save_array_model(path: Path, *, convert_to: str = "neuralnetwork", size: int
     )
     model.save(str(path))
     return path
+
+
+CLASSIFIER_LABELS = ("cat", "dog", "fish", "bird")
+
+
+def tiny_classifier_net() -> Any:
+    """3x16x16 image -> 4 class probabilities (conv, relu, linear, softmax)."""
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        # 8 x 16 x 16 features -> a 2048 x 4 linear weight, above coremltools' 2048-element
+        # weight_threshold, so compression recipes have a tensor to compress.
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8 * 16 * 16, len(CLASSIFIER_LABELS)),
+        torch.nn.Softmax(dim=1),
+    ).eval()
+
+
+def save_mlprogram_classifier(path: Path, labels: Any = CLASSIFIER_LABELS) -> tuple[Path, Any]:
+    """An fp32 ML Program classifier (``classifier_config``) and the torch net it was converted from."""
+    import coremltools as ct
+    import torch
+
+    net = tiny_classifier_net()
+    traced = torch.jit.trace(net, torch.rand(1, 3, 16, 16))
+    model = convert_quietly(
+        traced,
+        inputs=[ct.ImageType(name="image", shape=(1, 3, 16, 16), scale=1 / 255)],
+        classifier_config=ct.ClassifierConfig(list(labels)),
+        convert_to="mlprogram",
+        compute_precision=ct.precision.FLOAT32,
+        minimum_deployment_target=ct.target.iOS16,
+    )
+    model.save(str(path))
+    return path, net

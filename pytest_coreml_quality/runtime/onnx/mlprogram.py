@@ -186,6 +186,11 @@ def _add_inputs(model: Model, func: Any, ctx: MilContext) -> None:
 def _add_outputs(model: Model, func: Any, ctx: MilContext) -> None:
     for var in func.outputs:
         src = ctx.x(var)
+        if var.op is not None and var.op.op_type == "classify":
+            # The label (as its class index) and the probability vector: see mil_ops.classify.
+            ctx.builder.identity(src, var.name)
+            ctx.builder.add_output(var.name, TensorProto.FLOAT)
+            continue
         dtype = _dtype(var)
         if dtype == "fp16" and var.op is not None and var.op.op_type != "cast":
             src = ctx.round_fp16(src, f"{var.name}_out16")

@@ -163,6 +163,10 @@ def translate_neuralnetwork(model: Model, builder: GraphBuilder) -> None:
 
 def classifier_outputs(spec: Any) -> tuple[str, str, str, list[Any]] | None:
     """(probability blob, probabilities output, label output, class labels) of a classifier."""
+    if spec.WhichOneof("Type") == "mlProgram":
+        from pytest_coreml_quality.runtime.onnx.mil_ops.classify import mlprogram_classifier_outputs
+
+        return mlprogram_classifier_outputs(spec)
     if spec.WhichOneof("Type") != "neuralNetworkClassifier":
         return None
     net = spec.neuralNetworkClassifier

@@ -5,6 +5,7 @@ Importing this package registers every handler in :data:`MIL_OPS`.
 
 from pytest_coreml_quality.runtime.onnx.mil_ops import (  # noqa: F401  (imported to register handlers)
     activation,
+    classify,
     elementwise,
     linear,
     normalization,
