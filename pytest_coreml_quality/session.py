@@ -499,10 +499,22 @@ class QualitySession:
             # Served from the prediction cache (also after xdist workers did the work).
             return self.evaluation(model_key, recipe).predictions
 
-        # Image-only golden sets have no ground truth to show next to the predictions.
+        def tensors(model_key: str, recipe: str) -> Any:
+            variants = self.results.models[model_key].variants
+            result = variants.get(recipe)
+            if model_key not in self.kinds or result is None:
+                return None
+            # The base model runs as every variant's reference, yet records no drift of its own.
+            ran = any(v.drift or v.metrics for v in variants.values()) if recipe == BASE_VARIANT else bool(result.drift or result.metrics)
+            # Served from the output cache (also after xdist workers did the work).
+            return self.tensor_evaluation(model_key, recipe) if ran else None
+
+        # Image-only golden sets have no ground truth to show next to predicted masks; models
+        # that are not segmenters show the photo next to their outputs.
         has_truth = self.dataset is not None and self.dataset.has_truth
-        datasets = {key: self.dataset for key in self.results.models} if has_truth else {}
-        return DatasetImageSource(datasets=datasets, predictions=predictions)
+        shown = [key for key in self.results.models if has_truth or key in self.kinds]
+        datasets = {key: self.dataset for key in shown} if self.dataset is not None else {}
+        return DatasetImageSource(datasets=datasets, predictions=predictions, kinds=dict(self.kinds), tensors=tensors)
 
     # --- baseline -------------------------------------------------------------------------
     def compare_with_baseline(self, model_key: str, recipe: str) -> "BaselineComparison":
