@@ -180,11 +180,12 @@ def _differences(model: str, name: str, variants: Sequence[VariantResult], image
             continue
         is_base = split_key(v.recipe)[0] == "base"
         base = outs if is_base else images.outputs(model, _base_key(v.recipe), name)
-        content, details = [], []
+        content, details, order = [], [], []
         for out, arr in outs.items():
             label = f"{v.recipe} {out}" if len(outs) > 1 else v.recipe
             if out in pictures and (uri := _picture_uri(arr)) is not None:
                 content.append(page._img(uri, f"{label} output {name}"))
+                order.append(out)
             if is_base or base is None or out not in base:
                 continue
             diff = difference_map(arr, base[out], out in pictures)
@@ -193,8 +194,10 @@ def _differences(model: str, name: str, variants: Sequence[VariantResult], image
                 details.append(f"{out}: max |Δ| {fmt_fixed(gap, 12, 4)}" if np.shape(arr) == np.shape(base[out]) else f"{out}: shape differs")
                 continue
             content.append(page._img(page._heat_uri(diff), f"{label} vs base {name}"))
+            order.append(f"{out} Δ")
         mae = lookup(v.per_image.get(name, {}), "drift_tensor_mae")
-        detail = " · ".join(([f"t-MAE {fmt_fixed(mae, 12, 4)}"] if mae is not None else []) + details
-                            + ([] if is_base else ["Δ vs base"]))
+        # With several outputs the caption says which picture is which, top to bottom.
+        shown = [", ".join(order)] if len(outs) > 1 and order else ([] if is_base else ["Δ vs base"])
+        detail = " · ".join(([f"t-MAE {fmt_fixed(mae, 12, 4)}"] if mae is not None else []) + details + shown)
         cells.append(page._figure(content or [f'<p class="note">{MISSING}</p>'], v.recipe, detail))
     return cells

@@ -180,6 +180,7 @@ def test_tensor_heat_map_per_variant_and_output_and_colour_pictures() -> None:
         "q8 heat vs base c", "q8 rgb output c", "q8 rgb vs base c",
         "q2 heat vs base c", "q2 rgb output c", "q2 rgb vs base c",
     ]
+    assert "q8<br>t-MAE 0.3000 · heat Δ, rgb, rgb Δ</figcaption>" in text  # which picture is which
     imgs = {img["alt"]: _decode(str(img["src"])).convert("RGB") for img in sections[0]["imgs"]}
     heat = np.asarray(imgs["q8 heat vs base c"])
     # 1.5 x the base range clips to the top of the ramp at the changed pixel, 0 (black) elsewhere
