@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pytest
 
 from pytest_coreml_quality.items import fail_on_user_error
@@ -69,9 +68,29 @@ class VariantHandle:
     def ratio(self) -> float | None:
         return self.result.ratio
 
-    def predictions(self) -> dict[str, np.ndarray]:
-        """Image id -> predicted mask (float32 in [0, 1], the photo's size)."""
+    def predictions(self) -> dict[str, Any]:
+        """Image id -> the variant's prediction for that image.
+
+        Segmenters: the predicted mask (float32 in [0, 1], the photo's size). Models that
+        are not (``--coreml-output-kind``): classifiers give {class label: probability};
+        other models the output as the model returned it (float32 array; image outputs as
+        H x W x C pixels), or {output name: array} when several outputs are compared.
+        """
+        if self.model_key in self.session.kinds:
+            return fail_on_user_error(self._raw_outputs)
         return fail_on_user_error(lambda: self.session.evaluation(self.model_key, self.key).predictions)
+
+    def _raw_outputs(self) -> dict[str, Any]:
+        from pytest_coreml_quality.images import class_probabilities
+
+        tev = self.session.tensor_evaluation(self.model_key, self.recipe)
+        outputs, names = tev.outputs, tev.output_names
+        ids = tev.dataset.ids
+        if tev.labels is not None:
+            return {sid: class_probabilities(tev.labels, outputs[names[0]][sid]) for sid in ids}
+        if len(names) == 1:
+            return {sid: outputs[names[0]][sid] for sid in ids}
+        return {sid: {name: outputs[name][sid] for name in names} for sid in ids}
 
     def metrics(self) -> VariantResult:
         """Metrics vs ground truth (``.metrics``), drift vs base (``.drift``), per image (``.per_image``)."""
@@ -140,8 +159,15 @@ def coreml_dataset(coreml_session: QualitySession) -> "Dataset":
 
 
 @pytest.fixture
-def coreml_predictions(coreml_variant: VariantHandle, coreml_dataset: "Dataset") -> dict[str, np.ndarray]:
-    """This variant's predicted masks, image id -> float32 [0, 1] (cached, shared)."""
+def coreml_predictions(coreml_variant: VariantHandle, coreml_dataset: "Dataset") -> dict[str, Any]:
+    """This variant's predictions by image id (cached, shared).
+
+    Segmenters: predicted masks, float32 in [0, 1] at the photo's size. Models that are
+    not segmenters give their raw outputs instead: a classifier {class label: probability}
+    per image; heat maps, depth, embeddings and colour images the float32 array the model
+    returned (image outputs as H x W x C pixels), or {output name: array} per image when
+    several outputs are compared (no ``--coreml-output``).
+    """
     return coreml_variant.predictions()
 
 

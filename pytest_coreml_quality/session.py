@@ -499,15 +499,30 @@ class QualitySession:
             # Served from the prediction cache (also after xdist workers did the work).
             return self.evaluation(model_key, recipe).predictions
 
-        # Image-only golden sets have no ground truth to show next to the predictions.
+        def tensors(model_key: str, recipe: str) -> Any:
+            variants = self.results.models[model_key].variants
+            result = variants.get(recipe)
+            if model_key not in self.kinds or result is None:
+                return None
+            # The base model runs as every variant's reference, yet records no drift of its own.
+            ran = any(v.drift or v.metrics for v in variants.values()) if recipe == BASE_VARIANT else bool(result.drift or result.metrics)
+            # Served from the output cache (also after xdist workers did the work).
+            return self.tensor_evaluation(model_key, recipe) if ran else None
+
+        # Image-only golden sets have no ground truth to show next to predicted masks; models
+        # that are not segmenters show the photo next to their outputs.
         has_truth = self.dataset is not None and self.dataset.has_truth
-        datasets = {key: self.dataset for key in self.results.models} if has_truth else {}
+        shown = [key for key in self.results.models if has_truth or key in self.kinds]
+        datasets = {key: self.dataset for key in shown} if self.dataset is not None else {}
+
         def partners(model_key: str, key: str) -> str | None:
             lane = self.lane(key)
             other = partner(lane, self.lanes) if lane is not None and lane.label else None
             return None if other is None else other.key(split_key(key)[0])
 
-        return DatasetImageSource(datasets=datasets, predictions=predictions, partners=partners)
+        return DatasetImageSource(
+            datasets=datasets, predictions=predictions, kinds=dict(self.kinds), tensors=tensors, partners=partners
+        )
 
     # --- baseline -------------------------------------------------------------------------
     def compare_with_baseline(self, model_key: str, recipe: str) -> "BaselineComparison":

@@ -2,8 +2,11 @@
 
 Per model: the figures table, failed checks with their worst images, for a side-by-side
 run (``--coreml-backend=A,B``) whose drift between backends breaks its bound the images
-where the two backends differ most, then the images worst first, each with thumbnails of the photo, the ground truth, and every variant's
-prediction above a difference heat map. The page needs no JavaScript and loads nothing
+where the two backends differ most, then the images worst first, each with thumbnails of
+the photo, the ground truth, and every variant's prediction above a difference heat map.
+Models that are not segmenters show their outputs instead (:mod:`.html_outputs`):
+classifiers their top-5 classes, other outputs difference heat maps against the base
+model. The page needs no JavaScript and loads nothing
 from the network, so it can be attached to a CI run and opened anywhere.
 """
 
@@ -195,6 +198,7 @@ figure img{display:block;margin-bottom:3px;image-rendering:pixelated;border:1px 
 figcaption{font-size:12px;text-align:center;overflow-wrap:anywhere}
 .wide{overflow-x:auto}table.figures{font-size:13px}
 .recommendation{font-size:16px;font-weight:600}img.plot{max-width:100%;height:auto}
+table.classes td{font-size:12px;white-space:nowrap}
 .note{color:#6e6e73}.ramp{height:12px;width:200px;vertical-align:middle}
 """
 
@@ -256,6 +260,11 @@ def _model_section(model: ModelResults, images: ImageSource | None, max_images: 
     parts += _failed_checks(model)
     if images is None:
         return parts
+    from pytest_coreml_quality.report import html_outputs  # imports this module: loaded on use
+
+    kind = html_outputs.source_kind(images, model.model)
+    if kind != "mask":
+        return parts + html_outputs.output_section(model, images, kind, max_images)
     parts += _backend_sections(model, images)
     ranked = rank_images(model, images)
     shown = ranked[: max(0, max_images)]
