@@ -41,21 +41,20 @@ def lloyd_sorted(distinct: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray
     """k-means of ascending distinct ``distinct`` values weighted by ``counts`` (k < len).
 
     Lloyd's iterations run from two initialisations, each until the partition no longer
-    changes (each centre is then the mean of its run, each value nearest its own centre),
-    and the one with the smaller squared error wins. Lloyd on discrete values stops in a
+    changes (each centre is then the mean of its run, each value nearest its own centre);
+    the one with the smaller squared error is then improved by swaps (:func:`_swap`). Lloyd on discrete values stops in a
     local optimum: quantiles of the weights fit the bulk of a distribution; quantiles of
     the density to the power 1/3 (the asymptotically optimal spacing of quantizer levels)
     also reach into heavy tails, which dominate the error there.
     """
     sums = _PrefixSums(distinct, counts)
-    best, best_error = None, np.inf
+    best, best_error = distinct[:0], np.inf
     for weights in (counts, _companding_weights(distinct, counts)):
         centres = _lloyd(distinct, sums, distinct[_quantile_starts(np.concatenate(([0.0], np.cumsum(weights))), k)])
-        centres, error = _swap(distinct, sums, centres)
+        error = sums.error(distinct, centres)
         if error < best_error:  # strict: ties keep the first, so the result is deterministic
             best, best_error = centres, error
-    assert best is not None
-    return best
+    return _swap(distinct, sums, best, best_error)
 
 
 class _PrefixSums:
@@ -109,10 +108,9 @@ def _lloyd(distinct: np.ndarray, sums: _PrefixSums, centres: np.ndarray) -> np.n
     return centres
 
 
-def _swap(distinct: np.ndarray, sums: _PrefixSums, centres: np.ndarray) -> tuple[np.ndarray, float]:
+def _swap(distinct: np.ndarray, sums: _PrefixSums, centres: np.ndarray, error: float) -> np.ndarray:
     """Escape Lloyd's local optima: while it pays, drop the centre whose loss costs least and
     split the run whose split gains most (at its mean), then let Lloyd settle again."""
-    error = sums.error(distinct, centres)
     for _ in range(MAX_SWAPS):
         edges = _edges(distinct, centres)
         n, s = sums.runs(edges)
@@ -135,7 +133,7 @@ def _swap(distinct: np.ndarray, sums: _PrefixSums, centres: np.ndarray) -> tuple
         if trial_error >= error * (1 - 1e-9):
             break
         centres, error = trial, trial_error
-    return centres, error
+    return centres
 
 
 def _removal_costs(distinct: np.ndarray, sums: _PrefixSums, centres: np.ndarray, edges: np.ndarray) -> np.ndarray:
