@@ -41,8 +41,9 @@ def lloyd_sorted(distinct: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray
     """k-means of ascending distinct ``distinct`` values weighted by ``counts`` (k < len).
 
     Lloyd's iterations run from two initialisations, each until the partition no longer
-    changes (each centre is then the mean of its run, each value nearest its own centre);
-    the one with the smaller squared error is then improved by swaps (:func:`_swap`). Lloyd on discrete values stops in a
+    changes (each centre is then the mean of its run, each value nearest its own centre),
+    then improve by swaps (:func:`_swap`); the smaller squared error wins. (Swapping only
+    the better start is twice as fast but ends 5% worse on one fixture layer at 5 bits.) Lloyd on discrete values stops in a
     local optimum: quantiles of the weights fit the bulk of a distribution; quantiles of
     the density to the power 1/3 (the asymptotically optimal spacing of quantizer levels)
     also reach into heavy tails, which dominate the error there.
@@ -51,10 +52,11 @@ def lloyd_sorted(distinct: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray
     best, best_error = distinct[:0], np.inf
     for weights in (counts, _companding_weights(distinct, counts)):
         centres = _lloyd(distinct, sums, distinct[_quantile_starts(np.concatenate(([0.0], np.cumsum(weights))), k)])
+        centres = _swap(distinct, sums, centres, sums.error(distinct, centres))
         error = sums.error(distinct, centres)
         if error < best_error:  # strict: ties keep the first, so the result is deterministic
             best, best_error = centres, error
-    return _swap(distinct, sums, best, best_error)
+    return best
 
 
 class _PrefixSums:
