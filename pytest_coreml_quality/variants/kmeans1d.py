@@ -7,16 +7,18 @@ of the sorted values, so after one sort (of the distinct values, weighted by the
 counts) a Lloyd iteration only needs the ``k - 1`` boundaries (midpoints between
 neighbouring centres, located with ``np.searchsorted``) and prefix sums
 (``centre = (S[b] - S[a]) / (N[b] - N[a])``): its cost does not depend on the number of
-weights, so iterating to exact convergence is cheap. The result is a deterministic
-function of the values (no random initialisation).
+weights, so iterating to exact convergence (a Lloyd fixed point, not necessarily the
+global optimum) is cheap, and so are swap moves that escape poor fixed points. The result
+is a deterministic function of the values (no random initialisation).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+# Caps only: Lloyd's partition stops changing, and swaps stop paying, well before.
 MAX_ITERATIONS = 10_000
-MAX_SWAPS = 1_000  # a cap only: in practice the partition stops changing well before
+MAX_SWAPS = 1_000
 
 
 def kmeans_1d(values: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
@@ -42,11 +44,12 @@ def lloyd_sorted(distinct: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray
 
     Lloyd's iterations run from two initialisations, each until the partition no longer
     changes (each centre is then the mean of its run, each value nearest its own centre),
-    then improve by swaps (:func:`_swap`); the smaller squared error wins. (Swapping only
-    the better start is twice as fast but ends 5% worse on one fixture layer at 5 bits.) Lloyd on discrete values stops in a
-    local optimum: quantiles of the weights fit the bulk of a distribution; quantiles of
-    the density to the power 1/3 (the asymptotically optimal spacing of quantizer levels)
-    also reach into heavy tails, which dominate the error there.
+    then improves by swaps (:func:`_swap`); the smaller squared error wins. Lloyd on
+    discrete values stops in a local optimum: quantiles of the weights fit the bulk of a
+    distribution; quantiles of the density to the power 1/3 (the asymptotically optimal
+    spacing of quantizer levels) also reach into heavy tails, which dominate the error
+    there. (Swapping only from the better start halves the time but ends 5% worse than
+    scikit-learn on one fixture layer at 5 bits.)
     """
     sums = _PrefixSums(distinct, counts)
     best, best_error = distinct[:0], np.inf
