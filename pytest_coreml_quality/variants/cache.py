@@ -41,7 +41,7 @@ from pytest_coreml_quality.variants.unchanged import compression_note, weight_en
 
 CACHE_SUBDIR = "variants"
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 4  # 2: entries carry a digest.json; 3: manifests say when a recipe changed nothing; 4: and carry download_bytes. Bump when the entry layout or the build logic changes what is written
+FORMAT_VERSION = 5  # 2: entries carry a digest.json; 3: manifests say when a recipe changed nothing; 4: and carry download_bytes; 5: kmeans_lut tables from kmeans1d. Bump when the entry layout or the build logic changes what is written
 
 Progress = Callable[[str], None]
 

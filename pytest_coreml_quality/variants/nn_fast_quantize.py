@@ -5,7 +5,9 @@
 per Python operation (about 94 s for the 176 MB ISNet at 4 bits). This module walks the
 spec the same way, reuses coremltools' own numeric helpers for the quantization itself
 (so scales, biases, lookup tables and indices are computed by the very same code), and
-replaces only the bit packing with vectorised numpy shifts (:func:`pack_bits`).
+replaces only the bit packing with vectorised numpy shifts (:func:`pack_bits`). The one
+exception is ``kmeans_lut``: its tables come from :mod:`.kmeans1d`, a fast exact 1-D k-means,
+instead of coremltools' scikit-learn clustering (which coremltools 9 cannot store anyway).
 :func:`quantize_file` serializes deterministically, so its bytes equal coremltools' up to
 the order of map entries (which coremltools' own saves do not keep from one process to the next).
 
@@ -22,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from pytest_coreml_quality.variants.kmeans1d import kmeans_1d
 from pytest_coreml_quality.variants.nn_fusion import optimize_nn
 from pytest_coreml_quality.variants.reproducible import save_spec
 
@@ -167,18 +170,33 @@ def _quantize_field(wp: Any, shape: tuple[int, ...], axis: int, nbits: int, qm: 
     if len(wp.floatValue) % channels:
         raise NotCovered("weight count not divisible by channel count")
     weights = np.array(wp.floatValue).reshape(shape)  # float64, as coremltools computes
-    scale, bias, lut, indices = helpers["quantize_wp"](weights, nbits, qm, axis)
+    if qm == helpers["modes"]["kmeans_lut"]:
+        scale, bias, lut, indices = None, None, *_kmeans_table(weights, nbits)
+    else:
+        scale, bias, lut, indices = helpers["quantize_wp"](weights, nbits, qm, axis)
     q = wp.quantization
     q.numberOfBits = nbits
     if linear:
         q.linearQuantization.scale.extend(scale)
         q.linearQuantization.bias.extend(bias)
     else:
-        # coremltools 9's k-means returns a (2**nbits, 1) table, which its own
-        # quantize_weights then fails to store (TypeError); the table's values are the same.
         q.lookupTableQuantization.floatValue.extend(np.asarray(lut).reshape(-1))
     wp.rawValue = pack_bits(indices, nbits)
     del wp.floatValue[:]
+
+
+def _kmeans_table(weights: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``2**nbits`` lookup table (unused entries 0, as coremltools pads) and the indices.
+
+    coremltools clusters with scikit-learn's ``KMeans`` (tens of seconds per model at 8 bits)
+    and its quantize_weights then fails to store the (2**nbits, 1) table it gets (TypeError in
+    coremltools 9); :func:`kmeans_1d` is exact 1-D Lloyd on sorted values, deterministic, and
+    at least as close on the weights (tests/variants/test_kmeans1d.py).
+    """
+    centres, labels = kmeans_1d(weights, 1 << nbits)
+    lut = np.zeros(1 << nbits)
+    lut[: centres.size] = centres
+    return lut, labels.astype(np.uint8)
 
 
 # --- which WeightParams each layer type has, with the shape/axis coremltools quantizes them at ---

@@ -114,7 +114,8 @@ def test_byte_identical_on_a_larger_model(larger_nn_model: Path, tmp_path: Path,
 
 def test_kmeans_lookup_tables_hold_the_dequantized_values(nn_model: Model, tmp_path: Path) -> None:
     # coremltools 9's own quantize_weights(kmeans_lut) fails with a TypeError (its k-means
-    # returns a (16, 1) table); the fast path stores the same table flattened.
+    # returns a (8, 1) table), so there are no coremltools bytes to match; the fast path's
+    # tables come from kmeans1d (ascending centres; quality vs coremltools in test_kmeans1d.py).
     import coremltools as ct
 
     spec = ct.utils.load_spec(str(nn_model.path))
@@ -127,6 +128,7 @@ def test_kmeans_lookup_tables_hold_the_dequantized_values(nn_model: Model, tmp_p
         wp = layer.convolution.weights
         luts[layer.name] = np.array(wp.quantization.lookupTableQuantization.floatValue, dtype=np.float32)
         assert wp.quantization.numberOfBits == 3 and len(luts[layer.name]) == 8 and len(wp.floatValue) == 0
+        assert np.all(np.diff(luts[layer.name]) > 0)  # kmeans1d's sorted centres, not scikit-learn's order
     ct.utils.save_spec(spec, str(tmp_path / "k.mlmodel"))
     base, got = nn_weights(nn_model.path), nn_weights(tmp_path / "k.mlmodel")
     for (layer, field), values in got.items():
