@@ -168,6 +168,14 @@ _RACY_SECONDS = 0.05
 _RACY_SECONDS_COARSE = 2.0
 
 
+def parts_digest(*parts: str) -> str:
+    """A cache key from text parts (each NUL-terminated, so ("ab", "c") and ("a", "bc") differ)."""
+    h = hashlib.blake2b(digest_size=20)
+    for part in parts:
+        h.update(part.encode("utf-8") + b"\0")
+    return h.hexdigest()
+
+
 def keyed_digest(key: str, entry: str | os.PathLike[str], names: Sequence[str]) -> str:
     """blake2b over ``key`` and, per name, the name and the content of ``entry/name`` (file or tree).
 

@@ -18,7 +18,6 @@ asking for one variant share one run.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import threading
 import time
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pytest_coreml_quality.cachefs import Note, atomic_write_bytes, build_lock, read_sealed_array, report_repair, seal
+from pytest_coreml_quality.cachefs import Note, atomic_write_bytes, build_lock, parts_digest, read_sealed_array, report_repair, seal
 from pytest_coreml_quality.dataset import Dataset, Sample
 from pytest_coreml_quality.metrics.reference import Reference
 from pytest_coreml_quality.metrics.scores import ImageScores, score_mask, summarize
@@ -97,18 +96,11 @@ class VariantKey:
     settings: str
 
     def digest(self) -> str:
-        return _digest(self.model_hash, self.backend, self.settings, CACHE_FORMAT)
+        return parts_digest(self.model_hash, self.backend, self.settings, CACHE_FORMAT)
 
     def for_image(self, image_hash: str) -> str:
-        return _digest(self.digest(), image_hash)
+        return parts_digest(self.digest(), image_hash)
 
-
-def _digest(*parts: str) -> str:
-    h = hashlib.blake2b(digest_size=20)
-    for part in parts:
-        h.update(part.encode("utf-8"))
-        h.update(b"\0")
-    return h.hexdigest()
 
 
 def backend_key(name: str, options: RuntimeOptions | None) -> str:

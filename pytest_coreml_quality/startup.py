@@ -211,20 +211,17 @@ def compare_as_tensors(session: QualitySession, model: Model, kind: str, why: st
 
 def read_first_mask(session: QualitySession, model: Model, pre: "Preprocessor") -> tuple[str, str | None] | None:
     """(contract, header note) from the base model's output on the first image; None if it cannot run."""
-    import hashlib
     import json
 
-    from pytest_coreml_quality.cachefs import atomic_write_text, build_lock
+    from pytest_coreml_quality.cachefs import atomic_write_text, build_lock, parts_digest
     from pytest_coreml_quality.evaluate import backend_key
     from pytest_coreml_quality.masks import MaskError, decide_auto, describe, parse_mask_spec, read_mask
 
     assert session.dataset is not None
     sample = next(iter(session.dataset))
     backend, options = session.backend(), session.runtime_options()
-    h = hashlib.blake2b(digest_size=20)
-    for part in (MASK_DECISION_FORMAT, model.content_hash, backend_key(backend.name, options), pre.settings.cache_key(), sample.image_hash):
-        h.update(part.encode("utf-8") + b"\0")
-    path = session.cache_dir / "masks" / f"{h.hexdigest()}.json"
+    key = parts_digest(MASK_DECISION_FORMAT, model.content_hash, backend_key(backend.name, options), pre.settings.cache_key(), sample.image_hash)
+    path = session.cache_dir / "masks" / f"{key}.json"
     with build_lock(path):
         try:
             stored = json.loads(path.read_text(encoding="utf-8"))

@@ -14,7 +14,6 @@ figure is the worst of its outputs, so a bound holds for every output.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import threading
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from pytest_coreml_quality import catalogue
-from pytest_coreml_quality.cachefs import Note, atomic_write_bytes, build_lock, read_sealed_array, report_repair, seal
+from pytest_coreml_quality.cachefs import Note, atomic_write_bytes, build_lock, parts_digest, read_sealed_array, report_repair, seal
 from pytest_coreml_quality.dataset import Dataset
 from pytest_coreml_quality.errors import CoreMLQualityError, UnsupportedModelError
 from pytest_coreml_quality.metrics.classifier_drift import accuracy_values, classifier_values
@@ -49,12 +48,6 @@ def as_array(value: Any, labels: list[Any] | None = None) -> NDArray[np.float32]
         return np.asarray([value[k] for k in keys], dtype=np.float32)
     return np.asarray(value, dtype=np.float32)  # a PIL image gives its H x W (x C) pixels
 
-
-def _digest(*parts: str) -> str:
-    h = hashlib.blake2b(digest_size=20)
-    for part in parts:
-        h.update(part.encode("utf-8") + b"\0")
-    return h.hexdigest()
 
 
 def class_labels(model: Model) -> list[Any]:
@@ -119,7 +112,7 @@ class TensorEvaluation:
         note: Note | None = None,
     ) -> None:
         self.model, self.dataset, self.settings = model, dataset, settings
-        self.key = _digest(model.content_hash, backend_id, settings.cache_key(), CACHE_FORMAT)
+        self.key = parts_digest(model.content_hash, backend_id, settings.cache_key(), CACHE_FORMAT)
         self._load, self._note = load, note
         self.cache = None if cache_dir is None else TensorCache(cache_dir)
         features = Preprocessor(model, settings).tensor_outputs()
@@ -137,7 +130,7 @@ class TensorEvaluation:
         return self._outputs is not None
 
     def _entry(self, image_hash: str, output: str) -> str:
-        return _digest(self.key, image_hash, output)
+        return parts_digest(self.key, image_hash, output)
 
     @property
     def outputs(self) -> dict[str, dict[str, NDArray[np.float32]]]:
