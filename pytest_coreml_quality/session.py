@@ -295,28 +295,28 @@ class QualitySession:
         return self._variant_models[(model_key, recipe)]
 
     def _record_size(self, model_key: str, recipe: str, variant: Any, opened: Model) -> None:
-        for key in self.run_keys(recipe):  # the same file on every lane
-            self._record_size_as(model_key, key, variant, opened)
-
-    def _record_size_as(self, model_key: str, key: str, variant: Any, opened: Model) -> None:
-        result = self.results.models[model_key].variant(key)
-        recipe = split_key(key)[0]
-        result.path = str(variant.path)
-        result.kind = opened.kind
-        result.size_bytes = int(variant.size_bytes)
-        result.ratio = variant.ratio
-        result.download_bytes = variant.download_bytes
+        """Record the variant file's figures once, on every lane's result (the file is the same)."""
+        figures: dict[str, Any] = {
+            "path": str(variant.path),
+            "kind": opened.kind,
+            "size_bytes": int(variant.size_bytes),
+            "ratio": variant.ratio,
+            "params": variant.parameters,
+            "bits_per_weight": variant.bits_per_weight,
+            "content_hash": opened.content_hash,
+        }
         if recipe == BASE_VARIANT:
             from pytest_coreml_quality.download import cached_zip_size
 
-            result.download_bytes = cached_zip_size(variant.path, opened.content_hash, self.cache_dir)
-        result.build_s = None if recipe == BASE_VARIANT else variant.build_seconds
-        result.params = variant.parameters
-        result.bits_per_weight = variant.bits_per_weight
-        result.content_hash = opened.content_hash
-        if recipe != BASE_VARIANT:
-            result.unchanged = variant.unchanged
-            result.note = variant.note
+            figures.update(download_bytes=cached_zip_size(variant.path, opened.content_hash, self.cache_dir), build_s=None)
+        else:
+            figures.update(
+                download_bytes=variant.download_bytes, build_s=variant.build_seconds, unchanged=variant.unchanged, note=variant.note
+            )
+        for key in self.run_keys(recipe):
+            result = self.results.models[model_key].variant(key)
+            for name, value in figures.items():
+                setattr(result, name, value)
 
     # --- evaluation -----------------------------------------------------------------------
     def evaluator(self) -> "Evaluator":
