@@ -79,6 +79,12 @@ def split_key(key: str) -> tuple[str, str]:
     return recipe, label
 
 
+def on_same_lane(key: str, recipe: str) -> str:
+    """The results key of ``recipe`` on the lane of ``key`` (``q4@CPU_AND_NE``, base -> ``base@CPU_AND_NE``)."""
+    _, label = split_key(key)
+    return f"{recipe}{KEY_SEPARATOR}{label}" if label else recipe
+
+
 def partner(lane: Lane, lanes: list[Lane]) -> Lane | None:
     """The second backend's lane a primary lane is compared with: same units, else its only lane."""
     if not lane.primary:

@@ -46,7 +46,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from pytest_coreml_quality.errors import CoreMLQualityError, PreprocessError, UnsupportedModelError
+from pytest_coreml_quality.errors import PreprocessError, UnsupportedModelError
 from pytest_coreml_quality.masks import MaskSpec, decide_auto, parse_mask_spec, read_mask, stretch
 from pytest_coreml_quality.model import FeatureDescription, Model
 from pytest_coreml_quality.output_checks import require_finite

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_coreml_quality.errors import CoreMLQualityError
-from pytest_coreml_quality.lanes import ONNX_EMULATION, Lane, partner, split_key
+from pytest_coreml_quality.lanes import ONNX_EMULATION, Lane, on_same_lane, partner, split_key
 from pytest_coreml_quality.model import Model
 from pytest_coreml_quality.results import BASE_VARIANT, CheckOutcome, RunResults, VariantResult
 from pytest_coreml_quality.runtime import resolve_backend_name
@@ -444,8 +444,7 @@ class QualitySession:
         bare, _ = split_key(recipe)
         lane = self.lane(recipe)
         if bare != BASE_VARIANT:
-            base_key = lane.key(BASE_VARIANT) if lane is not None else BASE_VARIANT
-            against_base = ev.drift(self.evaluation(model_key, base_key))
+            against_base = ev.drift(self.evaluation(model_key, on_same_lane(recipe, BASE_VARIANT)))
             drift = dict(against_base.summary)
             for sid, scores in against_base.per_image.items():
                 per_image.setdefault(sid, {}).update({f"drift_{k}": v for k, v in scores.values.items()})

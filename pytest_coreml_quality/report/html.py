@@ -38,8 +38,8 @@ from pytest_coreml_quality.cachefs import atomic_write_text
 from pytest_coreml_quality.report.terminal import model_header
 from pytest_coreml_quality import catalogue
 from pytest_coreml_quality.images import DatasetImageSource, ImageSource  # noqa: F401  (re-exported)
-from pytest_coreml_quality.lanes import split_key
-from pytest_coreml_quality.results import ModelResults, RunResults, VariantResult
+from pytest_coreml_quality.lanes import on_same_lane, split_key
+from pytest_coreml_quality.results import BASE_VARIANT, ModelResults, RunResults, VariantResult
 
 THUMB_SIDE = 160
 MAX_IMAGES = 50
@@ -382,10 +382,10 @@ def _image_row(model: ModelResults, item: RankedImage, variants: Sequence[Varian
     ]
     for v in variants:
         # Each lane (compute unit, backend) compares with the base model on the same lane.
-        recipe, label = split_key(v.recipe)
-        base_pred = images.prediction(name, f"base@{label}" if label else "base", item.name)
+        recipe = split_key(v.recipe)[0]
+        base_pred = images.prediction(name, on_same_lane(v.recipe, BASE_VARIANT), item.name)
         base = None if base_pred is None else _as_mask(base_pred)
-        pred_raw = base_pred if recipe == "base" else images.prediction(name, v.recipe, item.name)
+        pred_raw = base_pred if recipe == BASE_VARIANT else images.prediction(name, v.recipe, item.name)
         err = lookup(v.per_image.get(item.name, {}), RANK_METRIC)
         detail = f"{RANK_METRIC.upper()} {fmt_fixed(err, 12, 4)}" if err is not None else ""
         if pred_raw is None:

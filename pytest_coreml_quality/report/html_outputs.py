@@ -17,11 +17,11 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from pytest_coreml_quality.lanes import split_key
+from pytest_coreml_quality.lanes import on_same_lane, split_key
 from pytest_coreml_quality.metrics.classifier_drift import TOP_K
 from pytest_coreml_quality.report import html as page
 from pytest_coreml_quality.report.figures import MISSING, fmt_fixed, lookup, ordered_variants
-from pytest_coreml_quality.results import ModelResults, VariantResult
+from pytest_coreml_quality.results import BASE_VARIANT, ModelResults, VariantResult
 
 
 def source_kind(images: Any, model: str) -> str:
@@ -90,12 +90,6 @@ def output_section(model: ModelResults, images: Any, kind: str, max_images: int)
         )
         parts += [f'<section class="sample"><h3>{html.escape(heading)}</h3><div class="row">', photo, *body, "</div></section>"]
     return parts
-
-
-def _base_key(recipe: str) -> str:
-    # Each lane (compute unit, backend) compares with the base model on the same lane.
-    _, label = split_key(recipe)
-    return f"base@{label}" if label else "base"
 
 
 # --- classifiers ---------------------------------------------------------------------------
@@ -179,7 +173,7 @@ def _differences(model: str, name: str, variants: Sequence[VariantResult], image
             cells.append(page._figure([f'<p class="note">{MISSING} no output</p>'], v.recipe))
             continue
         is_base = split_key(v.recipe)[0] == "base"
-        base = outs if is_base else images.outputs(model, _base_key(v.recipe), name)
+        base = outs if is_base else images.outputs(model, on_same_lane(v.recipe, BASE_VARIANT), name)  # each lane vs its own base
         content, details, order = [], [], []
         for out, arr in outs.items():
             label = f"{v.recipe} {out}" if len(outs) > 1 else v.recipe
