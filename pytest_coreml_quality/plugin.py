@@ -355,27 +355,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     width = min(100, config.get_terminal_writer().fullwidth)
     for line in render_table(state.results, width=width):
         terminalreporter.write_line(line)
-    for line in _recommendation_lines(state, width):
+    from pytest_coreml_quality.report.terminal import recommendation_lines
+
+    several = len(state.results.models) > 1
+    for line in recommendation_lines(state.recommendations(), state.is_swept, width, name_models=several):
         terminalreporter.write_line(line)
     for line in state.report_notes:
         terminalreporter.write_line(line)
-
-
-def _recommendation_lines(state: QualitySession, width: int) -> list[str]:
-    """Per model: the recommendation (or Pareto front), and the swept variants that break a threshold."""
-    import textwrap
-
-    lines = []
-    for key, rec in state.recommendations().items():
-        if not rec.has_thresholds and not rec.pareto:
-            continue  # no quality measured (no golden set) and nothing to judge: nothing to say
-        prefix = f"{key}: " if len(state.results.models) > 1 else ""
-        lines += textwrap.wrap(prefix + rec.line, width=width, subsequent_indent="    ", break_on_hyphens=False)
-        swept = [f"{recipe} ({'; '.join(broken)})" for recipe, broken in rec.failing.items() if state.is_swept(key, recipe)]
-        if swept:
-            text = "swept variants that break a threshold (reported, not failed): " + ", ".join(swept)
-            lines += textwrap.wrap(text, width=width, subsequent_indent="    ", break_on_hyphens=False)
-    return lines
 
 
 def _recommendation_dicts(state: QualitySession) -> dict[str, Any]:

@@ -7,8 +7,9 @@ variant name takes whatever width is left and is elided in its middle when too l
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pytest_coreml_quality import catalogue
 from pytest_coreml_quality.report.figures import (
@@ -185,3 +186,24 @@ def worst_image_lines(check: CheckOutcome, label: str = "", width: int = 100, li
         if len(check.worst) > limit:
             lines.append(f"    ... and {len(check.worst) - limit} more")
     return [line.rstrip() for line in lines]
+
+
+def recommendation_lines(
+    recommendations: Mapping[str, Any], is_swept: Callable[[str, str], bool], width: int = 100, name_models: bool = False
+) -> list[str]:
+    """Per model: the recommendation (or Pareto front), and the swept variants that break a threshold.
+
+    ``is_swept(model, recipe)`` says whether only the sweep asked for a variant (its broken
+    bounds are reported, not failed); ``name_models`` starts each line with the model's name.
+    """
+    lines: list[str] = []
+    for key, rec in recommendations.items():
+        if not rec.has_thresholds and not rec.pareto:
+            continue  # no quality measured (no golden set) and nothing to judge: nothing to say
+        prefix = f"{key}: " if name_models else ""
+        lines += textwrap.wrap(prefix + rec.line, width=width, subsequent_indent="    ", break_on_hyphens=False)
+        swept = [f"{recipe} ({'; '.join(broken)})" for recipe, broken in rec.failing.items() if is_swept(key, recipe)]
+        if swept:
+            text = "swept variants that break a threshold (reported, not failed): " + ", ".join(swept)
+            lines += textwrap.wrap(text, width=width, subsequent_indent="    ", break_on_hyphens=False)
+    return lines
