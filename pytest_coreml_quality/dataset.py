@@ -47,7 +47,7 @@ import json
 import math
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,6 +117,7 @@ class Dataset:
         self.entries: tuple[SampleEntry, ...] = tuple(entries)
         self._decoded: dict[str, Sample] = {}
         self._lock = threading.Lock()
+        self.whole: Dataset | None = None  # the golden set this is a shard of (see :meth:`shard`)
 
     # --- construction ---------------------------------------------------------------
     @classmethod
@@ -150,6 +151,26 @@ class Dataset:
         if problems:
             _raise(p, problems)
         return dataset
+
+    def shard(self, index: int, count: int) -> "Dataset":
+        """Shard ``index`` of ``count`` (numbered from 1): the images whose rank among the ids
+        sorted by name is ``index - 1`` modulo ``count``, in this set's own order.
+
+        Sorted ids make the split independent of manifest row order; shard sizes differ by
+        one at most. Nothing is decoded here: :meth:`validate` the shard to decode its images.
+        """
+        rank = {sample_id: k for k, sample_id in enumerate(sorted(self.ids))}
+        part = Dataset(self.root, [e for e in self.entries if rank[e.id] % count == index - 1], self.source)
+        part.whole = self
+        return part
+
+    def listing_digest(self) -> str:
+        """A hash of the listing (ids, weights, which have masks) in order: equal for the same golden
+        set without decoding a pixel (shards compare it; :attr:`content_hash` needs every image)."""
+        h = hashlib.blake2b(digest_size=16)
+        for e in self.entries:
+            h.update(f"{e.id}\0{e.weight!r}\0{e.mask_path is not None}\n".encode())
+        return h.hexdigest()
 
     # --- access ---------------------------------------------------------------------
     def __len__(self) -> int:
@@ -188,6 +209,8 @@ class Dataset:
     @property
     def has_truth(self) -> bool:
         """Whether the samples have ground-truth masks (False: an image-only golden set)."""
+        if self.whole is not None:  # a shard scores what the whole set would
+            return self.whole.has_truth
         return bool(self.entries) and all(e.mask_path is not None for e in self.entries)
 
     def sample(self, sample_id: str) -> Sample:
@@ -228,13 +251,19 @@ class Dataset:
     @property
     def content_hash(self) -> str:
         """A hash of every sample's id, weight, pixels and mask (stable across copies)."""
-        h = hashlib.blake2b(digest_size=16)
-        for sample in self:
-            h.update(f"{sample.id}\0{sample.weight!r}\0{sample.image_hash}\0{sample.mask_hash}\n".encode())
-        return h.hexdigest()
+        return content_digest((s.id, s.weight, s.image_hash, s.mask_hash) for s in self)
 
     def __repr__(self) -> str:
         return f"Dataset({str(self.source)!r}, {len(self)} samples)"
+
+
+def content_digest(samples: Iterable[tuple[str, float, str, str]]) -> str:
+    """:attr:`Dataset.content_hash` from (id, weight, image hash, mask hash) in the set's order
+    (a merge of shard reports recomputes the whole set's hash from its shards' pieces)."""
+    h = hashlib.blake2b(digest_size=16)
+    for sample_id, weight, image_hash, mask_hash in samples:
+        h.update(f"{sample_id}\0{weight!r}\0{image_hash}\0{mask_hash}\n".encode())
+    return h.hexdigest()
 
 
 # --- discovery -----------------------------------------------------------------------

@@ -8,6 +8,7 @@ read ``ISNet.mlmodel::quality[q4]`` for ``-k`` and ``--deselect``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import warnings
@@ -21,7 +22,10 @@ from pytest_coreml_quality.loadtime import (
     time_with_benchmark,
 )
 from pytest_coreml_quality.report.junit import junit_properties
-from pytest_coreml_quality.results import CheckOutcome
+from pytest_coreml_quality import catalogue
+from pytest_coreml_quality.results import CheckOutcome, VariantResult
+from pytest_coreml_quality.shard import LOAD_SHARD
+from pytest_coreml_quality.thresholds import Bound
 from pytest_coreml_quality.session import QualitySession
 from pytest_coreml_quality.stash import SESSION_KEY
 
@@ -57,7 +61,8 @@ class CoreMLModelCollector(pytest.Collector):
                 for lane in lanes:
                     name = f"{check}[{lane.item_id(recipe) if lane else recipe}]"
                     key = lane.key(recipe) if lane else recipe
-                    item = CoreMLCheckItem.from_parent(self, name=name, callobj=_check_function(self.model_key, key, check))
+                    make = _merged_function if self.state.merged is not None else _check_function
+                    item = CoreMLCheckItem.from_parent(self, name=name, callobj=make(self.model_key, key, check))
                     item.extra_keyword_matches.update({recipe, check, self.model_key})
                     if lane is not None:
                         item.extra_keyword_matches.update(p for p in lane.label.split(":") if p)
@@ -81,6 +86,13 @@ class CoreMLModelCollector(pytest.Collector):
 
 def make_collectors(parent: pytest.Session, state: QualitySession) -> list[CoreMLModelCollector]:
     """One collector per model; node ids are the models' keys (file names)."""
+    if state.merged is not None:
+        # No model file on a merge job: the items point at shard 1's report.
+        where = state.merged.partials[0].path
+        return [
+            CoreMLModelCollector.from_parent(parent, name=key, nodeid=key, path=where, model_key=key, session_state=state)
+            for key in state.results.models
+        ]
     return [
         CoreMLModelCollector.from_parent(
             parent, name=state.key(m), nodeid=state.key(m), path=m.path, model_key=state.key(m), session_state=state
@@ -119,6 +131,9 @@ def _check_function(model_key: str, recipe: str, check: str) -> Callable[..., No
 
         def load(request: pytest.FixtureRequest) -> None:
             state = _state(request)
+            shard = state.settings.shard
+            if shard is not None and shard[0] != LOAD_SHARD:
+                pytest.skip(f"load times are measured by shard {LOAD_SHARD}/{shard[1]} only (this is shard {shard[0]}/{shard[1]})")
             measure_load(state, model_key, recipe, temperature, optional_benchmark(request))  # type: ignore[arg-type]
             _finish(request, state, model_key, recipe, "load")
 
@@ -134,7 +149,10 @@ def _check_function(model_key: str, recipe: str, check: str) -> Callable[..., No
 def _recommend_function(model_key: str) -> Callable[..., None]:
     def recommend(request: pytest.FixtureRequest) -> None:
         state = _state(request)
-        rec = fail_on_user_error(lambda: state.recommendation(model_key, measure=True))
+        if state.settings.shard is not None:
+            pytest.skip("a shard does not recommend: the --coreml-merge run does, over the whole golden set")
+        # A merge run has every figure the shards measured, and nothing to measure with.
+        rec = fail_on_user_error(lambda: state.recommendation(model_key, measure=state.merged is None))
         request.node.user_properties.append(("coreml.recommended", rec.recipe or "none"))
         request.node.user_properties.append(("coreml.recommendation", rec.line))
         if rec.pareto:
@@ -216,12 +234,59 @@ def fail_on_user_error(step: Callable[[], Any]) -> Any:
     pytest.fail(message, pytrace=False)
 
 
-def _finish(request: pytest.FixtureRequest, state: QualitySession, model_key: str, recipe: str, check: str) -> None:
-    """Record figures as JUnit properties, then judge them against the thresholds."""
+def _merged_function(model_key: str, recipe: str, check: str) -> Callable[..., None]:
+    """A merge run's item (``--coreml-merge``): judge the merged figures, measure nothing.
+
+    It passes and fails like the single-job item: ``load-cold`` records and judges the cold
+    load alone, as it would before ``load-warm`` ran.
+    """
+    family = check.split("-")[0]
+
+    def merged(request: pytest.FixtureRequest) -> None:
+        state = _state(request)
+        result = state.results.models[model_key].variant(recipe)
+        view = result
+        if check == "load-cold":
+            view = replace(result, load=replace(result.load, warm_s=None, predict_ms=None))
+        measured = {
+            "size": result.size_bytes is not None,
+            "quality": bool(result.per_image or result.metrics or result.drift),
+            "load": view.load.cold_s is not None or view.load.warm_s is not None,
+        }[family]
+        if not measured:
+            pytest.skip(f"the shard reports hold no {family} figures for {model_key} [{recipe}] (their {check} item did not run)")
+        bounds = [b for b in state.configured_bounds(model_key) if b.check != family or _measured(b, view)]
+        _finish(request, state, model_key, recipe, family, bounds=bounds, view=view)
+
+    merged.__name__ = check.replace("-", "_")
+    return merged
+
+
+def _measured(bound: Bound, result: VariantResult) -> bool:
+    figure = catalogue.get(bound.metric)
+    return figure is not None and figure.value(result) is not None
+
+
+def _finish(
+    request: pytest.FixtureRequest,
+    state: QualitySession,
+    model_key: str,
+    recipe: str,
+    check: str,
+    bounds: list[Bound] | None = None,
+    view: VariantResult | None = None,
+) -> None:
+    """Record figures as JUnit properties, then judge them against the thresholds (``bounds``: the configured ones).
+
+    A shard (``--coreml-shard``) judges nothing: its figures cover part of the golden set.
+    ``view`` is the result as the JUnit properties should show it (default: the whole result).
+    """
     result = state.results.models[model_key].variant(recipe)
-    for name, value in junit_properties(result, check):
+    for name, value in junit_properties(view or result, check):
         request.node.user_properties.append((name, value))
-    outcomes = state.check(model_key, recipe, check)
+    if state.settings.shard is not None:
+        return
+    outcomes = state.check(model_key, recipe, check, bounds)
     failed = [o for o in outcomes if not o.passed]
     # A sweep explores: its own variants are reported (FAIL in the table) but only the
     # recommend item and the variants the user named fail the run.

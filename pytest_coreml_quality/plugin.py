@@ -184,7 +184,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     """Add the generated items (before -k / -m deselection runs) and validate markers."""
     state = config.stash[SESSION_KEY]
     _validate_markers(config, state, items)
-    if not state.models:
+    if not state.has_work:
         return
     for collector in make_collectors(session, state):
         generated = list(collector.collect())
@@ -274,7 +274,8 @@ def _marker_variants(definition: pytest.Item) -> set[str] | None:
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     result = yield
     marks = item.stash.get(MARKER_BOUNDS_KEY, None)
-    if marks:
+    # A shard's figures cover part of the golden set: nothing is judged on them, markers included.
+    if marks and item.config.stash[SESSION_KEY].settings.shard is None:
         _assert_markers(item, marks)
     return result
 
@@ -325,7 +326,7 @@ def _measure_for_markers(state: QualitySession, model_key: str, recipe: str, che
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     state = config.stash.get(SESSION_KEY, None)
-    if state is None or not state.models:
+    if state is None or not state.has_work:
         return
     if _is_xdist_worker(config):
         config.workeroutput[WORKER_OUTPUT_KEY] = state.results.to_dict()  # type: ignore[attr-defined]
@@ -345,7 +346,7 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = config.stash.get(SESSION_KEY, None)
-    if state is None or not state.models or _is_xdist_worker(config) or config.get_verbosity() < -1:
+    if state is None or not state.has_work or _is_xdist_worker(config) or config.get_verbosity() < -1:
         return
     if not any(v.size_bytes is not None or v.metrics or v.load.cold_s is not None for m in state.results.models.values() for v in m.variants.values()):
         return
@@ -358,8 +359,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     from pytest_coreml_quality.report.terminal import recommendation_lines
 
     several = len(state.results.models) > 1
-    for line in recommendation_lines(state.recommendations(), state.is_swept, width, name_models=several):
-        terminalreporter.write_line(line)
+    if state.settings.shard is None:  # a shard's partial figures recommend nothing
+        for line in recommendation_lines(state.recommendations(), state.is_swept, width, name_models=several):
+            terminalreporter.write_line(line)
+    else:
+        from pytest_coreml_quality.shard import shard_note
+
+        terminalreporter.write_line(shard_note(state))
     for line in state.report_notes:
         terminalreporter.write_line(line)
 
@@ -372,11 +378,17 @@ def _write_reports(config: pytest.Config, state: QualitySession) -> None:
     """Write every requested report; one that fails is named, and the others are still written."""
     settings = state.settings
     writers: list[tuple[str, Any, Callable[[Path], object]]] = []
-    if settings.report_json is not None:
+    if settings.report_json is not None and settings.shard is not None:
+        from pytest_coreml_quality.report.json_report import write_json
+        from pytest_coreml_quality.shard import shard_section
+
+        # A partial report: no recommendation (partial figures), the shard section for --coreml-merge.
+        writers.append(("partial JSON report", settings.report_json, lambda p: write_json(p, state.results, extra={"shard": shard_section(state)})))
+    elif settings.report_json is not None:
         from pytest_coreml_quality.report.json_report import write_json
 
         writers.append(("JSON report", settings.report_json, lambda p: write_json(p, state.results, _recommendation_dicts(state))))
-    recommendations = state.recommendations()
+    recommendations = state.recommendations() if settings.shard is None else {}
     plot: dict[str, bytes] = {}
     if settings.plot is not None:
         from pytest_coreml_quality.cachefs import atomic_write_bytes
@@ -392,6 +404,13 @@ def _write_reports(config: pytest.Config, state: QualitySession) -> None:
 
         def html_report(path: Path) -> None:
             lines = {key: rec.line for key, rec in recommendations.items()}
+            if state.merged is not None:
+                note = (
+                    f"Merged from {len(state.merged.partials)} shard reports (--coreml-merge): the photos and predicted "
+                    "masks stay on the shard jobs, so this page shows no images."
+                )
+                write_html(path, state.results, None, recommendations=lines, plot_png=plot.get("png"), note=note)
+                return
             write_html(path, state.results, state.image_source(), recommendations=lines, plot_png=plot.get("png"))
 
         writers.append(("HTML report", settings.report_html, html_report))

@@ -70,6 +70,9 @@ class VariantResult:
     drift: dict[str, float] = field(default_factory=dict)  # aggregate vs base predictions
     backend_drift: dict[str, float] = field(default_factory=dict)  # vs the second backend's predictions (side by side)
     per_image: dict[str, dict[str, float]] = field(default_factory=dict)  # image name -> metric -> value
+    # Shard runs only (--coreml-shard): image name -> the F/E curves of its scores ("f", "e", "drift_f",
+    # "drift_e"), which set figures such as max F need; --coreml-merge reads them and drops them.
+    curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     load: LoadTimes = field(default_factory=LoadTimes)
     checks: list[CheckOutcome] = field(default_factory=list)
 
@@ -118,7 +121,12 @@ class RunResults:
     versions: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": SCHEMA_VERSION, "versions": dict(self.versions), "models": {k: asdict(v) for k, v in self.models.items()}}
+        models = {k: asdict(v) for k, v in self.models.items()}
+        for model in models.values():
+            for variant in model["variants"].values():
+                if not variant["curves"]:  # only shard reports carry them
+                    del variant["curves"]
+        return {"schema": SCHEMA_VERSION, "versions": dict(self.versions), "models": models}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunResults":

@@ -61,6 +61,7 @@ class QualitySession:
     _variants: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
     _variant_models: dict[tuple[str, str], Model] = field(default_factory=dict, repr=False)
     lanes: list[Lane] = field(default_factory=list)  # backend x compute units every variant runs on
+    merged: Any = None  # merge.MergedRun under --coreml-merge: the figures come from shard reports
     _backends: dict[str, Backend] = field(default_factory=dict, repr=False)
     _evaluator: "Evaluator | None" = field(default=None, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
@@ -74,6 +75,11 @@ class QualitySession:
 
         open_everything(session)
         return session
+
+    @property
+    def has_work(self) -> bool:
+        """Whether this run has figures to report: models to measure, or shard reports to merge."""
+        return bool(self.models) or self.merged is not None
 
     # --- identity ------------------------------------------------------------------------
     def key(self, model: Model) -> str:
@@ -124,6 +130,10 @@ class QualitySession:
 
     def header_lines(self) -> list[str]:
         """Lines for pytest's report header."""
+        if self.merged is not None:
+            return [f"coreml-quality: {line}" for line in self.merged.header_lines()] + [
+                f"coreml-quality: {note}" for note in self.settings.notes
+            ]
         if not self.models:
             return []
         backend = self.settings.backend
@@ -143,6 +153,12 @@ class QualitySession:
         lines += [f"coreml-quality: {key} output: {note}" for key, note in self.output_notes.items()]
         if self.dataset is not None:
             lines.append(f"coreml-quality: dataset {self.settings.dataset} ({len(self.dataset.ids)} images)")
+            if self.settings.shard is not None and self.dataset.whole is not None:
+                index, count = self.settings.shard
+                lines.append(
+                    f"coreml-quality: shard {index}/{count}: {len(self.dataset.ids)} of {len(self.dataset.whole.ids)} "
+                    "images (ranks in id order modulo the shard count); thresholds are judged by the --coreml-merge run"
+                )
             if not self.dataset.has_truth:
                 lines.append(
                     "coreml-quality: dataset has no ground-truth masks: figures against the ground truth "
@@ -441,11 +457,13 @@ class QualitySession:
         summary = ev.summary
         per_image = {sid: dict(scores.values) for sid, scores in ev.per_image.items()}
         drift: dict[str, float] = {}
+        drift_scores: dict[str, Any] = {}
         bare, _ = split_key(recipe)
         lane = self.lane(recipe)
         if bare != BASE_VARIANT:
             against_base = ev.drift(self.evaluation(model_key, on_same_lane(recipe, BASE_VARIANT)))
             drift = dict(against_base.summary)
+            drift_scores = against_base.per_image
             for sid, scores in against_base.per_image.items():
                 per_image.setdefault(sid, {}).update({f"drift_{k}": v for k, v in scores.values.items()})
         backend_drift = self._backend_drift(model_key, bare, lane, ev, per_image)
@@ -455,6 +473,10 @@ class QualitySession:
             result.drift = drift
             result.backend_drift = backend_drift
             result.per_image = per_image
+            if self.settings.shard is not None:  # what a merge needs beyond per-image values
+                from pytest_coreml_quality.shard import score_curves
+
+                result.curves = score_curves(ev.per_image, drift_scores)
         seconds = time.perf_counter() - started
         if fresh:
             self.progress(

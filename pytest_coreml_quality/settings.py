@@ -215,6 +215,19 @@ OPTIONS: tuple[OptionSpec, ...] = (
         default="3",
         kind="count",
     ),
+    OptionSpec(
+        "coreml_shard",
+        "evaluate only shard I of N (1-based, e.g. 2/3) of the golden set: images at positions I-1, I-1+N, ... "
+        "of its ids sorted by name, for every variant; write the partial report with --coreml-report-json and "
+        "judge nothing (a --coreml-merge run judges the whole). Shard 1 also measures the load times.",
+        "I/N",
+    ),
+    OptionSpec(
+        "coreml_merge",
+        "merge the partial JSON reports of a sharded run (a directory of them, or a comma-separated list of files) "
+        "into the whole run's table, thresholds, reports and recommendation; no model or golden set is opened.",
+        "DIR_OR_FILES",
+    ),
     OptionSpec("coreml_report_json", "write every figure, per image too, to this JSON file.", "FILE", kind="path"),
     OptionSpec("coreml_report_html", "write a self-contained HTML report with thumbnails to this file.", "FILE", kind="path"),
     OptionSpec(
@@ -314,11 +327,18 @@ class Settings:
     sweep_budget: float | None = None  # seconds; None: no limit
     recommend_metric: str = "iou"
     plot: Path | None = None
+    shard: tuple[int, int] | None = None  # --coreml-shard=I/N: (I, N), I 1-based
+    merge: tuple[Path, ...] = ()  # --coreml-merge: the partial reports (a directory is expanded at the merge)
 
     @property
     def active(self) -> bool:
         """Whether a model was given, i.e. whether the plugin has work to do."""
         return bool(self.models)
+
+    @property
+    def merging(self) -> bool:
+        """Whether this run merges shard reports (--coreml-merge) instead of measuring."""
+        return bool(self.merge)
 
     def for_model(self, index: int) -> ModelSettings:
         """The settings of ``models[index]``: its own, or the run-wide ones when built without them."""
@@ -366,6 +386,8 @@ def resolve(
         settings = _validated(raw)
     except SettingError as exc:
         raise _located(exc, origins) from None
+    if settings.merging:
+        return _merge_only(settings, from_cli, table)
     if table is None or not table.models:
         return settings
     if "coreml_model" in from_cli:
@@ -433,12 +455,67 @@ def _validated(raw: dict[str, tuple[Any, Path]]) -> Settings:
         sweep_budget=_number("coreml_sweep_budget", raw["coreml_sweep_budget"][0]) if raw["coreml_sweep_budget"][0] not in (None, "") else None,
         recommend_metric=_quality_figure("coreml_recommend_metric", raw["coreml_recommend_metric"][0]),
         plot=optional_path("coreml_plot"),
+        shard=_shard(raw["coreml_shard"][0]),
+        merge=_merge_paths(raw["coreml_merge"][0], raw["coreml_merge"][1]),
         baseline_tolerances={
             key: _tolerance(f"coreml_baseline_tolerance_{key}", raw[f"coreml_baseline_tolerance_{key}"][0])
             for key in ("metric", "size", "load")
         },
     )
     return settings
+
+
+def _merge_only(settings: Settings, from_cli: set[str], table: "ProjectTable | None") -> Settings:
+    """A --coreml-merge run opens no model or golden set: the figures come from the shard reports.
+
+    Models and a golden set named on the command line are a mistake; ones from the config
+    file (the same file the shard jobs read) are set aside, and the header says so.
+    """
+    merge = _spec("coreml_merge").flag
+    for dest in ("coreml_model", "coreml_dataset", "coreml_shard"):
+        if dest in from_cli:
+            raise SettingError(
+                f"{merge} merges shard reports: got {_spec(dest).flag} too; expected no {_spec(dest).flag} "
+                "in the merge run (models, golden set and shards are read from the reports)"
+            )
+    if settings.shard is not None:
+        raise SettingError(f"{merge}: ini 'coreml_shard' is set too; expected either a shard run or a merge run")
+    if settings.baseline is not None:
+        spec = _spec("coreml_baseline")
+        raise SettingError(
+            f"{merge}: {spec.flag} / ini '{spec.ini}' is not supported in a merge run yet; "
+            "expected it in a single-job run (--coreml-save-baseline works in a merge run)"
+        )
+    set_aside = bool(settings.models or settings.dataset or (table is not None and table.models))
+    notes = settings.notes
+    if set_aside:
+        notes += ("--coreml-merge: the models and golden set of the config file are not opened; the figures come from the shard reports",)
+    return replace(settings, models=(), dataset=None, per_model=(), notes=notes)
+
+
+def _shard(value: Any) -> tuple[int, int] | None:
+    """``2/3`` -> (2, 3): shard 2 of 3, numbered from 1."""
+    if value in (None, ""):
+        return None
+    spec = _spec("coreml_shard")
+    text = str(value).strip()
+    index, slash, count = text.partition("/")
+    expected = "I/N with whole numbers 1 <= I <= N, e.g. 1/3"
+    if not slash or not index.strip().isdigit() or not count.strip().isdigit():
+        raise SettingError(f"{spec.flag} / ini '{spec.ini}': got '{value}', expected {expected}")
+    i, n = int(index), int(count)
+    if n < 1:
+        raise SettingError(f"{spec.flag} / ini '{spec.ini}': got '{value}': there must be at least one shard; expected {expected}")
+    if not 1 <= i <= n:
+        why = "shards are numbered from 1" if i == 0 else f"there are only {n} shard(s)"
+        raise SettingError(f"{spec.flag} / ini '{spec.ini}': got '{value}': {why}; expected {expected}")
+    return i, n
+
+
+def _merge_paths(value: Any, base: Path) -> tuple[Path, ...]:
+    """The comma-separated files (or one directory) of --coreml-merge, made absolute."""
+    items = [part.strip() for item in _as_list(value) for part in item.split(",") if part.strip()]
+    return tuple(_path("coreml_merge", item, base) for item in items)
 
 
 def _run_wide_model_settings(settings: Settings, path: Path) -> ModelSettings:

@@ -27,6 +27,12 @@ def open_everything(session: QualitySession) -> None:
     """Open the models and golden set, parse the recipes and check everything that can be checked now."""
     settings = session.settings
     session.results.versions = tool_versions()
+    if settings.merging:
+        from pytest_coreml_quality.merge import open_merge
+
+        open_merge(session)
+        check_outputs(session)
+        return
     problems: list[str] = []
     for index, path in enumerate(settings.models):
         try:
@@ -38,6 +44,10 @@ def open_everything(session: QualitySession) -> None:
     if not session.models:
         return
     session.per_model = {session.key(m): settings.for_model(i) for i, m in enumerate(session.models)}
+    if settings.shard is not None:
+        from pytest_coreml_quality.shard import check_shard_run
+
+        check_shard_run(session)
     check_before_any_work(session)
     session.lanes = plan_lanes(session.backend_names, settings.compute_units, settings.precision)
     from pytest_coreml_quality.variants import parse_recipes
@@ -71,7 +81,20 @@ def open_everything(session: QualitySession) -> None:
     if settings.dataset is not None:
         from pytest_coreml_quality.dataset import Dataset
 
-        session.dataset = Dataset.open(settings.dataset)
+        if settings.shard is None:
+            session.dataset = Dataset.open(settings.dataset)
+        else:
+            # Decode only this shard's images: the others are other jobs' work.
+            session.dataset = Dataset.open(settings.dataset, validate=False).shard(*settings.shard)
+            if not session.dataset.ids:
+                whole = len(session.dataset.whole.ids)  # type: ignore[union-attr]
+                raise CoreMLQualityError(
+                    f"shard {settings.shard[0]}/{settings.shard[1]} holds no image: the golden set "
+                    f"{settings.dataset} has {whole}",
+                    field="--coreml-shard",
+                    expected=f"at most {whole} shards",
+                )
+            session.dataset.validate()
         from pytest_coreml_quality.labels import read_labels
 
         session.labels = read_labels(session.dataset)
@@ -84,6 +107,10 @@ def open_everything(session: QualitySession) -> None:
     if session.dataset is not None:
         check_truth_bounds(session)
         decide_masks(session)
+    if settings.shard is not None:
+        from pytest_coreml_quality.shard import check_sharded_kinds
+
+        check_sharded_kinds(session)
 
 
 def check_truth_bounds(session: QualitySession) -> None:
@@ -136,6 +163,8 @@ def check_outputs(session: QualitySession) -> None:
         if session.dataset.source.is_file():
             dataset_files.append(session.dataset.source)
     protected = {"the model": [m.path for m in session.models], "a golden-set file": dataset_files}
+    if session.merged is not None:
+        protected["a shard report"] = [p.path for p in session.merged.partials]
     if s.baseline is not None and s.baseline != s.save_baseline:
         # Saving over the compared baseline is how a team accepts new figures; anything else is not.
         protected["the baseline compared against"] = [s.baseline]
@@ -150,7 +179,7 @@ def decide_masks(session: QualitySession) -> None:
     The outcome is cached on disk (per model bytes, backend, preprocessing and first
     image) so later runs and xdist workers do not run the model again for it.
     """
-    if session.dataset is None or not session.dataset.ids:
+    if session.dataset is None or not (session.dataset.whole or session.dataset).ids:
         return
     from pytest_coreml_quality.preprocess import Preprocessor
 
@@ -218,7 +247,7 @@ def read_first_mask(session: QualitySession, model: Model, pre: "Preprocessor") 
     from pytest_coreml_quality.masks import MaskError, decide_auto, describe, parse_mask_spec, read_mask
 
     assert session.dataset is not None
-    sample = next(iter(session.dataset))
+    sample = next(iter(session.dataset.whole or session.dataset))  # a shard decides on the whole set's first image too
     backend, options = session.backend(), session.runtime_options()
     key = parts_digest(MASK_DECISION_FORMAT, model.content_hash, backend_key(backend.name, options), pre.settings.cache_key(), sample.image_hash)
     path = session.cache_dir / "masks" / f"{key}.json"

@@ -210,8 +210,9 @@ def render_html(
     title: str | None = None,
     recommendations: Mapping[str, str] | None = None,
     plot_png: bytes | None = None,
+    note: str | None = None,
 ) -> str:
-    """The whole page as a string (see :func:`write_html`)."""
+    """The whole page as a string (see :func:`write_html`); ``note`` is said under the title."""
     title = title or "Core ML model quality report"
     parts = [
         "<!DOCTYPE html>",
@@ -222,6 +223,8 @@ def render_html(
     if run.versions:
         versions = ", ".join(f"{k} {v}" for k, v in sorted(run.versions.items()))
         parts.append(f'<p class="note">{html.escape(versions)}</p>')
+    if note:
+        parts.append(f'<p class="note">{html.escape(note)}</p>')
     parts += _decision(run, recommendations or {}, plot_png)
     for model in run.models.values():
         parts += _model_section(model, images, max_images)
@@ -236,7 +239,7 @@ def write_html(path: str | os.PathLike[str], run: RunResults, images: ImageSourc
 
     ``images`` may be None (no golden-set pixels at hand): the page then has the tables
     only. ``options`` are :func:`render_html`'s (``max_images``, ``title``,
-    ``recommendations``, ``plot_png``): at most ``max_images`` images are shown, the worst
+    ``recommendations``, ``plot_png``, ``note``): at most ``max_images`` images are shown, the worst
     ones, and the page says so.
     """
     return atomic_write_text(path, render_html(run, images, **options))

@@ -23,9 +23,12 @@ from pytest_coreml_quality.report.figures import verdict
 from pytest_coreml_quality.results import RunResults, tool_versions
 
 
-def report_dict(run: RunResults, recommendations: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def report_dict(
+    run: RunResults, recommendations: dict[str, dict[str, Any]] | None = None, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The report's content: the run as a dict, tool versions, the derived summary and,
-    when given, the ``recommendation`` of each model (:meth:`Recommendation.to_dict`)."""
+    when given, the ``recommendation`` of each model (:meth:`Recommendation.to_dict`) and
+    ``extra`` top-level sections (a shard run's ``shard`` section, see :mod:`.shard`)."""
     data = run.to_dict()
     if not data.get("versions"):
         data["versions"] = tool_versions()
@@ -47,14 +50,18 @@ def report_dict(run: RunResults, recommendations: dict[str, dict[str, Any]] | No
     data["summary"] = summary
     if recommendations is not None:
         data["recommendation"] = recommendations
+    data.update(extra or {})
     return encode_floats(data)
 
 
 def write_json(
-    path: str | os.PathLike[str], run: RunResults, recommendations: dict[str, dict[str, Any]] | None = None
+    path: str | os.PathLike[str],
+    run: RunResults,
+    recommendations: dict[str, dict[str, Any]] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write the JSON report of ``run`` to ``path`` atomically; return the path."""
-    text = json.dumps(report_dict(run, recommendations), indent=2, allow_nan=False) + "\n"
+    text = json.dumps(report_dict(run, recommendations, extra), indent=2, allow_nan=False) + "\n"
     return atomic_write_text(path, text)
 
 
