@@ -251,7 +251,7 @@ def merge_partials(paths: Sequence[Path]) -> MergedRun:
 def _merge_variant(model: str, key: str, first: VariantResult, images: list[tuple[dict[str, Any], Partial]]) -> VariantResult:
     """One variant over the whole set: shard 1's per-variant figures, everyone's per-image values."""
     per_image: dict[str, dict[str, float]] = {}
-    curves: dict[str, dict[str, list[float]]] = {}
+    curves: dict[str, tuple[Path, dict[str, str]]] = {}  # image -> (its report, its packed curves)
     measured = {p.index: bool(p.run.models[model].variants[key].per_image) for _, p in images}
     if len(set(measured.values())) > 1:
         missing = next(p for _, p in images if not measured[p.index])
@@ -264,7 +264,7 @@ def _merge_variant(model: str, key: str, first: VariantResult, images: list[tupl
         sample_id = image["id"]
         if sample_id in theirs.per_image:
             per_image[sample_id] = theirs.per_image[sample_id]
-            curves[sample_id] = theirs.curves.get(sample_id, {})
+            curves[sample_id] = (p.path, theirs.curves.get(sample_id, {}))
         elif theirs.per_image:
             raise CoreMLQualityError(
                 f"{model} [{key}]: no per-image values for image '{sample_id}' of this shard", path=p.path,
@@ -279,7 +279,9 @@ def _merge_variant(model: str, key: str, first: VariantResult, images: list[tupl
     return result
 
 
-def _recompute(result: VariantResult, key: str, ids: list[str], weights: list[float], curves: Mapping[str, Mapping[str, list[float]]], model: str) -> None:
+def _recompute(
+    result: VariantResult, key: str, ids: list[str], weights: list[float], curves: Mapping[str, tuple[Path, Mapping[str, str]]], model: str
+) -> None:
     """Set figures from per-image values, as :meth:`.QualitySession.quality` computes them in one job."""
     from pytest_coreml_quality.lanes import split_key
     from pytest_coreml_quality.session import BACKEND_DRIFT
@@ -302,14 +304,20 @@ def _strip(values: Mapping[str, float], prefix: str) -> dict[str, float]:
     return {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}
 
 
-def _curves(curves: Mapping[str, Mapping[str, list[float]]], sample_id: str, prefix: str, model: str, key: str) -> tuple[Any, Any]:
-    found = curves.get(sample_id, {})
-    if prefix + "f" not in found or prefix + "e" not in found:
-        raise CoreMLQualityError(
-            f"{model} [{key}]: image '{sample_id}' has no {prefix}f/{prefix}e curves",
-            field=f"models.{model}.variants.{key}.curves", expected=EXPECTED_PARTIAL,
-        )
-    return np.asarray(found[prefix + "f"], dtype=np.float64), np.asarray(found[prefix + "e"], dtype=np.float64)
+def _curves(curves: Mapping[str, tuple[Path, Mapping[str, str]]], sample_id: str, prefix: str, model: str, key: str) -> tuple[Any, Any]:
+    """The image's F and E curves (``prefix`` '' against the truth, 'drift_' against the base)."""
+    from pytest_coreml_quality.shard import unpack_curve
+
+    path, found = curves[sample_id]
+    where = f"models.{model}.variants.{key}.curves.{sample_id}"
+    unpacked = []
+    for name in (prefix + "f", prefix + "e"):
+        try:
+            unpacked.append(unpack_curve(found[name]))
+        except (KeyError, ValueError) as exc:
+            why = f"no '{name}' curve" if isinstance(exc, KeyError) else f"'{name}': {exc}"
+            raise CoreMLQualityError(why, path=path, field=where, expected=EXPECTED_PARTIAL) from None
+    return unpacked[0], unpacked[1]
 
 
 def _summary(values: list[dict[str, float]], curves: list[tuple[Any, Any]], weights: list[float]) -> dict[str, float]:

@@ -71,8 +71,9 @@ class VariantResult:
     backend_drift: dict[str, float] = field(default_factory=dict)  # vs the second backend's predictions (side by side)
     per_image: dict[str, dict[str, float]] = field(default_factory=dict)  # image name -> metric -> value
     # Shard runs only (--coreml-shard): image name -> the F/E curves of its scores ("f", "e", "drift_f",
-    # "drift_e"), which set figures such as max F need; --coreml-merge reads them and drops them.
-    curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    # "drift_e", packed by shard.pack_curve), which set figures such as max F need; --coreml-merge reads
+    # them and drops them.
+    curves: dict[str, dict[str, str]] = field(default_factory=dict)
     load: LoadTimes = field(default_factory=LoadTimes)
     checks: list[CheckOutcome] = field(default_factory=list)
 

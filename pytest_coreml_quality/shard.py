@@ -16,13 +16,20 @@ measured by shard 1 only (the others skip their load items), and the merge takes
 
 from __future__ import annotations
 
+import base64
+import binascii
+import zlib
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from pytest_coreml_quality.errors import SettingError
 
 if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
     from pytest_coreml_quality.metrics.scores import ImageScores
     from pytest_coreml_quality.session import QualitySession
 
@@ -32,15 +39,37 @@ PARTIAL_FORMAT = 1
 LOAD_SHARD = 1
 
 
-def score_curves(truth: Mapping[str, "ImageScores"], drift: Mapping[str, "ImageScores"]) -> dict[str, dict[str, list[float]]]:
-    """Image id -> its F and E curves against the ground truth (``f``, ``e``) and the base (``drift_f``, ``drift_e``)."""
-    curves: dict[str, dict[str, list[float]]] = {}
+def score_curves(truth: Mapping[str, "ImageScores"], drift: Mapping[str, "ImageScores"]) -> dict[str, dict[str, str]]:
+    """Image id -> its F and E curves against the ground truth (``f``, ``e``) and the base (``drift_f``, ``drift_e``),
+    each packed by :func:`pack_curve`."""
+    curves: dict[str, dict[str, str]] = {}
     for prefix, scores in (("", truth), ("drift_", drift)):
         for sample_id, score in scores.items():
             entry = curves.setdefault(sample_id, {})
-            entry[prefix + "f"] = score.f_curve.tolist()
-            entry[prefix + "e"] = score.e_curve.tolist()
+            entry[prefix + "f"] = pack_curve(score.f_curve)
+            entry[prefix + "e"] = pack_curve(score.e_curve)
     return curves
+
+
+def pack_curve(curve: "NDArray[np.float64]") -> str:
+    """A curve as text, exactly: its float64 bytes (little-endian), deflated, in base64.
+
+    As a JSON list, the 4 curves of 256 values per image and variant would make a partial
+    report of a few hundred images tens of megabytes; packed, they take a fraction of it.
+    """
+    raw = np.ascontiguousarray(curve, dtype="<f8").tobytes()
+    return base64.b64encode(zlib.compress(raw, 6)).decode("ascii")
+
+
+def unpack_curve(text: str) -> "NDArray[np.float64]":
+    """The curve :func:`pack_curve` packed (ValueError when the text is not one)."""
+    try:
+        raw = zlib.decompress(base64.b64decode(text.encode("ascii"), validate=True))
+    except (binascii.Error, zlib.error, UnicodeEncodeError, AttributeError) as exc:
+        raise ValueError(f"not a packed curve ({exc})") from None
+    if len(raw) % 8:
+        raise ValueError("not a packed curve (its length is not a whole number of float64 values)")
+    return np.frombuffer(raw, dtype="<f8").astype(np.float64)
 
 
 def check_shard_run(session: "QualitySession") -> None:

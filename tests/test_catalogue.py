@@ -182,7 +182,7 @@ def test_merge_copies_every_field_of_a_variant() -> None:
     full = VariantResult(
         "q4", path="p", kind="k", size_bytes=1, ratio=0.5, download_bytes=1, build_s=0.5, params=2, bits_per_weight=4.0,
         content_hash="h", unchanged=True, note="q4: no change, weights already 8-bit (LUT)", metrics={"iou": 0.9},
-        drift={"mae": 0.1}, backend_drift={"mae": 0.01}, per_image={"a": {"iou": 0.9}},
+        drift={"mae": 0.1}, backend_drift={"mae": 0.01}, per_image={"a": {"iou": 0.9}}, curves={"a": {"f": "packed"}},
         load=LoadTimes(1.0, 0.1, "perf_counter", 2.5),
         checks=[CheckOutcome("size", "size_mb", 1.0, 2.0, "<=", True)],
     )

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from pytest_coreml_quality.dataset import Dataset
@@ -133,6 +134,33 @@ def test_shard_run_judges_no_threshold(pytester: pytest.Pytester, shared_cache: 
     assert q4["checks"] == [] and "recommendation" not in data
     assert set(q4["per_image"]) == {image["id"] for image in data["shard"]["images"]}
     assert set(q4["curves"][next(iter(q4["curves"]))]) == {"f", "e", "drift_f", "drift_e"}
+
+
+def test_markers_are_not_judged_on_a_shard(pytester: pytest.Pytester, shared_cache: Path) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.coreml_quality(min_iou=1.0)
+        def test_perfect(coreml_metrics):
+            pass
+        """
+    )
+    args = ("-k", "test_perfect and q8", "--coreml-shard=2/2", f"--coreml-report-json={pytester.path}/s.json")
+    measure(pytester, shared_cache, *args).assert_outcomes(passed=1)
+    # The same marker in a single job fails: it is the shard that spares it.
+    measure(pytester, shared_cache, "-k", "test_perfect and q8").assert_outcomes(failed=1)
+
+
+def test_a_shard_under_xdist_writes_the_same_partial(pytester: pytest.Pytester, shared_cache: Path) -> None:
+    pytest.importorskip("xdist")
+    plain, parallel = pytester.path / "plain.json", pytester.path / "parallel.json"
+    args = ("-k", "not load", "--coreml-shard=2/3")
+    measure(pytester, shared_cache, *args, f"--coreml-report-json={plain}")
+    measure(pytester, shared_cache, *args, "-n", "2", "--dist", "loadgroup", f"--coreml-report-json={parallel}")
+    found = differences(comparable(json.loads(parallel.read_text())), comparable(json.loads(plain.read_text())))
+    assert not found, found[:10]
+    assert json.loads(parallel.read_text())["models"]["TinySeg.mlmodel"]["variants"]["q4"]["curves"]
 
 
 def test_a_broken_image_fails_its_shard_only(pytester: pytest.Pytester, shared_cache: Path, tmp_path: Path) -> None:
@@ -295,6 +323,29 @@ def test_merge_names_the_file_and_field_that_do_not_fit(
     result = merge(pytester, f"--coreml-merge={folder}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
+
+
+def test_merge_names_a_damaged_curve(pytester: pytest.Pytester, two_shards: Path) -> None:
+    def damage(data: dict) -> None:
+        curves = data["models"]["TinySeg.mlmodel"]["variants"]["q8"]["curves"]
+        curves[next(iter(curves))]["drift_f"] = "not base64!"
+
+    folder = _copy(two_shards, pytester.path / "reports", damage)
+    result = merge(pytester, f"--coreml-merge={folder}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*s2.json: field 'models.TinySeg.mlmodel.variants.q8.curves.scene_*': 'drift_f': not a packed curve*"])
+
+
+def test_curves_are_packed_exactly() -> None:
+    from pytest_coreml_quality.shard import pack_curve, unpack_curve
+
+    curve = np.random.default_rng(0).random(256) / 3.0
+    curve[7] = math.inf
+    back = unpack_curve(pack_curve(curve))
+    assert back.dtype == np.float64 and back.tobytes() == curve.tobytes()
+    for junk in ("", "abc", pack_curve(curve)[:-8]):
+        with pytest.raises(ValueError, match="not a packed curve"):
+            unpack_curve(junk)
 
 
 def test_merge_needs_every_shard_once(pytester: pytest.Pytester, two_shards: Path) -> None:
