@@ -69,11 +69,18 @@ def differences(a: Any, b: Any, where: str = "") -> list[str]:
     return [] if a == b else [f"{where}: {a!r} != {b!r}"]
 
 
-@pytest.mark.parametrize("count", [2, 3])
-def test_shards_merged_equal_one_job(pytester: pytest.Pytester, shared_cache: Path, count: int) -> None:
-    one = pytester.path / "one.json"
-    single = measure(pytester, shared_cache, "-k", "not load", f"--coreml-report-json={one}")
-    shards = pytester.path / "shards"
+def test_shards_merged_equal_one_job(pytester: pytest.Pytester, shared_cache: Path) -> None:
+    one, junit_one = pytester.path / "one.json", pytester.path / "one.xml"
+    single = measure(pytester, shared_cache, "-k", "not load", f"--coreml-report-json={one}", f"--junitxml={junit_one}")
+    for count in (2, 3):
+        _check_merge_equals_single(pytester, shared_cache, count, single, one, junit_one)
+
+
+def _check_merge_equals_single(
+    pytester: pytest.Pytester, cache: Path, count: int, single: pytest.RunResult, one: Path, junit_one: Path
+) -> None:
+    shared_cache = cache
+    shards = pytester.path / f"shards{count}"
     for index in range(1, count + 1):
         part = measure(pytester, shared_cache, "-k", "not load", f"--coreml-shard={index}/{count}", f"--coreml-report-json={shards}/s{index}.json")
         # A shard judges nothing: its figures cover part of the set.
@@ -81,10 +88,8 @@ def test_shards_merged_equal_one_job(pytester: pytest.Pytester, shared_cache: Pa
         data = json.loads((shards / f"s{index}.json").read_text())
         assert data["shard"]["index"] == index and data["shard"]["count"] == count
         assert len(data["shard"]["images"]) in (IMAGES // count, IMAGES // count + 1)
-    merged_json = pytester.path / "merged.json"
-    junit_one, junit_merged = pytester.path / "one.xml", pytester.path / "merged.xml"
+    merged_json, junit_merged = pytester.path / f"merged{count}.json", pytester.path / f"merged{count}.xml"
     merged = merge(pytester, "-k", "not load", f"--coreml-merge={shards}", f"--coreml-report-json={merged_json}", f"--junitxml={junit_merged}")
-    single_again = measure(pytester, shared_cache, "-k", "not load", f"--junitxml={junit_one}")
     # The same items pass and fail, with the same messages.
     assert merged.parseoutcomes() == single.parseoutcomes()
     assert single.parseoutcomes().get("failed", 0) > 0 and single.parseoutcomes().get("passed", 0) > 0
@@ -95,7 +100,6 @@ def test_shards_merged_equal_one_job(pytester: pytest.Pytester, shared_cache: Pa
     found = differences(comparable(json.loads(merged_json.read_text())), comparable(json.loads(one.read_text())))
     assert not found, found[:10]
     assert _properties(junit_merged) == _properties(junit_one) and _properties(junit_one)
-    assert single_again.parseoutcomes() == single.parseoutcomes()
 
 
 def _properties(junit: Path) -> dict[str, list[tuple[str, str]]]:
@@ -150,17 +154,6 @@ def test_markers_are_not_judged_on_a_shard(pytester: pytest.Pytester, shared_cac
     measure(pytester, shared_cache, *args).assert_outcomes(passed=1)
     # The same marker in a single job fails: it is the shard that spares it.
     measure(pytester, shared_cache, "-k", "test_perfect and q8").assert_outcomes(failed=1)
-
-
-def test_a_shard_under_xdist_writes_the_same_partial(pytester: pytest.Pytester, shared_cache: Path) -> None:
-    pytest.importorskip("xdist")
-    plain, parallel = pytester.path / "plain.json", pytester.path / "parallel.json"
-    args = ("-k", "not load", "--coreml-shard=2/3")
-    measure(pytester, shared_cache, *args, f"--coreml-report-json={plain}")
-    measure(pytester, shared_cache, *args, "-n", "2", "--dist", "loadgroup", f"--coreml-report-json={parallel}")
-    found = differences(comparable(json.loads(parallel.read_text())), comparable(json.loads(plain.read_text())))
-    assert not found, found[:10]
-    assert json.loads(parallel.read_text())["models"]["TinySeg.mlmodel"]["variants"]["q4"]["curves"]
 
 
 def test_a_broken_image_fails_its_shard_only(pytester: pytest.Pytester, shared_cache: Path, tmp_path: Path) -> None:
@@ -263,10 +256,15 @@ def test_a_shard_beyond_the_images_is_refused(pytester: pytest.Pytester, shared_
 # --- merge refuses shards that do not belong together ---------------------------------------------------------
 
 
+_BUILT: dict[str, Path] = {}
+
+
 @pytest.fixture
-def two_shards(pytester: pytest.Pytester, shared_cache: Path) -> Path:
-    """Partial reports of a 2-shard run (size and quality of base and q8)."""
-    folder = pytester.path / "two-shards"
+def two_shards(pytester: pytest.Pytester, shared_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Partial reports of a 2-shard run (size and quality of base and q8), built once per module."""
+    if str(shared_cache) in _BUILT:
+        return _BUILT[str(shared_cache)]
+    folder = tmp_path_factory.mktemp("two-shards")
     for index in (1, 2):
         out = folder / f"s{index}.json"
         part = pytester.runpytest(
@@ -274,6 +272,7 @@ def two_shards(pytester: pytest.Pytester, shared_cache: Path) -> Path:
             "-k", "not load", "-p", "no:randomly", "-p", "no:cacheprovider", f"--coreml-shard={index}/2", f"--coreml-report-json={out}",
         )
         part.assert_outcomes(passed=4)
+    _BUILT[str(shared_cache)] = folder
     return folder
 
 
@@ -372,6 +371,7 @@ def test_merged_html_says_it_has_no_images(pytester: pytest.Pytester, two_shards
     result = merge(pytester, f"--coreml-merge={two_shards}", f"--coreml-report-html={page}")
     # The shards ran no load item: the merge has no load time to judge.
     result.assert_outcomes(passed=4, skipped=4)
+    result.stdout.fnmatch_lines(["coreml-quality: merging 2 shard report(s) of 28 images*", "*s2.json (shard 2/2): 14 images"])
     text = page.read_text()
     assert "Merged from 2 shard reports" in text and "shows no images" in text and "<img" not in text
 
@@ -388,3 +388,9 @@ def test_merge_recomputes_set_figures_from_curves_not_means(two_shards: Path) ->
     assert len(q8.per_image) == IMAGES and q8.curves == {}
     assert math.isclose(q8.metrics["mae"], sum(p["metrics"]["mae"] * n for p, n in zip(parts, sizes)) / sum(sizes), rel_tol=1e-12)
     assert q8.metrics["max_f"] != naive
+
+
+def test_merge_will_not_overwrite_a_shard_report(pytester: pytest.Pytester, two_shards: Path) -> None:
+    result = merge(pytester, f"--coreml-merge={two_shards}", f"--coreml-report-json={two_shards / 's1.json'}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--coreml-report-json*a shard report*"])
