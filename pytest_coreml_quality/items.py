@@ -248,9 +248,12 @@ def _merged_function(model_key: str, recipe: str, check: str) -> Callable[..., N
         view = result
         if check == "load-cold":
             view = replace(result, load=replace(result.load, warm_s=None, predict_ms=None))
+        # The base model of an image-only set has no quality figure of its own: judge quality
+        # items when the shards scored any variant of the model.
+        scored = any(v.per_image or v.metrics or v.drift for v in state.results.models[model_key].variants.values())
         measured = {
             "size": result.size_bytes is not None,
-            "quality": bool(result.per_image or result.metrics or result.drift),
+            "quality": scored,
             "load": view.load.cold_s is not None or view.load.warm_s is not None,
         }[family]
         if not measured:

@@ -26,10 +26,10 @@ BOUNDS = ("--coreml-max-drift=0.0005", "--coreml-min-iou=0.5", "--coreml-max-siz
 pytestmark = pytest.mark.usefixtures("plain_run_environment")
 
 
-def measure(pytester: pytest.Pytester, cache: Path, *args: str) -> pytest.RunResult:
+def measure(pytester: pytest.Pytester, cache: Path, *args: str, bounds: tuple[str, ...] = BOUNDS) -> pytest.RunResult:
     return pytester.runpytest(
         f"--coreml-model={MODEL}", f"--coreml-dataset={GOLDEN}", "--coreml-variants=q8,q4", f"--coreml-cache-dir={cache}",
-        "--coreml-load-rounds=1", "-p", "no:randomly", "-p", "no:cacheprovider", *BOUNDS, *args,
+        "--coreml-load-rounds=1", "-p", "no:randomly", "-p", "no:cacheprovider", *bounds, *args,
     )
 
 
@@ -100,6 +100,33 @@ def _check_merge_equals_single(
     found = differences(comparable(json.loads(merged_json.read_text())), comparable(json.loads(one.read_text())))
     assert not found, found[:10]
     assert _properties(junit_merged) == _properties(junit_one) and _properties(junit_one)
+
+
+@pytest.mark.parametrize("truth", [True, False], ids=["weighted-manifest", "image-only"])
+def test_weighted_manifest_and_image_only_sets_merge_exactly(pytester: pytest.Pytester, shared_cache: Path, truth: bool) -> None:
+    """Weights and the manifest's own row order (not the sorted order shards use) survive the merge."""
+    images = sorted((GOLDEN / "images").iterdir())[:7]
+    rows = ["image,mask,weight" if truth else "image,weight"]
+    for k, image in enumerate(reversed(images)):  # rows in reverse name order
+        mask = next((GOLDEN / "masks").glob(image.stem + ".*"))
+        rows.append(f"{image},{mask},{0.5 + k}" if truth else f"{image},{0.5 + k}")
+    manifest = pytester.path / "golden.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    args = ("-k", "quality", f"--coreml-dataset={manifest}")
+    bounds = BOUNDS if truth else tuple(b for b in BOUNDS if "iou" not in b)
+    one = pytester.path / "one.json"
+    single = measure(pytester, shared_cache, *args, f"--coreml-report-json={one}", bounds=bounds)
+    for index in (1, 2):
+        part = f"--coreml-report-json={pytester.path}/s/{index}.json"
+        measure(pytester, shared_cache, *args, f"--coreml-shard={index}/2", part, bounds=bounds).assert_outcomes(passed=3)
+    out = pytester.path / "merged.json"
+    merged = merge(pytester, "-k", "quality", f"--coreml-merge={pytester.path}/s", f"--coreml-report-json={out}")
+    assert merged.parseoutcomes() == single.parseoutcomes()
+    assert table(merged) == table(single)
+    found = differences(comparable(json.loads(out.read_text())), comparable(json.loads(one.read_text())))
+    assert not found, found[:10]
+    q4 = json.loads(out.read_text())["models"]["TinySeg.mlmodel"]["variants"]["q4"]
+    assert bool(q4["metrics"]) is truth and q4["drift"]
 
 
 def _properties(junit: Path) -> dict[str, list[tuple[str, str]]]:
