@@ -25,6 +25,9 @@ initializer in memory. "new" is what the backend does now: the spec parsed with
 coremltools' generated protobuf module alone, the program read from the protobuf view,
 weights decoded from a memory map of weight.bin and streamed to the scratch weights file.
 
+``--nn`` adds the NeuralNetwork ``ISNet_1024_1024.mlmodel`` (old: coremltools' spec
+loader; new: the generated protobuf module alone; its weights are not streamed, which did
+not lower its peak). ``--sides old,new,nostream`` adds the new reader without streaming.
 ``--inference`` adds the inference time of the translated ISNet vs onnxruntime on
 ``isnet_fp32.onnx``; ``--compressed`` the numpy decompression of every constexpr op vs
 coremltools' ``materialized_val_inference``.
@@ -91,6 +94,9 @@ def _child(side: str, package: str, cache: str, queue: "mp.Queue[dict[str, float
 
     if side == "old":
         _use_old_reader()
+    elif side == "nostream":  # the new reader, but every initializer held in memory
+        real_translate = backend.translate
+        backend.translate = lambda model, options, weights=None: real_translate(model, options)
     # The probe (one prediction on zeros after a cold build) is timed apart: on a
     # 1024x1024 network it is a full inference, whose activations dominate the peak.
     at_probe: dict[str, float] = {}
@@ -130,19 +136,21 @@ def _measure(side: str, package: Path) -> dict[str, float]:
 
 
 def _package_mb(package: Path) -> float:
+    if package.is_file():
+        return package.stat().st_size / 1e6
     return sum(f.stat().st_size for f in package.rglob("*") if f.is_file()) / 1e6
 
 
-def bench_loads(package: Path, runs: int) -> None:
+def bench_loads(package: Path, runs: int, sides: tuple[str, ...] = ("old", "new")) -> None:
     size = _package_mb(package)
-    results: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
+    results: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
     loads = []
     for _ in range(runs):
-        for side in ("old", "new"):
+        for side in sides:
             loads.append(os.getloadavg()[0])
             results[side].append(_measure(side, package))
     print(f"\n{package.name} ({size:.1f} MB), {runs} runs each, interleaved; load average {min(loads):.1f}-{max(loads):.1f}")
-    print(f"{'median':34s}{'old':>10s}{'new':>10s}{'old/new':>10s}")
+    print(f"{'median':34s}" + "".join(f"{side:>10s}" for side in sides) + f"{'old/new':>10s}")
     rows = [
         ("Model.open (read + parse spec) s", "open"),
         ("cold load from the file s", "cold"),
@@ -153,16 +161,16 @@ def bench_loads(package: Path, runs: int) -> None:
         ("  before the probe, after open MB", "growth_after_open"),
     ]
     for label, key in rows:
-        old = statistics.median(r[key] for r in results["old"])
-        new = statistics.median(r[key] for r in results["new"])
-        print(f"{label:34s}{old:10.2f}{new:10.2f}{old / max(new, 1e-9):10.1f}")
-    for side in ("old", "new"):
+        medians = {side: statistics.median(r[key] for r in results[side]) for side in sides}
+        ratio = medians["old"] / max(medians["new"], 1e-9) if {"old", "new"} <= set(sides) else float("nan")
+        print(f"{label:34s}" + "".join(f"{medians[side]:10.2f}" for side in sides) + f"{ratio:10.1f}")
+    for side in sides:
         growth = statistics.median(r["growth"] for r in results[side]) * 1.048576 / size
         loading = statistics.median(r["growth_no_probe"] for r in results[side]) * 1.048576 / size
         print(f"peak RSS growth / package size, {side}: {growth:5.2f} x ({loading:5.2f} x before the probe)")
     print("all runs (cold s, warm s, growth MB): " + "; ".join(
         f"{side} " + ", ".join(f"{r['cold']:.2f}/{r['warm']:.2f}/{r['growth']:.0f}" for r in results[side])
-        for side in ("old", "new")))
+        for side in sides))
 
 
 def bench_inference(isnet_dir: Path, runs: int) -> None:
@@ -228,13 +236,20 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--fixture", type=Path, default=ROOT / "fixtures" / "models" / "TinySeg.mlpackage")
     parser.add_argument("--inference", action="store_true", help="also time inference against isnet_fp32.onnx")
+    parser.add_argument("--sides", default="old,new",
+                        help="comma-separated: old, new, nostream (new reader, weights held in memory)")
+    parser.add_argument("--nn", action="store_true",
+                        help="also the NeuralNetwork ISNet .mlmodel (old: coremltools load_spec, weights in memory)")
     parser.add_argument("--compressed", type=Path, nargs="*", default=[])
     parser.add_argument("--only-decompress", action="store_true", help="skip load and inference timings")
     args = parser.parse_args()
     if not args.only_decompress:
         print(f"cores: {os.cpu_count()}, load average at start: {os.getloadavg()}")
-        for package in (args.isnet_dir / "ISNet_1024_1024.mlpackage", args.fixture):
-            bench_loads(package, args.runs)
+        packages = [args.isnet_dir / "ISNet_1024_1024.mlpackage", args.fixture]
+        if args.nn:
+            packages.append(args.isnet_dir / "ISNet_1024_1024.mlmodel")
+        for package in packages:
+            bench_loads(package, args.runs, tuple(args.sides.split(",")))
         if args.inference:
             bench_inference(args.isnet_dir, args.runs)
         print(f"load average at end: {os.getloadavg()}")

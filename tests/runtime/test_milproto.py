@@ -184,3 +184,21 @@ def test_open_and_translate_import_no_coremltools() -> None:
     out = subprocess.run([sys.executable, "-c", _NO_COREMLTOOLS, str(_package("TinySeg.mlpackage"))],
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_backend_streams_only_ml_program_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cold build streams an ML Program's weights to the scratch file; a NeuralNetwork's stay in the proto."""
+    seen: dict[str, Path | None] = {}
+    real = backend.translate
+
+    def spy(model: Model, options: RuntimeOptions, weights: Path | None = None) -> object:
+        seen[model.kind] = weights
+        return real(model, options, weights)
+
+    monkeypatch.setattr(backend, "translate", spy)
+    for name in ("TinySeg.mlpackage", "TinySeg.mlmodel"):
+        model = Model.open(_package(name))
+        predictor = backend.OnnxBackend().load(model, RuntimeOptions(cache_dir=tmp_path))
+        assert predictor.session.get_outputs()
+    assert seen["mlProgram"] is not None and seen["mlProgram"].name == "translated.weights"
+    assert seen["neuralNetwork"] is None
