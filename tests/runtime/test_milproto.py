@@ -202,3 +202,13 @@ def test_backend_streams_only_ml_program_weights(tmp_path: Path, monkeypatch: py
         assert predictor.session.get_outputs()
     assert seen["mlProgram"] is not None and seen["mlProgram"].name == "translated.weights"
     assert seen["neuralNetwork"] is None
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_blob_references_walk_the_program_like_reflection(name: str) -> None:
+    """Model.open's weight check reads the MIL layout directly; it finds what a full walk finds."""
+    from pytest_coreml_quality import integrity
+
+    program = Model.open(_package(name)).spec.mlProgram
+    fast = list(integrity.blob_references(program))
+    assert fast and sorted(fast) == sorted(integrity._walk(program))
