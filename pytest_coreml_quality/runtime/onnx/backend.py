@@ -307,8 +307,10 @@ class OnnxBackend:
             # An ML Program's weights go to the scratch weights file as they are translated (never
             # all in memory). A NeuralNetwork's already are, in its spec: streaming them did not
             # lower the peak (benchmarks/bench_mlprogram.py --nn), so they stay in the proto.
-            streamed = tmp.parent / "translated.weights" if model.kind == "mlProgram" else None
-            proto = translate(model, options, weights=streamed)
+            if model.kind == "mlProgram":
+                proto = translate(model, options, weights=tmp.parent / "translated.weights")
+            else:
+                proto = translate(model, options)
             onnx.save_model(proto, str(source), save_as_external_data=True, all_tensors_to_one_file=True,
                             location="translated.weights", size_threshold=_EXTERNAL_MIN_BYTES)
             del proto

@@ -31,7 +31,7 @@ class ExternalWeights:
     """
 
     MIN_BYTES = 1024  # smaller tensors (shapes, scalars) stay inline
-    _ALIGN = 4096  # page-aligned offsets let onnxruntime map the data instead of copying it
+    _ALIGN = 4096  # page-aligned offsets, so onnxruntime can map the data rather than copy it
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)

@@ -50,7 +50,7 @@ BlobSource = Callable[[str], BlobFile]
 class Var:
     """One MIL variable: a function input, an op output or an inline constant."""
 
-    __slots__ = ("name", "shape", "dtype", "op", "_value", "_blobs", "__weakref__")
+    __slots__ = ("name", "shape", "dtype", "op", "_value", "_blobs")
 
     def __init__(self, name: str, type_spec: Any, op: Op | None = None, value: Any = None,
                  blobs: BlobSource | None = None) -> None:
