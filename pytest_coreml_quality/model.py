@@ -1,8 +1,9 @@
 """Open a Core ML model file and describe it: kind, features, preprocessing, size, hash.
 
 ``Model`` is the single entry point every other part of the project uses to learn about
-the user's model. It reads the protobuf spec with coremltools (which works on every
-platform) and never compiles or runs the model.
+the user's model. It reads the protobuf spec with coremltools' generated protobuf
+module (which works on every platform; see :mod:`.coreml_proto`, which avoids importing
+the rest of coremltools) and never compiles or runs the model.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ class Model:
             integrity.check_not_lfs_pointer(p)
         if not os.access(p, os.R_OK):
             raise ModelFormatError("is not readable (permission denied)", path=p)
-        spec = _load_spec(p)
+        spec = _load_spec(p, root)
         if root is not None and spec.WhichOneof("Type") == "mlProgram":
             integrity.check_weight_files(p, root, spec.mlProgram)
         return cls(path=p, spec=spec)
@@ -209,15 +210,19 @@ def _check_package_layout(p: Path) -> None:
         raise ModelFormatError("has no Manifest.json", path=p, expected="an .mlpackage written by coremltools or Xcode")
 
 
-def _load_spec(p: Path) -> "Model_pb2.Model":
+def _load_spec(p: Path, root: Path | None = None) -> "Model_pb2.Model":
+    """Parse the spec of ``p`` (a .mlmodel, or a package whose root spec file is ``root``)."""
     try:
-        import coremltools as ct
+        from pytest_coreml_quality.coreml_proto import model_pb2
+
+        message = model_pb2().Model
     except ImportError as exc:  # pragma: no cover - coremltools is a hard dependency
         raise ModelFormatError(f"coremltools is not importable ({exc})", path=p) from exc
     if p.is_file() and p.stat().st_size == 0:
         raise ModelFormatError("is empty", path=p, expected="a serialized Core ML Model protobuf")
     try:
-        spec = ct.utils.load_spec(str(p))
+        spec = message()
+        spec.ParseFromString((root or p).read_bytes())
     except Exception as exc:  # protobuf DecodeError, RuntimeError from the package reader, ...
         raise ModelFormatError(
             f"cannot be read as a Core ML model ({type(exc).__name__}: {exc})".rstrip(),

@@ -12,6 +12,7 @@ from PIL import Image, ImageOps
 from pytest_coreml_quality.model import Model
 from pytest_coreml_quality.runtime.base import RuntimeOptions
 from pytest_coreml_quality.variants import build_variant
+from tests.runtime import mil_crosscheck
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -81,6 +82,7 @@ def test_ios18_variants_run_and_keep_the_mask(
     # but the 0.5 masks differ from the iOS16 base in under 0.5 % (int4-block32) and 1.5 %
     # (prune50+pal4) of the pixels (measured 0.04 % and 0.36 % with coremltools 9).
     variant = build_variant(_open("TinySeg18.mlpackage"), recipe, tmp_path_factory.mktemp("ios18-variants"))
+    mil_crosscheck.assert_same_translation(variant.open().path)  # the protobuf reader gives coremltools' graph
     got = _probabilities(onnx_backend, variant.open(), options, images)
     flips = ((got > 0.5) != (ios16_probabilities > 0.5)).mean()
     assert flips < max_flip, flips

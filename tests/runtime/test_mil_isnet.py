@@ -41,3 +41,11 @@ def test_real_isnet_mlpackage_matches_reference_onnx() -> None:
     ref = ref_session.run(None, {ref_session.get_inputs()[0].name: pixels / 255.0 - 0.5})[0]
     assert got.shape == (1, 1, 1024, 1024)
     assert np.abs(got - ref.reshape(got.shape)).max() <= MASK_BOUND
+
+
+@pytest.mark.skipif(not ISNET_DIR, reason="set PYTEST_COREML_ISNET_DIR to run the real ISNet check")
+def test_real_isnet_protobuf_reader_gives_coremltools_graph() -> None:
+    """The protobuf reader gives coremltools' graph for the real 88 MB package (same nodes and weights)."""
+    from tests.runtime import mil_crosscheck
+
+    mil_crosscheck.assert_same_translation(Path(ISNET_DIR or "") / "ISNet_1024_1024.mlpackage")

@@ -27,7 +27,7 @@ from pytest_coreml_quality.runtime.onnx import mil_weights
 from pytest_coreml_quality.runtime.onnx.mil_ops.registry import MilContext
 from pytest_coreml_quality.runtime.onnx.mil_weights import WEIGHT_OPS
 from pytest_coreml_quality.runtime.onnx.mlprogram import load_main_function
-from tests.runtime import mil_zoo
+from tests.runtime import mil_crosscheck, mil_zoo
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -215,6 +215,7 @@ def _torch_with_weights(net: nn.Module, dense_path: Path) -> nn.Module:
 def test_fp32_program_weights_exact_and_output_matches(case: str, compressed: Any, compress_net: nn.Module) -> None:
     cpath, dpath = compressed(case, "fp32")
     _check_exact(cpath, dpath, CASES[case][2])
+    mil_crosscheck.assert_same_translation(cpath)  # the protobuf reader gives coremltools' graph
     x = mil_zoo.sample_input(SHAPE)
     got = mil_zoo.run(cpath, {"input": x})["output"]
     lossy = _torch_with_weights(compress_net, dpath)
@@ -228,6 +229,7 @@ def test_fp32_program_weights_exact_and_output_matches(case: str, compressed: An
 def test_fp16_program_weights_exact_and_output_within_bound(case: str, compressed: Any, compress_net: nn.Module) -> None:
     cpath, dpath = compressed(case, "fp16")
     _check_exact(cpath, dpath, CASES[case][2])
+    mil_crosscheck.assert_same_translation(cpath)
     x = mil_zoo.sample_input(SHAPE)
     got = mil_zoo.run(cpath, {"input": x})["output"]
     dense = mil_zoo.run(dpath, {"input": x})["output"]
@@ -307,6 +309,7 @@ def test_constexpr_cast_weight(tmp_path: Path) -> None:
     model.save(str(path))
     func = load_main_function(Model.open(path))
     assert "constexpr_cast" in {op.op_type for op in func.operations}
+    mil_crosscheck.assert_same_translation(path)
     x = mil_zoo.sample_input((1, 4, 8, 8))
     feeds = {func.inputs and next(iter(func.inputs)): x}
     got = next(iter(mil_zoo.run(path, feeds).values()))

@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("torch", reason="torch builds the ML Program test models (test-only dependency)")
 
 
-from tests.runtime import mil_zoo
+from tests.runtime import mil_crosscheck, mil_zoo
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -113,6 +113,8 @@ def test_flexible_input_sizes(flexibility: str, tmp_path: Path) -> None:
         module, (1, 3, 32, 32), tmp_path / "flex.mlpackage", inputs=[ct.TensorType(name="input", shape=shape)]
     )
     proto = mil_zoo.translate(path)
+    # The protobuf reader gives coremltools' graph here too (run-time sizes stay unfixed in both).
+    mil_crosscheck.assert_same_translation(path)
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in dims[:2]] == [1, 3] and all(d.dim_param for d in dims[2:])
     for size in [(32, 32), (64, 48)]:
@@ -120,3 +122,21 @@ def test_flexible_input_sizes(flexibility: str, tmp_path: Path) -> None:
         got = mil_zoo.run(path, {"input": x})["output"]
         assert got.shape == (1, 1, *size)
         assert np.abs(got - mil_zoo.torch_out(module, x)).max() <= FP32_BOUND
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("name", list(mil_zoo.ZOO))
+def test_protobuf_reader_gives_coremltools_graph(name: str, precision: str, zoo_models: Any) -> None:
+    """The protobuf view translates every zoo program to the graph coremltools' loader gives:
+    same nodes, same initializer bytes, hence the same predictions."""
+    path = zoo_models(name, precision)
+    ours = mil_crosscheck.assert_same_translation(path)
+    feeds = {"input": mil_zoo.sample_input(mil_zoo.ZOO[name][1])}
+    reference = mil_crosscheck.translate_with(path, "coremltools")
+    for a, b in zip(mil_crosscheck.run(ours, feeds), mil_crosscheck.run(reference, feeds)):
+        assert np.array_equal(a, b)
+
+
+def test_protobuf_reader_with_fp16_emulation(zoo_models: Any) -> None:
+    mil_crosscheck.assert_same_translation(zoo_models("vision", "fp32"), emulate_fp16=True)
+

@@ -35,7 +35,7 @@ from pytest_coreml_quality.cachefs import (
 from pytest_coreml_quality.errors import CoreMLQualityError, ModelFormatError, UnsupportedModelError
 from pytest_coreml_quality.model import Model
 from pytest_coreml_quality.runtime.base import RuntimeOptions, default_cache_dir
-from pytest_coreml_quality.runtime.onnx.builder import GraphBuilder
+from pytest_coreml_quality.runtime.onnx.builder import ExternalWeights, GraphBuilder
 from pytest_coreml_quality.runtime.onnx.io import from_outputs, to_feeds
 from pytest_coreml_quality.runtime.onnx.neuralnetwork import (
     NETWORK_KINDS,
@@ -87,11 +87,20 @@ def translator_version(model: Model) -> str:
     return f"{TRANSLATOR_VERSION}.mil{mil}"
 
 
-def translate(model: Model, options: RuntimeOptions) -> Any:
-    """Translate ``model`` into an ``onnx.ModelProto`` (fp16 rounding after each op if asked)."""
-    builder = GraphBuilder(name=_graph_name(model))
-    translator_for(model)(model, builder)
-    return builder.build(emulate_fp16=options.precision == "fp16", doc=f"translated from {model.name}", release=True)
+def translate(model: Model, options: RuntimeOptions, weights: Path | None = None) -> Any:
+    """Translate ``model`` into an ``onnx.ModelProto`` (fp16 rounding after each op if asked).
+
+    With ``weights`` (a file path) large initializers are streamed there as they are
+    translated; the proto refers to them and must be saved into the same directory.
+    """
+    external = ExternalWeights(weights) if weights is not None else None
+    builder = GraphBuilder(name=_graph_name(model), external=external)
+    try:
+        translator_for(model)(model, builder)
+        return builder.build(emulate_fp16=options.precision == "fp16", doc=f"translated from {model.name}", release=True)
+    finally:
+        if external is not None:
+            external.close()  # also when the translation fails
 
 
 def _graph_name(model: Model) -> str:
@@ -295,7 +304,13 @@ class OnnxBackend:
             tmp.mkdir()
             # The unoptimised graph lives in the scratch directory, removed with it.
             source = tmp.parent / "translated.onnx"
-            proto = translate(model, options)
+            # An ML Program's weights go to the scratch weights file as they are translated (never
+            # all in memory). A NeuralNetwork's already are, in its spec: streaming them did not
+            # lower the peak (benchmarks/bench_mlprogram.py --nn), so they stay in the proto.
+            if model.kind == "mlProgram":
+                proto = translate(model, options, weights=tmp.parent / "translated.weights")
+            else:
+                proto = translate(model, options)
             onnx.save_model(proto, str(source), save_as_external_data=True, all_tensors_to_one_file=True,
                             location="translated.weights", size_threshold=_EXTERNAL_MIN_BYTES)
             del proto

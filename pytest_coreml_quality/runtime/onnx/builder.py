@@ -6,8 +6,10 @@ Programs) only call :class:`GraphBuilder`; they never touch ``onnx.helper`` book
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,12 +21,77 @@ OPSET = 18
 _SAFE = re.compile(r"[^A-Za-z0-9_.:/-]")
 
 
-class GraphBuilder:
-    """Accumulate nodes, initializers, inputs and outputs of one ONNX graph."""
+class ExternalWeights:
+    """Initializers written to one file as ONNX external data, each as soon as it is added.
 
-    def __init__(self, name: str = "coreml", opset: int = OPSET) -> None:
+    A translator then never holds the graph's weights itself: each tensor's bytes go to
+    the file when the translator hands it over and the proto only names the file, the
+    offset and the length. The file must sit next to the graph file it is saved with
+    (ONNX locations are relative to the model's directory).
+    """
+
+    MIN_BYTES = 1024  # smaller tensors (shapes, scalars) stay inline
+    _ALIGN = 4096  # page-aligned offsets, so onnxruntime can map the data rather than copy it
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._file = open(self.path, "w+b")  # noqa: SIM115 - closed by close()/build()
+
+    def accepts(self, arr: np.ndarray) -> bool:
+        return arr.nbytes >= self.MIN_BYTES and arr.dtype.kind in "fiub"
+
+    def write(self, arr: np.ndarray, name: str) -> onnx.TensorProto:
+        """Append ``arr`` and return its initializer (which holds no data itself)."""
+        data = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<") if arr.dtype.kind in "fiu" else arr.dtype)
+        f = self._file
+        f.seek(0, os.SEEK_END)
+        offset = -(-f.tell() // self._ALIGN) * self._ALIGN
+        f.seek(offset)
+        f.write(memoryview(data.reshape(-1)).cast("B"))
+        tensor = onnx.TensorProto()
+        tensor.name = name
+        tensor.dims.extend(int(d) for d in arr.shape)
+        tensor.data_type = helper.np_dtype_to_tensor_dtype(data.dtype)
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        for key, value in (("location", self.path.name), ("offset", str(offset)), ("length", str(data.nbytes))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+        return tensor
+
+    def read(self, tensor: onnx.TensorProto) -> np.ndarray:
+        """The data of an initializer written here."""
+        info = {e.key: e.value for e in tensor.external_data}
+        dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
+        self._file.flush()
+        count = int(info["length"]) // np.dtype(dtype).itemsize
+        return np.fromfile(self.path, dtype=dtype, count=count, offset=int(info["offset"])).reshape(tuple(tensor.dims))
+
+    def overwrite(self, tensor: onnx.TensorProto, arr: np.ndarray) -> None:
+        """Replace an initializer's data in place (same dtype and size)."""
+        info = {e.key: e.value for e in tensor.external_data}
+        self._file.seek(int(info["offset"]))
+        self._file.write(memoryview(np.ascontiguousarray(arr).reshape(-1)).cast("B"))
+
+    @staticmethod
+    def holds(tensor: onnx.TensorProto) -> bool:
+        return tensor.data_location == onnx.TensorProto.EXTERNAL
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class GraphBuilder:
+    """Accumulate nodes, initializers, inputs and outputs of one ONNX graph.
+
+    With ``external``, initializers of :attr:`ExternalWeights.MIN_BYTES` or more are
+    written to that file as they are added (see :class:`ExternalWeights`); the built
+    model refers to them and must be saved into the file's directory.
+    """
+
+    def __init__(self, name: str = "coreml", opset: int = OPSET, external: ExternalWeights | None = None) -> None:
         self.name = name
         self.opset = opset
+        self.external = external
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.inputs: list[onnx.ValueInfoProto] = []
@@ -62,7 +129,10 @@ class GraphBuilder:
             if key in self._const_cache:
                 return self._const_cache[key]
         out = self.unique(name)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(arr), out))
+        if self.external is not None and self.external.accepts(arr):
+            self.initializers.append(self.external.write(arr, out))
+        else:
+            self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(arr), out))
         if key is not None:
             self._const_cache[key] = out
         return out
@@ -143,6 +213,8 @@ class GraphBuilder:
         if release:
             self.initializers = []
             self._const_cache.clear()
+        if self.external is not None:
+            self.external.close()
         # onnxruntime supports a bounded IR version; pin it to one every supported release reads.
         model.ir_version = min(model.ir_version, 9)
         return model
@@ -211,6 +283,10 @@ def _round_initializers_to_fp16(b: GraphBuilder) -> list[onnx.TensorProto]:
     out = []
     for init in b.initializers:
         if init.data_type != TensorProto.FLOAT or init.name in skip:
+            out.append(init)
+            continue
+        if b.external is not None and b.external.holds(init):
+            b.external.overwrite(init, b.external.read(init).astype(np.float16).astype(np.float32))
             out.append(init)
             continue
         arr = numpy_helper.to_array(init)

@@ -1,10 +1,15 @@
 """Translate an ML Program (``.mlpackage``) into ONNX nodes.
 
-The program is read back into coremltools' Python MIL form (its own loader, which works
-on every platform and resolves ``weights/weight.bin``), then each op of the ``main``
-function is handed to its handler in :mod:`.mil_ops`. Compressed weights
-(``constexpr_*`` ops) are decompressed at translation time by :mod:`.mil_weights` and
-become float32 initializers.
+The program is read straight from the spec's protobuf through a thin read-only view
+(:mod:`.milproto`), its weights from a memory map of ``weights/weight.bin``
+(:mod:`.mil_blob`), then each op of the ``main`` function is handed to its handler in
+:mod:`.mil_ops`. Compressed weights (``constexpr_*`` ops) are decompressed at translation
+time by :mod:`.mil_weights` and become float32 initializers. Each weight is decoded when
+an op first uses it and dropped once it is an initializer, so with a builder that streams
+initializers to a file (``GraphBuilder(external=...)``) no copy of all weights is alive.
+
+coremltools' own loader (``reader="coremltools"``, its Python MIL objects) gives the same
+graph; it is kept as the cross-check the tests compare against.
 
 Contract with the backend:
 
@@ -24,6 +29,7 @@ the converter placed, without fp16 arithmetic in between; the backend's fp16 opt
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
 from onnx import TensorProto
@@ -38,19 +44,32 @@ from pytest_coreml_quality.runtime.onnx.mil_ops import (
     StaticValueRequired,
     is_supported,
 )
+from pytest_coreml_quality.runtime.onnx.mil_ops.registry import dtype_name
+from pytest_coreml_quality.runtime.onnx.milproto import BlobFiles, Function, all_ops, read_function
 
 # Bump when a translation changes, so cached graphs from an older translator are rebuilt.
 MLPROGRAM_TRANSLATOR_VERSION = 1
 
 
-def translate_mlprogram(model: Model, builder: GraphBuilder) -> None:
+def translate_mlprogram(model: Model, builder: GraphBuilder, reader: str = "proto") -> None:
     """Add the ONNX translation of ``model``'s ``main`` function to ``builder``.
 
     Raises :class:`ModelFormatError` for a program that cannot be read (missing or
     truncated ``weight.bin``, malformed protobuf) and :class:`UnsupportedModelError`
-    listing every op without a handler, before any node is added.
+    listing every op without a handler, before any node is added. ``reader`` picks the
+    program reader: ``"proto"`` (this package's) or ``"coremltools"`` (the reference).
     """
-    func = load_main_function(model)
+    if reader == "coremltools":
+        _translate(model, load_main_function_coremltools(model), builder)
+        return
+    blobs = BlobFiles(model.weights_dir)
+    try:
+        _translate(model, load_main_function(model, blobs), builder)
+    finally:
+        blobs.close()
+
+
+def _translate(model: Model, func: Any, builder: GraphBuilder) -> None:
     check_supported(model, func)
     ctx = MilContext(builder)
     for out_var in func.outputs:
@@ -72,14 +91,29 @@ def translate_mlprogram(model: Model, builder: GraphBuilder) -> None:
         names = result if isinstance(result, list) else [result]
         for var, name in zip(op.outputs, names):
             ctx.bind(var, name)
+        ctx.release_values()
     try:
         _add_outputs(model, func, ctx)
     except MalformedWeights as exc:
         raise ModelFormatError(str(exc), path=model.path, field="mlProgram.main") from None
 
 
-def load_main_function(model: Model) -> Any:
-    """Load the program into coremltools' MIL form and return its ``main`` function."""
+def load_main_function(model: Model, blobs: BlobFiles | None = None) -> Function:
+    """The protobuf view of the program's ``main`` function (weights read lazily through ``blobs``)."""
+    weights = _check_program(model)
+    if "main" not in model.spec.mlProgram.functions:
+        raise ModelFormatError("has no 'main' function", path=model.path, field="mlProgram.functions")
+    try:
+        return read_function(model.spec.mlProgram.functions["main"], blobs or BlobFiles(weights))
+    except (KeyError, ValueError) as exc:
+        raise ModelFormatError(
+            f"cannot be read as an ML Program ({exc})", path=model.path, field="mlProgram.main",
+            expected="a well-formed ML Program",
+        ) from None
+
+
+def _check_program(model: Model) -> Path | None:
+    """The weights folder of an ML Program; a clear error for other kinds or a missing weight.bin."""
     if model.kind != "mlProgram":
         raise ModelFormatError(
             f"is a {model.kind} model, not an ML Program", path=model.path, field="Type", expected="mlProgram"
@@ -90,6 +124,13 @@ def load_main_function(model: Model) -> Any:
         raise ModelFormatError(
             "is missing its weights file", path=blob, expected="weights/weight.bin inside the .mlpackage"
         )
+    return weights
+
+
+def load_main_function_coremltools(model: Model) -> Any:
+    """The ``main`` function as coremltools' Python MIL objects (the reference reader)."""
+    weights = _check_program(model)
+    blob = None if weights is None else weights / "weight.bin"
     try:
         from coremltools.converters.mil.frontend.milproto import load as milproto_load
 
@@ -120,7 +161,7 @@ _MAX_NAMED_OPS = 10
 
 def check_supported(model: Model, func: Any) -> None:
     """Raise one :class:`UnsupportedModelError` naming every untranslatable op type (and op)."""
-    ops = [op for op in _all_ops(func.operations) if not is_supported(op.op_type)]
+    ops = [op for op in all_ops(func.operations) if not is_supported(op.op_type)]
     if not ops:
         return
     types = list(dict.fromkeys(op.op_type for op in ops))
@@ -137,16 +178,6 @@ def check_supported(model: Model, func: Any) -> None:
         message, path=model.path, field="mlProgram.main",
         expected=f"op types among the {len(MIL_OPS)} the onnx runtime translates; the coreml backend on macOS runs every op",
     )
-
-
-def _all_ops(ops: Any) -> list[Any]:
-    """Every op, including those in nested blocks (cond/while bodies)."""
-    out = []
-    for op in ops:
-        out.append(op)
-        for block in getattr(op, "blocks", []) or []:
-            out.extend(_all_ops(block.operations))
-    return out
 
 
 def _uses_blob(model: Model) -> bool:
@@ -175,7 +206,7 @@ def _add_inputs(model: Model, func: Any, ctx: MilContext) -> None:
                 )
         ctx.builder.add_input(name, TensorProto.FLOAT, shape)
         value = name
-        dtype = _dtype(var)
+        dtype = dtype_name(var)
         if dtype == "fp16":
             value = ctx.round_fp16(name, f"{name}_fp16")
         elif dtype.startswith("int"):
@@ -191,7 +222,7 @@ def _add_outputs(model: Model, func: Any, ctx: MilContext) -> None:
             ctx.builder.identity(src, var.name)
             ctx.builder.add_output(var.name, TensorProto.FLOAT)
             continue
-        dtype = _dtype(var)
+        dtype = dtype_name(var)
         if dtype == "fp16" and var.op is not None and var.op.op_type != "cast":
             src = ctx.round_fp16(src, f"{var.name}_out16")
         elif dtype != "fp32" and dtype != "fp16":
@@ -201,10 +232,7 @@ def _add_outputs(model: Model, func: Any, ctx: MilContext) -> None:
         ctx.builder.add_output(var.name, TensorProto.FLOAT, shape)
 
 
-def _dtype(var: Any) -> str:
-    from coremltools.converters.mil.mil import types
-
-    return types.builtin_to_string(var.dtype)
-
-
-__all__ = ["MLPROGRAM_TRANSLATOR_VERSION", "check_supported", "load_main_function", "translate_mlprogram"]
+__all__ = [
+    "MLPROGRAM_TRANSLATOR_VERSION", "check_supported", "load_main_function", "load_main_function_coremltools",
+    "translate_mlprogram",
+]

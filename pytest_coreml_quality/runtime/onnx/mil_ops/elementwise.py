@@ -6,7 +6,7 @@ from typing import Any
 
 from onnx import TensorProto
 
-from pytest_coreml_quality.runtime.onnx.mil_ops.registry import MilContext, mil_op
+from pytest_coreml_quality.runtime.onnx.mil_ops.registry import MilContext, dtype_name, mil_op
 
 _BINARY = {
     "add": "Add",
@@ -184,15 +184,9 @@ def cast(ctx: MilContext, op: Any) -> str:
     return ctx.builder.node("Cast", [x], name=op.name, to=_CAST_TO[dtype])
 
 
-def _dtype_name(var: Any) -> str:
-    from coremltools.converters.mil.mil import types
-
-    return types.builtin_to_string(var.dtype)
-
-
 def _is_float(var: Any) -> bool:
-    return _dtype_name(var) in ("fp16", "fp32", "fp64")
+    return dtype_name(var) in ("fp16", "fp32", "fp64")
 
 
 def _is_int(var: Any) -> bool:
-    return _dtype_name(var).startswith(("int", "uint"))
+    return dtype_name(var).startswith(("int", "uint"))

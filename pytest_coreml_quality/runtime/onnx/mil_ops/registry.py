@@ -40,6 +40,25 @@ class StaticValueRequired(Exception):
     """A handler needs a compile-time value (shape, axis, ...) that the program computes at run time."""
 
 
+def dtype_name(var: Any) -> str:
+    """The MIL type name of ``var`` (``"fp16"``, ``"int32"``, ...).
+
+    The protobuf view (:mod:`..milproto`) stores the name; coremltools' MIL objects (the
+    reference reader in tests) store a type class, named by coremltools itself.
+    """
+    dtype = var.dtype
+    if isinstance(dtype, str):
+        return dtype
+    from coremltools.converters.mil.mil import types
+
+    return str(types.builtin_to_string(dtype))
+
+
+# Compile-time values larger than this are not kept once an op is translated (weights):
+# each is an initializer by then, and keeping them would hold a second copy of every weight.
+_KEEP_VALUE_BYTES = 4096
+
+
 class MilContext:
     """Maps MIL variables to ONNX values while one program is translated."""
 
@@ -89,6 +108,12 @@ class MilContext:
             result = None
         self._static[key] = result
         return result
+
+    def release_values(self) -> None:
+        """Forget large compile-time values (weights); they are decoded again if asked for."""
+        large = [k for k, v in self._static.items() if v is not None and v.nbytes > _KEEP_VALUE_BYTES]
+        for key in large:
+            del self._static[key]
 
     def has(self, op: Any, name: str) -> bool:
         return op.inputs.get(name) is not None
