@@ -45,7 +45,7 @@ from pytest_coreml_quality.runtime.onnx.neuralnetwork import (
 )
 
 # Bump whenever a translation changes its output: old cache entries then stop matching.
-TRANSLATOR_VERSION = "nn4"  # nn2: entry is a directory (graph + external weights); nn3: + digest; nn4: explicit pads for "same" convs
+TRANSLATOR_VERSION = "nn5"  # nn2: entry is a directory (graph + external weights); nn3: + digest; nn4: explicit pads for "same" convs; nn5: layout-friendly Concat axis, Add
 
 GRAPH_FILE = "model.onnx"
 WEIGHTS_FILE = "weights.bin"
