@@ -1,8 +1,12 @@
 """Cold and warm model loads, timed through pytest-benchmark or a plain timer.
 
-Cold: the backend's compiled cache is evicted first (Core ML compiles a fresh
-``.mlmodelc``; the onnx backend translates and optimises again). Warm: the cache is
-primed, so loading reuses the compiled model, as an app's second launch does.
+Cold: the backend's compiled cache is evicted first and the load starts from the model
+file (``load_cold``): Core ML compiles a fresh ``.mlmodelc`` from the ``.mlmodel`` and loads
+it; the onnx backend reads and parses the file into a new ``Model``, hashes it, translates,
+optimises and creates the session. Warm: the cache is primed, so loading reuses the
+compiled model, as an app's second launch does. Work a backend does after a cold load that
+is not loading (the onnx backend's zero-input probe, one prediction) runs outside the timed
+call, through the backend's ``finish_load``.
 """
 
 from __future__ import annotations
@@ -19,26 +23,44 @@ from pytest_coreml_quality.runtime.base import Backend, RuntimeOptions
 Temperature = Literal["cold", "warm"]
 
 
-def loader(backend: Backend, model: Model, options: RuntimeOptions, temperature: Temperature) -> tuple[Callable[[], Any], Callable[[], None]]:
-    """``(load, setup)`` for one timed round: ``setup`` evicts (cold) or primes (warm) the cache."""
+def loader(
+    backend: Backend, model: Model, options: RuntimeOptions, temperature: Temperature
+) -> tuple[Callable[[], Any], Callable[[], None], Callable[[], None]]:
+    """``(load, setup, finish)`` for timed rounds: ``setup`` evicts (cold) or primes (warm) the
+    cache before a round; ``finish`` completes the loads timed so far (untimed): call it after
+    the last round. ``setup`` calls it too, so every round's load is completed before the next."""
 
-    # A backend whose own caches outlive eviction (Core ML keeps device specialisation by
-    # path) loads cold through ``load_cold``: a fresh compile to a never-used path.
+    # A cold load starts from the file and must not hit a cache that outlives eviction
+    # (Core ML keeps device specialisation by path; the onnx backend reuses the parsed spec
+    # and the memoised hash): backends provide ``load_cold`` for it.
     load_cold = getattr(backend, "load_cold", None)
+    finish_load = getattr(backend, "finish_load", None)
+    loaded: list[Any] = []
 
     def load() -> Any:
         if temperature == "cold" and load_cold is not None:
-            return load_cold(model, options)
-        return backend.load(model, options)
+            predictor = load_cold(model, options)
+        else:
+            predictor = backend.load(model, options)
+        loaded.append(predictor)
+        return predictor
+
+    def finish() -> None:
+        while loaded:
+            predictor = loaded.pop()
+            if finish_load is not None:
+                finish_load(predictor)
+            del predictor
 
     def setup() -> None:
+        finish()
         if temperature == "cold":
             backend.evict(model, options)
         else:
             backend.load(model, options)  # primes the compiled cache; the timed load reuses it
         gc.collect()  # the previous round's predictor must not be freed inside the timed call
 
-    return load, setup
+    return load, setup, finish
 
 
 BENCHMARK_TIMER = "pytest-benchmark"
@@ -58,21 +80,23 @@ def time_with_benchmark(
         samples: list[float] = []
         benchmark.pedantic(lambda: samples.append(time_plainly(backend, model, options, temperature, rounds)), rounds=1, iterations=1)
         return samples[0], PLAIN_TIMER
-    load, setup = loader(backend, model, options, temperature)
+    load, setup, finish = loader(backend, model, options, temperature)
     benchmark.extra_info.update({"coreml_load": temperature, "model": model.name})
     benchmark.pedantic(load, setup=setup, rounds=rounds, iterations=1, warmup_rounds=0)
+    finish()
     return float(benchmark.stats.stats.median), BENCHMARK_TIMER
 
 
 def time_plainly(backend: Backend, model: Model, options: RuntimeOptions, temperature: Temperature, rounds: int) -> float:
     """Median of ``rounds`` loads with ``time.perf_counter`` (used when pytest-benchmark is off)."""
-    load, setup = loader(backend, model, options, temperature)
+    load, setup, finish = loader(backend, model, options, temperature)
     samples = []
     for _ in range(rounds):
         setup()
         start = time.perf_counter()
         load()
         samples.append(time.perf_counter() - start)
+    finish()
     return statistics.median(samples)
 
 

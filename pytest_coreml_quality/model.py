@@ -432,6 +432,17 @@ def content_hash(path: str | os.PathLike[str]) -> str:
     return digest
 
 
+def forget_content_hash(path: str | os.PathLike[str]) -> None:
+    """Drop the memoised hash of ``path``, so the next :func:`content_hash` reads its bytes again.
+
+    A timed cold load starts from the file: it must not reuse a hash an earlier load computed.
+    """
+    p = str(Path(path).resolve())
+    with _HASH_LOCK:
+        for key in [k for k in _HASH_MEMO if k[0] == p]:
+            del _HASH_MEMO[key]
+
+
 def _stamp(p: Path) -> tuple[int, int]:
     if p.is_dir():
         files = [f.stat() for f in p.rglob("*") if f.is_file()]

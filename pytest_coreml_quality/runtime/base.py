@@ -56,7 +56,13 @@ class Predictor(Protocol):
 
 @runtime_checkable
 class Backend(Protocol):
-    """Loads models for one execution engine (Core ML, or the ONNX translation)."""
+    """Loads models for one execution engine (Core ML, or the ONNX translation).
+
+    Optional, used by the load timer (:mod:`pytest_coreml_quality.loadtime`):
+    ``load_cold(model, options)``, a load that starts from the model file and reuses no
+    cache (timed as the cold load), and ``finish_load(predictor)``, work after a cold
+    load that is not loading (run untimed, before the next round).
+    """
 
     name: str
 

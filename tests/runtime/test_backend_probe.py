@@ -91,3 +91,16 @@ def test_flexible_sizes_are_probed_at_the_default_size_or_not_at_all(conv_model:
     assert onnx_backend.probe_shape(model, "data", ["c", "h", "w"]) == [2, 8, 8]  # the declared default
     assert onnx_backend.probe_shape(model, "data", ["n", 2, 8, 8]) is None  # rank differs: no guess
     assert onnx_backend.probe_shape(model, "other", ["h", "w"]) is None
+
+
+def test_a_timed_cold_load_probes_after_the_clock_and_still_fails_at_load(
+    conv_model: Path, fresh_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_coreml_quality.loadtime import time_plainly
+
+    monkeypatch.setattr(onnx_backend, "translate", _with_auto_pad_and_dilation(onnx_backend.translate))
+    model = Model.open(conv_model)
+    opts = RuntimeOptions(cache_dir=fresh_cache)
+    with pytest.raises(UnsupportedModelError, match="layer/op 'dilatable' \\(Conv\\)': onnxruntime cannot run it"):
+        time_plainly(OnnxBackend(), model, opts, "cold", rounds=1)
+    assert not OnnxBackend().cache_path(model, opts).exists()  # no unprobed entry left for warm loads

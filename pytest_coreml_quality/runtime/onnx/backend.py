@@ -33,7 +33,7 @@ from pytest_coreml_quality.cachefs import (
     write_entry_digest,
 )
 from pytest_coreml_quality.errors import CoreMLQualityError, ModelFormatError, UnsupportedModelError
-from pytest_coreml_quality.model import Model
+from pytest_coreml_quality.model import Model, forget_content_hash
 from pytest_coreml_quality.runtime.base import RuntimeOptions, default_cache_dir
 from pytest_coreml_quality.runtime.onnx.builder import ExternalWeights, GraphBuilder
 from pytest_coreml_quality.runtime.onnx.io import from_outputs, to_feeds
@@ -45,7 +45,7 @@ from pytest_coreml_quality.runtime.onnx.neuralnetwork import (
 )
 
 # Bump whenever a translation changes its output: old cache entries then stop matching.
-TRANSLATOR_VERSION = "nn4"  # nn2: entry is a directory (graph + external weights); nn3: + digest; nn4: explicit pads for "same" convs
+TRANSLATOR_VERSION = "nn5"  # nn2: entry is a directory (graph + external weights); nn3: + digest; nn4: explicit pads for "same" convs; nn5: layout-friendly Concat axis, Add
 
 GRAPH_FILE = "model.onnx"
 WEIGHTS_FILE = "weights.bin"
@@ -180,6 +180,8 @@ class OnnxPredictor:
         self._inputs = {i.name: tuple(i.shape) for i in session.get_inputs()}
         self._outputs = [o.name for o in session.get_outputs()]
         self._classifier = classifier_outputs(model.spec)
+        # True between building a new cache entry and probing it (OnnxBackend.finish_load).
+        self.probe_pending = False
 
     def predict(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         feeds = to_feeds(inputs, self.model, self._inputs)
@@ -220,7 +222,41 @@ class OnnxBackend:
         return root / "onnx" / key
 
     def load(self, model: Model, options: RuntimeOptions | None = None) -> OnnxPredictor:
-        options = options or RuntimeOptions()
+        """Load ``model``: the cached optimised graph when there is one, else translate and
+        optimise it first (and probe the new entry, see :func:`probe`)."""
+        predictor = self._load(model, options or RuntimeOptions())
+        self.finish_load(predictor)
+        return predictor
+
+    def load_cold(self, model: Model, options: RuntimeOptions | None = None) -> OnnxPredictor:
+        """A cold load as timed: from the model file to a ready session, nothing reused.
+
+        Reads and parses ``model.path`` again into a new :class:`Model` (of ``model`` only its
+        path is used), hashes its bytes for the cache key, translates, optimises, writes the
+        cache entry (the caller evicted it) and creates the session. The zero-input probe of
+        the new entry is not part of it: it is one prediction, not loading; the caller runs
+        it with :meth:`finish_load` once the clock is stopped, before anything else may use
+        the entry.
+        """
+        forget_content_hash(model.path)
+        return self._load(Model.open(model.path), options or RuntimeOptions())
+
+    def finish_load(self, predictor: OnnxPredictor) -> None:
+        """Probe the session of a freshly built entry (once); a graph onnxruntime cannot run
+        raises :class:`UnsupportedModelError` and its entry is removed, so no warm load trusts it."""
+        if not predictor.probe_pending:
+            return
+        predictor.probe_pending = False
+        try:
+            probe(predictor.model, predictor.session)
+        except UnsupportedModelError:
+            with build_lock(predictor.graph_path.parent):
+                remove_path(predictor.graph_path.parent)
+            raise
+
+    def _load(self, model: Model, options: RuntimeOptions) -> OnnxPredictor:
+        """The session of the cached entry, building the entry first when it is unusable;
+        the predictor's ``probe_pending`` says whether the entry was just built."""
         entry = self.cache_path(model, options)
         built = False
         if _problem(entry) is not None:
@@ -238,14 +274,9 @@ class OnnxBackend:
                     self._repaired(model, entry, "onnxruntime cannot load it")
                 self._build(model, options, entry)
             session, built = self._session(graph), True
-        if built:
-            try:
-                probe(model, session)
-            except UnsupportedModelError:
-                with build_lock(entry):  # never leave an entry that warm loads would trust
-                    remove_path(entry)
-                raise
-        return OnnxPredictor(model, session, graph, options)
+        predictor = OnnxPredictor(model, session, graph, options)
+        predictor.probe_pending = built
+        return predictor
 
     def _rebuild_if_unusable(self, model: Model, options: RuntimeOptions, entry: Path) -> bool:
         """Build the entry when it is absent or damaged; True when it was built."""

@@ -18,6 +18,9 @@ def _variadic(ctx: LayerContext, op: str, inputs: list[str]) -> str:
 def add(ctx: LayerContext, layer: Any, inputs: list[str]) -> str:
     if len(inputs) == 1:
         return ctx.node("Add", [inputs[0], ctx.const(layer.add.alpha, name="alpha")])
+    if len(inputs) == 2:
+        # Add, not a two-input Sum (same value): onnxruntime's layout and fusion passes know Add.
+        return ctx.node("Add", inputs)
     return ctx.node("Sum", inputs)
 
 
