@@ -26,7 +26,7 @@ from __future__ import annotations
 import io
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from pytest_coreml_quality.cachefs import (
     seal,
     try_lock,
 )
+from pytest_coreml_quality.chunks import DEFAULT_CHUNK, fill_in_chunks
 from pytest_coreml_quality.dataset import Dataset, Sample
 from pytest_coreml_quality.metrics.reference import Reference
 from pytest_coreml_quality.metrics.scores import ImageScores, score_mask, summarize
@@ -203,6 +204,7 @@ class EvaluationResult:
         cache = ev.cache
         samples = ev.samples()
         found: dict[str, NDArray[np.float32]] = {}
+        self.timings.cache_hits = self.timings.cache_misses = 0  # counted afresh if a failed run is retried
         if cache is None:
             self._compute(samples, found)
             return {s.id: found[s.id] for s in samples}
@@ -215,31 +217,21 @@ class EvaluationResult:
                 f"prediction cache of {self.model.name}: {len(damaged)} damaged entr{'y' if len(damaged) == 1 else 'ies'} "
                 f"ignored and recomputed (image '{first}': {damaged[first]})",
             )
-        # Chunks of the image list, claimed through one lock each: workers evaluating the same
-        # variant split its images, and each image is predicted once overall. Boundaries are
-        # fixed by the list (not by what is missing), so every worker names the same chunks.
-        size = max(1, ev.chunk_size)
-        chunks = [samples[i : i + size] for i in range(0, len(samples), size)]
-        claimed_elsewhere = []
-        for chunk in chunks:
-            if all(s.id in found for s in chunk):
-                continue
-            with cache.claim(self._chunk_key(chunk)) as mine:
-                if mine:
-                    self._fill(chunk, found)
-                else:
-                    claimed_elsewhere.append(chunk)
-        for chunk in claimed_elsewhere:
-            # Another worker holds it: wait for it to write the chunk, then read it (or compute
-            # what it left undone, e.g. after a failure there).
-            with cache.wait(self._chunk_key(chunk)):
-                self._fill(chunk, found)
+        # Workers evaluating the same variant split its images (see .chunks).
+        fill_in_chunks(
+            samples,
+            ev.chunk_size,
+            done=lambda s: s.id in found,
+            claim=lambda chunk: cache.claim(self._chunk_key(chunk)),
+            wait=lambda chunk: cache.wait(self._chunk_key(chunk)),
+            fill=lambda chunk: self._fill(chunk, found),
+        )
         return {s.id: found[s.id] for s in samples}
 
-    def _chunk_key(self, chunk: list[Sample]) -> str:
+    def _chunk_key(self, chunk: Sequence[Sample]) -> str:
         return parts_digest(self.key.digest(), "chunk", *(s.image_hash for s in chunk))
 
-    def _read_cached(self, samples: list[Sample], found: dict[str, NDArray[np.float32]], damaged: dict[str, str] | None = None) -> None:
+    def _read_cached(self, samples: Sequence[Sample], found: dict[str, NDArray[np.float32]], damaged: dict[str, str] | None = None) -> None:
         """Put the cached masks of ``samples`` into ``found``; note unusable entries in ``damaged``."""
         cache = self.evaluator.cache
         assert cache is not None
@@ -253,7 +245,7 @@ class EvaluationResult:
             elif problem is not None and damaged is not None:
                 damaged[s.id] = problem
 
-    def _fill(self, chunk: list[Sample], found: dict[str, NDArray[np.float32]]) -> None:
+    def _fill(self, chunk: Sequence[Sample], found: dict[str, NDArray[np.float32]]) -> None:
         """Complete ``found`` for ``chunk`` (we hold its lock): read what was written meanwhile, predict the rest."""
         self._read_cached(chunk, found)
         self._compute([s for s in chunk if s.id not in found], found)
@@ -379,7 +371,7 @@ class Evaluator:
     with_hce: bool = False
     note: Note | None = field(default=None, repr=False)  # told when damaged cache entries are recomputed
     # Images per claimed chunk of the prediction cache (see EvaluationResult._predict_all).
-    chunk_size: int = 8
+    chunk_size: int = DEFAULT_CHUNK
     # Images prepared ahead of, and finished behind, the one the model runs on (bounds memory).
     ahead: int = 2
     _references: dict[str, Reference] = field(default_factory=dict, init=False, repr=False)
