@@ -177,7 +177,8 @@ class TensorEvaluation:
             wait=lambda chunk: cache.wait(self._chunk_key(chunk)),
             fill=lambda chunk: self._fill(chunk, found),
         )
-        return found
+        # In the golden set's order, whichever worker (or earlier run) computed which image.
+        return {name: {s.id: found[name][s.id] for s in samples} for name in self.output_names}
 
     def _complete(self, sample: Sample, found: dict[str, dict[str, NDArray[np.float32]]]) -> bool:
         return all(sample.id in found[name] for name in self.output_names)
