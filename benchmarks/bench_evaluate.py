@@ -9,7 +9,8 @@ For one model and N photos of each size, measured side by side in one run, inter
   overlapped with the model) and its ground-truth metrics (``per_image`` and ``summary``);
 * ``plain loop``: the same work one step after the other (the loop before the overlap),
   for comparison;
-* the ratios evaluation / inference (goal <= 1.03) and plain loop / inference.
+* the ratios evaluation / inference (goal <= 1.03) and plain loop / inference;
+* how many cores the process keeps busy during pure inference (the room left for the rest).
 
 The model is the real ISNet (``--model /work/isnet/ISNet_1024_1024.mlmodel``, the default
 when it exists) or a 1024x1024 conv stand-in built here (cheaper than ISNet, so its
@@ -97,31 +98,32 @@ def golden_set(root: Path, size: tuple[int, int], count: int, photos: Path | Non
     return Dataset.open(root)
 
 
-def pure_inference(predictor, inputs: list) -> float:
-    t0 = time.perf_counter()
+def pure_inference(predictor, inputs: list) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the whole process) of the model alone on prepared inputs."""
+    t0, c0 = time.perf_counter(), time.process_time()
     for x in inputs:
         predictor.predict(x)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
-def evaluation(dataset: Dataset, predictor) -> float:
+def evaluation(dataset: Dataset, predictor) -> tuple[float, float]:
     """One variant's evaluation as the plugin runs it (cache disabled): predictions and metrics."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = Evaluator(dataset, PreprocessSettings(), cache_dir=None).evaluate(predictor)
     result.per_image  # noqa: B018
     result.summary  # noqa: B018
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
-def plain_loop(dataset: Dataset, predictor) -> float:
+def plain_loop(dataset: Dataset, predictor) -> tuple[float, float]:
     """The same work, one step after the other (the evaluation loop before the overlap)."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     evaluator = Evaluator(dataset, PreprocessSettings(), cache_dir=None)
     pre = Preprocessor(predictor.model, evaluator.settings)
     masks = {s.id: pre.mask_from(predictor.predict(pre.prepare(s.image)), s.size, image=s.id) for s in dataset}
     scores = [score_mask(masks[s.id], evaluator.reference(s), threshold=evaluator.threshold) for s in dataset]
     summarize(scores, [e.weight for e in dataset.entries])
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def main() -> None:
@@ -149,22 +151,39 @@ def main() -> None:
     for size, ds in sets.items():  # warm up: lazy imports, onnxruntime's first-run allocations
         evaluation(ds, predictor)
 
-    rows: dict[tuple[int, int], dict[str, list[float]]] = {s: {"inference": [], "evaluation": [], "plain": []} for s in sizes}
+    rows: dict[tuple[int, int], dict[str, list[float]]] = {
+        s: {k: [] for k in ("inference", "evaluation", "plain", "busy", "cpu_inf", "cpu_eval", "cpu_plain")} for s in sizes
+    }
     for _ in range(args.runs):
         for size in sizes:
-            rows[size]["inference"].append(pure_inference(predictor, inputs[size]))
-            rows[size]["evaluation"].append(evaluation(sets[size], predictor))
-            rows[size]["plain"].append(plain_loop(sets[size], predictor))
+            r = rows[size]
+            for key, measure in (("inference", lambda: pure_inference(predictor, inputs[size])),
+                                 ("evaluation", lambda: evaluation(sets[size], predictor)),
+                                 ("plain", lambda: plain_loop(sets[size], predictor))):
+                wall, cpu = measure()
+                r[key].append(wall)
+                r[{"inference": "cpu_inf", "evaluation": "cpu_eval", "plain": "cpu_plain"}[key]].append(cpu)
+            r["busy"].append(r["cpu_inf"][-1] / r["inference"][-1])
 
     print(f"model: {model_path.name}, {args.images} images per size, {args.runs} interleaved runs, "
           f"intra-op threads {threads}, cores {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}")
     print(f"{'photo size':>12} {'inference s':>12} {'evaluation s':>13} {'plain loop s':>13} "
-          f"{'eval/inf':>9} {'plain/inf':>10}   (medians; eval/inf per run)")
+          f"{'eval/inf':>9} {'plain/inf':>10} {'busy cores':>11}   (medians; eval/inf per run)")
     for size in sizes:
         r = rows[size]
         inf, ev, pl = (statistics.median(r[k]) for k in ("inference", "evaluation", "plain"))
         per_run = ", ".join(f"{e / i:.3f}" for e, i in zip(r["evaluation"], r["inference"]))
-        print(f"{size[0]:>6}x{size[1]:<5} {inf:12.3f} {ev:13.3f} {pl:13.3f} {ev / inf:9.3f} {pl / inf:10.3f}   [{per_run}]")
+        busy = statistics.median(r["busy"])
+        print(f"{size[0]:>6}x{size[1]:<5} {inf:12.3f} {ev:13.3f} {pl:13.3f} {ev / inf:9.3f} {pl / inf:10.3f} "
+              f"{busy:11.2f}   [{per_run}]")
+    print(f"{'photo size':>12} {'CPU s: inference':>17} {'evaluation':>11} {'plain loop':>11} {'eval/inf':>9} {'plain/inf':>10}")
+    for size in sizes:
+        r = rows[size]
+        ci, ce, cp = (statistics.median(r[k]) for k in ("cpu_inf", "cpu_eval", "cpu_plain"))
+        print(f"{size[0]:>6}x{size[1]:<5} {ci:17.3f} {ce:11.3f} {cp:11.3f} {ce / ci:9.3f} {cp / ci:10.3f}")
+    print("CPU s: the work itself (all threads), which the load of the machine does not inflate as it does wall time.")
+    print("busy cores: CPU seconds / wall seconds of the process during pure inference; the overlap can only hide\n"
+          "work in what is left of the cores it may use (intra-op threads) and what the machine leaves idle.")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

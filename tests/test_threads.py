@@ -87,3 +87,21 @@ def test_the_thread_count_can_be_set_in_the_ini_file(pytester: pytest.Pytester) 
     result = pytester.runpytest(f"--coreml-model={MODEL}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*coreml_threads': got 'none', expected a whole number >= 1*"])
+
+
+def test_predictions_do_not_depend_on_the_thread_count(tmp_path: Path) -> None:
+    """Why the thread count is not in the prediction cache key: workers with different shares share masks."""
+    import numpy as np
+
+    from pytest_coreml_quality.dataset import Dataset
+    from pytest_coreml_quality.evaluate import Evaluator
+    from pytest_coreml_quality.model import Model
+    from pytest_coreml_quality.runtime.base import RuntimeOptions
+
+    dataset = Dataset.open(FIXTURES / "golden")
+    model = Model.open(FIXTURES / "models" / "TinySeg.mlmodel")
+    runs = [
+        Evaluator(dataset).evaluate(onnx_backend.OnnxBackend(intra_op_threads=n).load(model, RuntimeOptions(cache_dir=tmp_path))).predictions
+        for n in (1, 2)
+    ]
+    assert all(np.array_equal(runs[0][sid], runs[1][sid]) for sid in dataset.ids)
