@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from pytest_coreml_quality.cachecheck import space_error
 
@@ -113,6 +113,27 @@ def build_lock(path: str | os.PathLike[str], timeout: float = -1) -> Iterator[No
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock_path), timeout=timeout):
         yield
+
+
+@contextlib.contextmanager
+def try_lock(path: str | os.PathLike[str]) -> Iterator[bool]:
+    """Take the lock of :func:`build_lock` if it is free, without waiting: yields whether we hold it.
+
+    Lets workers share a list of jobs: each claims the jobs no one else holds, then waits
+    (with :func:`build_lock`) only for the ones others are doing.
+    """
+    lock_path = Path(str(path) + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_path), blocking=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
 
 
 def hash_path(path: str | os.PathLike[str], algorithm: str = "blake2b") -> str:

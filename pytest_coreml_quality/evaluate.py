@@ -10,10 +10,15 @@ hash, preprocessing settings, backend name + options) — lossless, unlike the J
 masks of the article's script — sealed with a digest of its key and bytes
 (``cachefs.seal``): a damaged entry, one copied from another key, or one holding values
 that are not a mask (NaN, outside [0, 1], wrong shape) is a miss, recomputed with a
-one-line note. Entries are written atomically (``cachefs``) and each
-variant's run holds a file lock, so pytest-xdist workers share the work instead of
-repeating it. In memory, results are memoised under the same key, so two callers
-asking for one variant share one run.
+one-line note. Entries are written atomically (``cachefs``). A variant's images are
+split into chunks (``Evaluator.chunk_size``) claimed through one file lock each, so
+pytest-xdist workers that need the same variant split its images instead of one waiting
+for the other: each image is predicted once overall. In memory, results are memoised
+under the same key, so two callers asking for one variant share one run.
+
+While the model runs on one image, helper threads prepare the next inputs and turn the
+previous outputs into masks, cache them and score them (:mod:`.overlap`): the results,
+their order and the errors are those of a plain loop.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import io
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,12 +34,23 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pytest_coreml_quality.cachefs import Note, atomic_write_bytes, build_lock, parts_digest, read_sealed_array, report_repair, seal
+from pytest_coreml_quality.cachefs import (
+    Note,
+    atomic_write_bytes,
+    build_lock,
+    parts_digest,
+    read_sealed_array,
+    report_repair,
+    seal,
+    try_lock,
+)
+from pytest_coreml_quality.chunks import DEFAULT_CHUNK, fill_in_chunks
 from pytest_coreml_quality.dataset import Dataset, Sample
 from pytest_coreml_quality.metrics.reference import Reference
 from pytest_coreml_quality.metrics.scores import ImageScores, score_mask, summarize
 from pytest_coreml_quality.model import Model
 from pytest_coreml_quality.output_checks import NonFiniteOutputError
+from pytest_coreml_quality.overlap import run_overlapped
 from pytest_coreml_quality.preprocess import PreprocessSettings, Preprocessor
 from pytest_coreml_quality.runtime.base import Backend, Predictor, RuntimeOptions
 
@@ -73,8 +89,13 @@ class PredictionCache:
         np.save(buf, arr, allow_pickle=False)
         atomic_write_bytes(self.path(key), seal(key, buf.getvalue()))
 
-    def lock(self, key: str) -> Any:
-        """An inter-process lock for one variant's run (``key`` identifies the variant)."""
+    def claim(self, key: str) -> Any:
+        """A context manager that tries to take the lock ``key`` (a chunk of a variant's images)
+        without waiting; it gives True when this process now holds it, False when another does."""
+        return try_lock(self.directory / "locks" / key)
+
+    def wait(self, key: str) -> Any:
+        """The lock ``key``, waiting for whoever holds it (to read what it wrote)."""
         return build_lock(self.directory / "locks" / key)
 
 
@@ -159,6 +180,9 @@ class EvaluationResult:
         self._summary: dict[str, float] | None = None
         self._drift: dict[str, DriftResult] = {}
         self._references: dict[str, Reference] | None = None
+        self._early_scores: dict[str, ImageScores] = {}
+        self._preprocessor: Preprocessor | None = None
+        self._predictor: Predictor | None = None
         self.timings = Timings()
 
     # --- predictions ------------------------------------------------------------------
@@ -178,49 +202,90 @@ class EvaluationResult:
     def _predict_all(self) -> dict[str, NDArray[np.float32]]:
         ev = self.evaluator
         cache = ev.cache
-        samples = list(ev.dataset)
+        samples = ev.samples()
+        found: dict[str, NDArray[np.float32]] = {}
+        self.timings.cache_hits = self.timings.cache_misses = 0  # counted afresh if a failed run is retried
         if cache is None:
-            return self._run(samples, {})
-        with cache.lock(self.key.digest()):
-            found: dict[str, NDArray[np.float32]] = {}
-            damaged: dict[str, str] = {}
-            for s in samples:
-                mask, problem = cache.lookup(self.key.for_image(s.image_hash), (s.size[1], s.size[0]))
-                if mask is not None:
-                    found[s.id] = mask
-                elif problem is not None:
-                    damaged[s.id] = problem
-            if damaged:
-                first = next(iter(damaged))
-                report_repair(
-                    ev.note,
-                    f"prediction cache of {self.model.name}: {len(damaged)} damaged entr{'y' if len(damaged) == 1 else 'ies'} "
-                    f"ignored and recomputed (image '{first}': {damaged[first]})",
-                )
-            self.timings.cache_hits = len(found)
-            return self._run([s for s in samples if s.id not in found], found)
+            self._compute(samples, found)
+            return {s.id: found[s.id] for s in samples}
+        damaged: dict[str, str] = {}
+        self._read_cached(samples, found, damaged)
+        if damaged:
+            first = next(iter(damaged))
+            report_repair(
+                ev.note,
+                f"prediction cache of {self.model.name}: {len(damaged)} damaged entr{'y' if len(damaged) == 1 else 'ies'} "
+                f"ignored and recomputed (image '{first}': {damaged[first]})",
+            )
+        # Workers evaluating the same variant split its images (see .chunks).
+        fill_in_chunks(
+            samples,
+            ev.chunk_size,
+            done=lambda s: s.id in found,
+            claim=lambda chunk: cache.claim(self._chunk_key(chunk)),
+            wait=lambda chunk: cache.wait(self._chunk_key(chunk)),
+            fill=lambda chunk: self._fill(chunk, found),
+        )
+        return {s.id: found[s.id] for s in samples}
 
-    def _run(self, missing: list[Sample], found: dict[str, NDArray[np.float32]]) -> dict[str, NDArray[np.float32]]:
-        ev = self.evaluator
-        self.timings.cache_misses = len(missing)
-        if missing:
-            # Check the settings against the model's description before a (slow) load.
-            pre = Preprocessor(self.model, self.settings)
-            t0 = time.perf_counter()
-            predictor = self._load()
-            t1 = time.perf_counter()
-            self.timings.load = t1 - t0
-            for s in missing:
-                try:
-                    outputs = predictor.predict(pre.prepare(s.image))
-                except NonFiniteOutputError as exc:  # found by the runtime, which knows no image ids
-                    raise exc.for_image(s.id) from None
-                mask = pre.mask_from(outputs, s.size, image=s.id)
+    def _chunk_key(self, chunk: Sequence[Sample]) -> str:
+        return parts_digest(self.key.digest(), "chunk", *(s.image_hash for s in chunk))
+
+    def _read_cached(self, samples: Sequence[Sample], found: dict[str, NDArray[np.float32]], damaged: dict[str, str] | None = None) -> None:
+        """Put the cached masks of ``samples`` into ``found``; note unusable entries in ``damaged``."""
+        cache = self.evaluator.cache
+        assert cache is not None
+        for s in samples:
+            if s.id in found:
+                continue
+            mask, problem = cache.lookup(self.key.for_image(s.image_hash), (s.size[1], s.size[0]))
+            if mask is not None:
                 found[s.id] = mask
-                if ev.cache is not None:
-                    ev.cache.put(self.key.for_image(s.image_hash), mask)
-            self.timings.predict = time.perf_counter() - t1
-        return {s_id: found[s_id] for s_id in ev.dataset.ids}
+                self.timings.cache_hits += 1
+            elif problem is not None and damaged is not None:
+                damaged[s.id] = problem
+
+    def _fill(self, chunk: Sequence[Sample], found: dict[str, NDArray[np.float32]]) -> None:
+        """Complete ``found`` for ``chunk`` (we hold its lock): read what was written meanwhile, predict the rest."""
+        self._read_cached(chunk, found)
+        self._compute([s for s in chunk if s.id not in found], found)
+
+    def _compute(self, missing: list[Sample], found: dict[str, NDArray[np.float32]]) -> None:
+        """Predict ``missing`` into ``found`` (and the cache), scoring each mask while the next one runs."""
+        if not missing:
+            return
+        ev = self.evaluator
+        if self._preprocessor is None:
+            # Check the settings against the model's description before a (slow) load.
+            self._preprocessor = Preprocessor(self.model, self.settings)
+        pre = self._preprocessor
+        if self._predictor is None:
+            t0 = time.perf_counter()
+            self._predictor = self._load()
+            self.timings.load = time.perf_counter() - t0
+        predictor = self._predictor
+        score = ev.dataset.has_truth
+        started = time.perf_counter()
+
+        def predict(s: Sample, inputs: dict[str, Any]) -> dict[str, Any]:
+            try:
+                return predictor.predict(inputs)
+            except NonFiniteOutputError as exc:  # found by the runtime, which knows no image ids
+                raise exc.for_image(s.id) from None
+
+        def finish(s: Sample, outputs: dict[str, Any]) -> None:
+            mask = pre.mask_from(outputs, s.size, image=s.id)
+            if ev.cache is not None:
+                ev.cache.put(self.key.for_image(s.image_hash), mask)
+            found[s.id] = mask
+            if score:  # the ground-truth metrics, while the model runs on the next image
+                t0 = time.perf_counter()
+                self._early_scores[s.id] = score_mask(mask, ev.reference(s), threshold=ev.threshold, with_hce=ev.with_hce)
+                self.timings.metrics += time.perf_counter() - t0
+
+        run_overlapped(missing, lambda s: pre.prepare(s.image), predict, finish, ahead=ev.ahead)
+        self.timings.cache_misses += len(missing)
+        self.timings.predict += time.perf_counter() - started
 
     # --- metrics against the ground truth ---------------------------------------------------
     @property
@@ -234,8 +299,10 @@ class EvaluationResult:
                     return self._scores
                 preds = self.predictions
                 t0 = time.perf_counter()
+                early = self._early_scores  # scored while the model ran (images predicted in this run)
                 self._scores = {
-                    s.id: score_mask(preds[s.id], ev.reference(s), threshold=ev.threshold, with_hce=ev.with_hce)
+                    s.id: early[s.id] if s.id in early
+                    else score_mask(preds[s.id], ev.reference(s), threshold=ev.threshold, with_hce=ev.with_hce)
                     for s in ev.dataset
                 }
                 self.timings.metrics += time.perf_counter() - t0
@@ -303,6 +370,10 @@ class Evaluator:
     threshold: float = 0.5
     with_hce: bool = False
     note: Note | None = field(default=None, repr=False)  # told when damaged cache entries are recomputed
+    # Images per claimed chunk of the prediction cache (see EvaluationResult._predict_all).
+    chunk_size: int = DEFAULT_CHUNK
+    # Images prepared ahead of, and finished behind, the one the model runs on (bounds memory).
+    ahead: int = 2
     _references: dict[str, Reference] = field(default_factory=dict, init=False, repr=False)
     _memo: dict[str, EvaluationResult] = field(default_factory=dict, init=False, repr=False)
     _memo_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -316,6 +387,10 @@ class Evaluator:
             if ref is None:
                 ref = self._references[sample.id] = Reference(sample.mask)
             return ref
+
+    def samples(self) -> list[Sample]:
+        """The images every variant is evaluated on, in order: the one place that decides the list."""
+        return list(self.dataset)
 
     @property
     def cache(self) -> PredictionCache | None:

@@ -202,9 +202,10 @@ class QualitySession:
         name = lane.backend if lane is not None else self.settings.backend
         with self._lock:
             if name not in self._backends:
-                from pytest_coreml_quality.runtime import get_backend
+                from pytest_coreml_quality.runtime import get_backend, intra_op_threads
 
-                backend = get_backend(name)
+                # Each xdist worker's sessions use its share of the cores (or --coreml-threads).
+                backend = get_backend(name, threads=intra_op_threads(self.settings.threads))
                 if hasattr(backend, "note"):  # backends with a compiled cache report repairs
                     backend.note = self.note  # type: ignore[attr-defined]
                 self._backends[name] = backend

@@ -134,6 +134,13 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "LIST",
     ),
     OptionSpec(
+        "coreml_threads",
+        "onnx backend: threads each model run may use. Default: the process's cores divided by the pytest-xdist "
+        "workers (all cores without xdist), at least 1, so -n N workers share the cores instead of fighting for them.",
+        "N",
+        kind="count",
+    ),
+    OptionSpec(
         "coreml_output",
         "name of the model output that holds the mask (default: the only image or multiarray output).",
         "NAME",
@@ -301,6 +308,7 @@ class Settings:
     backend: str = "auto"
     compare_backend: str | None = None  # the second of --coreml-backend=A,B: every variant also runs on it
     compute_units: tuple[str, ...] = ()  # --coreml-compute-units; empty: the backend's default, unparametrised
+    threads: int | None = None  # --coreml-threads; None: the cores divided by the xdist workers
     cache_dir: Path | None = None
     precision: str = "fp32"
     output: str | None = None
@@ -432,6 +440,7 @@ def _validated(raw: dict[str, tuple[Any, Path]]) -> Settings:
         backend=_backends(raw["coreml_backend"][0])[0],
         compare_backend=_backends(raw["coreml_backend"][0])[1],
         compute_units=_compute_units(raw["coreml_compute_units"][0]),
+        threads=_count("coreml_threads", raw["coreml_threads"][0]) if raw["coreml_threads"][0] not in (None, "") else None,
         cache_dir=optional_path("coreml_cache_dir"),
         precision=_choice("coreml_precision", raw["coreml_precision"][0]),
         output=str(raw["coreml_output"][0]).strip() if raw["coreml_output"][0] else None,

@@ -5,7 +5,9 @@ that does not read as a mask) keeps each output as the array the model returned:
 resize, no mask contract. A :class:`TensorEvaluation` runs one variant over the golden
 set once, keeps its outputs in a sealed on-disk cache (``predictions/tensors-v1``, same
 rules as the mask cache: atomic writes, a digest per entry, damaged entries recomputed)
-and compares them with the base model's (:mod:`.metrics.tensor_drift`).
+and compares them with the base model's (:mod:`.metrics.tensor_drift`). As for masks, the
+next image is prepared and the previous outputs stored while the model runs
+(:mod:`.overlap`), and workers needing the same variant split its images (:mod:`.chunks`).
 
 With several image/multiarray outputs and no ``--coreml-output``, every output is
 compared: each figure is reported per output as ``<figure>[<output>]`` and the variant's
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,13 +26,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from pytest_coreml_quality import catalogue
-from pytest_coreml_quality.cachefs import Note, atomic_write_bytes, build_lock, parts_digest, read_sealed_array, report_repair, seal
-from pytest_coreml_quality.dataset import Dataset
+from pytest_coreml_quality.cachefs import Note, atomic_write_bytes, build_lock, parts_digest, read_sealed_array, report_repair, seal, try_lock
+from pytest_coreml_quality.chunks import DEFAULT_CHUNK, fill_in_chunks
+from pytest_coreml_quality.dataset import Dataset, Sample
 from pytest_coreml_quality.errors import CoreMLQualityError, UnsupportedModelError
 from pytest_coreml_quality.metrics.classifier_drift import accuracy_values, classifier_values
 from pytest_coreml_quality.metrics.tensor_drift import tensor_values
 from pytest_coreml_quality.model import Model
 from pytest_coreml_quality.output_checks import NonFiniteOutputError, require_finite
+from pytest_coreml_quality.overlap import run_overlapped
 from pytest_coreml_quality.preprocess import PreprocessSettings, Preprocessor
 from pytest_coreml_quality.runtime.base import Predictor
 
@@ -86,7 +90,12 @@ class TensorCache:
         np.save(buf, np.ascontiguousarray(arr, dtype=np.float32), allow_pickle=False)
         atomic_write_bytes(self.path(key), seal(key, buf.getvalue()))
 
-    def lock(self, key: str) -> Any:
+    def claim(self, key: str) -> Any:
+        """Try the lock ``key`` (a chunk of a variant's images) without waiting: gives whether we hold it."""
+        return try_lock(self.directory / "locks" / key)
+
+    def wait(self, key: str) -> Any:
+        """The lock ``key``, waiting for whoever holds it."""
         return build_lock(self.directory / "locks" / key)
 
 
@@ -123,6 +132,9 @@ class TensorEvaluation:
         self._lock = threading.RLock()
         self._outputs: dict[str, dict[str, NDArray[np.float32]]] | None = None
         self._drift: dict[tuple[str, float | None], TensorDrift] = {}
+        self._preprocessor: Preprocessor | None = None
+        self._predictor: Predictor | None = None
+        self.chunk_size = DEFAULT_CHUNK  # images per claimed chunk of the cache (see .chunks)
         self.cache_hits = self.cache_misses = 0
 
     @property
@@ -137,52 +149,97 @@ class TensorEvaluation:
         """Output name -> sample id -> float32 array as the model returned it."""
         with self._lock:
             if self._outputs is None:
-                if self.cache is None:
-                    self._outputs = self._run()
-                else:
-                    with self.cache.lock(self.key):
-                        self._outputs = self._run()
+                self._outputs = self._run()
             return self._outputs
 
     def _run(self) -> dict[str, dict[str, NDArray[np.float32]]]:
         found: dict[str, dict[str, NDArray[np.float32]]] = {name: {} for name in self.output_names}
-        missing, damaged = [], []
-        for sample in self.dataset:
-            for name in self.output_names:
-                arr, problem = (None, None) if self.cache is None else self.cache.lookup(self._entry(sample.image_hash, name))
-                if arr is not None:
-                    found[name][sample.id] = arr
-                elif problem is not None:
-                    damaged.append((sample.id, problem))
-            if any(sample.id not in found[name] for name in self.output_names):
-                missing.append(sample)
+        samples = list(self.dataset)
+        self.cache_hits = self.cache_misses = 0
+        cache = self.cache
+        if cache is None:
+            self._compute(samples, found)
+            return found
+        damaged: list[tuple[str, str]] = []
+        self._read_cached(samples, found, damaged)
         if damaged:
             report_repair(
                 self._note,
                 f"output cache of {self.model.name}: {len(damaged)} damaged entr{'y' if len(damaged) == 1 else 'ies'} "
                 f"ignored and recomputed (image '{damaged[0][0]}': {damaged[0][1]})",
             )
-        self.cache_hits, self.cache_misses = len(self.dataset.ids) - len(missing), len(missing)
-        if missing:
-            pre = Preprocessor(self.model, self.settings)
-            predictor = self._load()
-            for sample in missing:
-                try:
-                    raw = predictor.predict(pre.prepare(sample.image))
-                except NonFiniteOutputError as exc:
-                    raise exc.for_image(sample.id) from None
-                for name in self.output_names:
-                    if name not in raw:
-                        raise CoreMLQualityError(
-                            f"prediction has no output '{name}' (got {', '.join(map(repr, raw)) or 'none'})", path=self.model.path
-                        )
-                    value = raw[name]
-                    require_finite(list(value.values()) if isinstance(value, dict) else value, model=self.model, output=name, image=sample.id)
-                    arr = as_array(value, self.labels)
+        # Workers that need this variant's outputs split its images (see .chunks).
+        fill_in_chunks(
+            samples,
+            self.chunk_size,
+            done=lambda s: self._complete(s, found),
+            claim=lambda chunk: cache.claim(self._chunk_key(chunk)),
+            wait=lambda chunk: cache.wait(self._chunk_key(chunk)),
+            fill=lambda chunk: self._fill(chunk, found),
+        )
+        # In the golden set's order, whichever worker (or earlier run) computed which image.
+        return {name: {s.id: found[name][s.id] for s in samples} for name in self.output_names}
+
+    def _complete(self, sample: Sample, found: dict[str, dict[str, NDArray[np.float32]]]) -> bool:
+        return all(sample.id in found[name] for name in self.output_names)
+
+    def _chunk_key(self, chunk: Sequence[Sample]) -> str:
+        return parts_digest(self.key, "chunk", *(s.image_hash for s in chunk))
+
+    def _read_cached(
+        self, samples: Sequence[Sample], found: dict[str, dict[str, NDArray[np.float32]]], damaged: list[tuple[str, str]] | None = None
+    ) -> None:
+        """Put the cached outputs of ``samples`` into ``found``; note unusable entries in ``damaged``."""
+        assert self.cache is not None
+        for sample in samples:
+            if self._complete(sample, found):
+                continue
+            for name in self.output_names:
+                arr, problem = self.cache.lookup(self._entry(sample.image_hash, name))
+                if arr is not None:
                     found[name][sample.id] = arr
-                    if self.cache is not None:
-                        self.cache.put(self._entry(sample.image_hash, name), arr)
-        return found
+                elif problem is not None and damaged is not None:
+                    damaged.append((sample.id, problem))
+            if self._complete(sample, found):
+                self.cache_hits += 1
+
+    def _fill(self, chunk: Sequence[Sample], found: dict[str, dict[str, NDArray[np.float32]]]) -> None:
+        """Complete ``found`` for ``chunk`` (we hold its lock): read what was written meanwhile, predict the rest."""
+        self._read_cached(chunk, found)
+        self._compute([s for s in chunk if not self._complete(s, found)], found)
+
+    def _compute(self, missing: list[Sample], found: dict[str, dict[str, NDArray[np.float32]]]) -> None:
+        """Run the model on ``missing``, preparing the next image and storing the previous outputs meanwhile."""
+        if not missing:
+            return
+        if self._preprocessor is None:
+            self._preprocessor = Preprocessor(self.model, self.settings)
+        pre = self._preprocessor
+        if self._predictor is None:
+            self._predictor = self._load()
+        predictor = self._predictor
+
+        def predict(sample: Sample, inputs: dict[str, Any]) -> dict[str, Any]:
+            try:
+                return predictor.predict(inputs)
+            except NonFiniteOutputError as exc:
+                raise exc.for_image(sample.id) from None
+
+        def finish(sample: Sample, raw: dict[str, Any]) -> None:
+            for name in self.output_names:
+                if name not in raw:
+                    raise CoreMLQualityError(
+                        f"prediction has no output '{name}' (got {', '.join(map(repr, raw)) or 'none'})", path=self.model.path
+                    )
+                value = raw[name]
+                require_finite(list(value.values()) if isinstance(value, dict) else value, model=self.model, output=name, image=sample.id)
+                arr = as_array(value, self.labels)
+                found[name][sample.id] = arr
+                if self.cache is not None:
+                    self.cache.put(self._entry(sample.image_hash, name), arr)
+
+        run_overlapped(missing, lambda sample: pre.prepare(sample.image), predict, finish)
+        self.cache_misses += len(missing)
 
     def drift(self, base: "TensorEvaluation", keypoint_tolerance: float | None = None) -> TensorDrift:
         """This variant's outputs against ``base``'s (memoised); keypoints when a tolerance is given."""

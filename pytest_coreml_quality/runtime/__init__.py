@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Mapping
 from typing import Literal
 
 from pytest_coreml_quality.errors import BackendUnavailableError
@@ -38,8 +40,34 @@ def resolve_backend_name(name: str) -> str:
     return name
 
 
-def get_backend(name: str = "auto") -> Backend:
-    """The backend called ``name`` (see :func:`resolve_backend_name`)."""
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS and Windows have no affinity call
+        return os.cpu_count() or 1
+
+
+def intra_op_threads(requested: int | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Threads one model run may use: ``requested`` (``--coreml-threads``) if given, else this
+    process's share of the cores, ``max(1, cores // workers)``, where the workers are the
+    pytest-xdist workers running side by side (``PYTEST_XDIST_WORKER_COUNT``, 1 without xdist)."""
+    if requested:
+        return requested
+    env = os.environ if environ is None else environ
+    try:
+        workers = max(1, int(env.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    except ValueError:
+        workers = 1
+    return max(1, available_cores() // workers)
+
+
+def get_backend(name: str = "auto", threads: int | None = None) -> Backend:
+    """The backend called ``name`` (see :func:`resolve_backend_name`).
+
+    ``threads``: the onnx backend's intra-op threads per session (None: onnxruntime's default);
+    Core ML schedules its own work and ignores it.
+    """
     name = resolve_backend_name(name)
     if name == "coreml":
         if not coreml_available():
@@ -55,7 +83,7 @@ def get_backend(name: str = "auto") -> Backend:
         return CoreMLBackend()
     from pytest_coreml_quality.runtime.onnx.backend import OnnxBackend
 
-    return OnnxBackend()
+    return OnnxBackend(intra_op_threads=threads)
 
 
 __all__ = [
@@ -66,5 +94,6 @@ __all__ = [
     "coreml_available",
     "default_cache_dir",
     "get_backend",
+    "intra_op_threads",
     "resolve_backend_name",
 ]

@@ -1,0 +1,191 @@
+"""Evaluation wall time against pure inference time, at 1-megapixel photos and at 400x300.
+
+For one model and N photos of each size, measured side by side in one run, interleaved
+(round after round, so the machine's load affects every column alike):
+
+* ``inference``: ``predictor.predict`` alone on inputs prepared beforehand (the floor);
+* ``evaluation``: what the plugin does for one variant, cache disabled: a fresh
+  ``Evaluator``, its predictions (prepare, predict, mask, with preparation and scoring
+  overlapped with the model) and its ground-truth metrics (``per_image`` and ``summary``);
+* ``plain loop``: the same work one step after the other (the loop before the overlap),
+  for comparison;
+* the ratios evaluation / inference (goal <= 1.03) and plain loop / inference;
+* how many cores the process keeps busy during pure inference (the room left for the rest).
+
+The model is the real ISNet (``--model /work/isnet/ISNet_1024_1024.mlmodel``, the default
+when it exists) or a 1024x1024 conv stand-in built here (cheaper than ISNet, so its
+ratio is pessimistic). Photos are generated, or taken from ``--photos DIR`` (images/ and
+masks/, resized to each size).
+
+    python benchmarks/bench_evaluate.py --images 8 --runs 3
+    python benchmarks/bench_evaluate.py --model standin --images 8 --runs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+warnings.filterwarnings("ignore")
+
+from pytest_coreml_quality.dataset import Dataset  # noqa: E402
+from pytest_coreml_quality.evaluate import Evaluator  # noqa: E402
+from pytest_coreml_quality.metrics.scores import score_mask, summarize  # noqa: E402
+from pytest_coreml_quality.model import Model  # noqa: E402
+from pytest_coreml_quality.preprocess import PreprocessSettings, Preprocessor  # noqa: E402
+from pytest_coreml_quality.runtime import intra_op_threads  # noqa: E402
+from pytest_coreml_quality.runtime.base import RuntimeOptions  # noqa: E402
+from pytest_coreml_quality.runtime.onnx.backend import OnnxBackend  # noqa: E402
+
+ISNET = Path("/work/isnet/ISNet_1024_1024.mlmodel")
+SIDE = 1024
+
+
+def stand_in_model(path: Path) -> Path:
+    """A 1024x1024 image-input conv net 3 -> 32 -> 32 -> 1 (3x3, ReLU, sigmoid): a probability mask."""
+    import coremltools as ct
+    from coremltools.models import datatypes
+    from coremltools.models.neural_network import NeuralNetworkBuilder
+
+    rng = np.random.default_rng(0)
+    builder = NeuralNetworkBuilder([("image", datatypes.Array(3, SIDE, SIDE))], [("mask", datatypes.Array(1, SIDE, SIDE))])
+    builder.set_pre_processing_parameters(image_input_names=["image"], image_scale=1 / 255.0)
+    channels, prev = [3, 32, 32, 1], "image"
+    for i, (cin, cout) in enumerate(zip(channels, channels[1:])):
+        w = (rng.standard_normal((3, 3, cin, cout)) / np.sqrt(cin * 9)).astype(np.float32)
+        builder.add_convolution(f"conv{i}", cin, cout, 3, 3, 1, 1, "same", 1, w, np.zeros(cout, np.float32), True,
+                                input_name=prev, output_name=f"c{i}")
+        last = cout == 1
+        builder.add_activation(f"act{i}", "SIGMOID" if last else "RELU", f"c{i}", "mask" if last else f"a{i}")
+        prev = f"a{i}"
+    ct.utils.save_spec(builder.spec, str(path))
+    return path
+
+
+def golden_set(root: Path, size: tuple[int, int], count: int, photos: Path | None) -> Dataset:
+    """``count`` photo/mask pairs of ``size``: resized from ``photos`` or generated (smooth blobs)."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    sources = sorted((photos / "images").iterdir())[:count] if photos else []
+    rng = np.random.default_rng(1)
+    for i in range(count):
+        if sources:
+            src = sources[i % len(sources)]
+            image = Image.open(src).convert("RGB").resize(size, Image.Resampling.LANCZOS)
+            mask_src = next((photos / "masks").glob(src.stem + ".*"))  # type: ignore[operator]
+            mask = Image.open(mask_src).convert("L").resize(size, Image.Resampling.BILINEAR)
+        else:
+            w, h = size
+            yy, xx = np.mgrid[0:h, 0:w]
+            cx, cy, r = rng.uniform(0.3, 0.7) * w, rng.uniform(0.3, 0.7) * h, rng.uniform(0.15, 0.3) * min(w, h)
+            soft = np.clip(1.5 - np.hypot(xx - cx, yy - cy) / r, 0, 1)
+            noise = rng.integers(0, 60, (h, w, 3))
+            image = Image.fromarray(np.clip(soft[..., None] * 180 + noise, 0, 255).astype(np.uint8), "RGB")
+            mask = Image.fromarray((soft * 255).astype(np.uint8), "L")
+        image.save(root / "images" / f"p{i:03d}.png")
+        mask.save(root / "masks" / f"p{i:03d}.png")
+    return Dataset.open(root)
+
+
+def pure_inference(predictor, inputs: list) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the whole process) of the model alone on prepared inputs."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    for x in inputs:
+        predictor.predict(x)
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def evaluation(dataset: Dataset, predictor) -> tuple[float, float]:
+    """One variant's evaluation as the plugin runs it (cache disabled): predictions and metrics."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = Evaluator(dataset, PreprocessSettings(), cache_dir=None).evaluate(predictor)
+    result.per_image  # noqa: B018
+    result.summary  # noqa: B018
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def plain_loop(dataset: Dataset, predictor) -> tuple[float, float]:
+    """The same work, one step after the other (the evaluation loop before the overlap)."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    evaluator = Evaluator(dataset, PreprocessSettings(), cache_dir=None)
+    pre = Preprocessor(predictor.model, evaluator.settings)
+    masks = {s.id: pre.mask_from(predictor.predict(pre.prepare(s.image)), s.size, image=s.id) for s in dataset}
+    scores = [score_mask(masks[s.id], evaluator.reference(s), threshold=evaluator.threshold) for s in dataset]
+    summarize(scores, [e.weight for e in dataset.entries])
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(ISNET) if ISNET.exists() else "standin",
+                        help="a Core ML model with a 1024x1024 image input, or 'standin' (default: ISNet if present)")
+    parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sizes", default="1155x866,400x300", help="photo sizes WxH (1155x866 is 1.0 MP)")
+    parser.add_argument("--photos", default=None, help="a golden set (images/, masks/) to resize instead of generated photos")
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: the plugin's)")
+    parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "bench_evaluate_cache"),
+                        help="where the translated model is kept between runs")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench_evaluate_"))
+    model_path = stand_in_model(work / "StandIn1024.mlmodel") if args.model == "standin" else Path(args.model)
+    threads = intra_op_threads(args.threads)
+    predictor = OnnxBackend(intra_op_threads=threads).load(Model.open(model_path), RuntimeOptions(cache_dir=Path(args.cache)))
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    sets = {size: golden_set(work / f"{size[0]}x{size[1]}", size, args.images, Path(args.photos) if args.photos else None)
+            for size in sizes}
+    pre = Preprocessor(predictor.model, PreprocessSettings())
+    inputs = {size: [pre.prepare(s.image) for s in ds] for size, ds in sets.items()}
+    for size, ds in sets.items():  # warm up: lazy imports, onnxruntime's first-run allocations
+        evaluation(ds, predictor)
+
+    rows: dict[tuple[int, int], dict[str, list[float]]] = {
+        s: {k: [] for k in ("inference", "evaluation", "plain", "busy", "cpu_inf", "cpu_eval", "cpu_plain")} for s in sizes
+    }
+    for _ in range(args.runs):
+        for size in sizes:
+            r = rows[size]
+            for key, measure in (("inference", lambda: pure_inference(predictor, inputs[size])),
+                                 ("evaluation", lambda: evaluation(sets[size], predictor)),
+                                 ("plain", lambda: plain_loop(sets[size], predictor))):
+                wall, cpu = measure()
+                r[key].append(wall)
+                r[{"inference": "cpu_inf", "evaluation": "cpu_eval", "plain": "cpu_plain"}[key]].append(cpu)
+            r["busy"].append(r["cpu_inf"][-1] / r["inference"][-1])
+
+    print(f"model: {model_path.name}, {args.images} images per size, {args.runs} interleaved runs, "
+          f"intra-op threads {threads}, cores {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}")
+    print(f"{'photo size':>12} {'inference s':>12} {'evaluation s':>13} {'plain loop s':>13} "
+          f"{'eval/inf':>9} {'plain/inf':>10} {'busy cores':>11}   (medians; eval/inf per run)")
+    for size in sizes:
+        r = rows[size]
+        inf, ev, pl = (statistics.median(r[k]) for k in ("inference", "evaluation", "plain"))
+        per_run = ", ".join(f"{e / i:.3f}" for e, i in zip(r["evaluation"], r["inference"]))
+        busy = statistics.median(r["busy"])
+        print(f"{size[0]:>6}x{size[1]:<5} {inf:12.3f} {ev:13.3f} {pl:13.3f} {ev / inf:9.3f} {pl / inf:10.3f} "
+              f"{busy:11.2f}   [{per_run}]")
+    print(f"{'photo size':>12} {'CPU s: inference':>17} {'evaluation':>11} {'plain loop':>11} {'eval/inf':>9} {'plain/inf':>10}")
+    for size in sizes:
+        r = rows[size]
+        ci, ce, cp = (statistics.median(r[k]) for k in ("cpu_inf", "cpu_eval", "cpu_plain"))
+        print(f"{size[0]:>6}x{size[1]:<5} {ci:17.3f} {ce:11.3f} {cp:11.3f} {ce / ci:9.3f} {cp / ci:10.3f}")
+    print("CPU s: the work itself (all threads), which the load of the machine does not inflate as it does wall time.")
+    print("busy cores: CPU seconds / wall seconds of the process during pure inference; the overlap can only hide\n"
+          "work in what is left of the cores it may use (intra-op threads) and what the machine leaves idle.")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
