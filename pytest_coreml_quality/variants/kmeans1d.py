@@ -14,6 +14,9 @@ is a deterministic function of the values (no random initialisation).
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Hashable
+
 import numpy as np
 
 # Caps only: Lloyd's partition stops changing, and swaps stop paying, well before.
@@ -21,22 +24,69 @@ MAX_ITERATIONS = 10_000
 MAX_SWAPS = 1_000
 
 
-def kmeans_1d(values: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
+def kmeans_1d(
+    values: np.ndarray, n_clusters: int, *, memo: "DistinctMemo | None" = None, key: Hashable = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Cluster the values of ``values`` (any shape) into at most ``n_clusters`` centres.
 
     Returns ``(centres, labels)``: centres ascending (float64, as many as there are clusters,
     at most the number of distinct values), and for each value (flattened, C order) the
     index of its nearest centre, ties going to the lower centre.
+
+    With a ``memo`` and a ``key`` that names these exact values (the caller vouches for
+    it), the sort is shared with earlier calls for the same key: a sweep clusters each
+    weight tensor at five bit widths, and the sort costs more than the clustering.
     """
     flat = np.asarray(values, dtype=np.float64).ravel()
     if flat.size == 0 or n_clusters < 1:
         raise ValueError("kmeans_1d needs at least one value and one cluster")
-    distinct, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+    if memo is not None and key is not None:
+        distinct, inverse, counts = memo.distinct(key, flat)
+    else:
+        distinct, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
     if distinct.size <= n_clusters:  # every distinct value is its own centre: zero error
-        return distinct, inverse.reshape(-1).astype(np.intp)
+        return distinct.copy(), inverse.reshape(-1).astype(np.intp)  # a copy: the memo keeps its own
     centres = lloyd_sorted(distinct, counts.astype(np.float64), n_clusters)
     labels = np.searchsorted(_boundaries(centres), distinct, side="left")
     return centres, labels[inverse.reshape(-1)]
+
+
+class DistinctMemo:
+    """The sorted distinct values, inverse indices and counts of tensors, by caller-given key.
+
+    Exactly ``np.unique(values, return_inverse=True, return_counts=True)``, computed once per
+    key. Bounded: once ``max_bytes`` are held, new tensors are sorted but not kept (keeping
+    the first ones, rather than evicting, still saves their sorts when a sweep walks the
+    same tensors in the same order at every bit width). Thread-safe.
+    """
+
+    def __init__(self, max_bytes: int = 512 << 20) -> None:
+        self.max_bytes = max_bytes
+        self.held_bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._entries: dict[Hashable, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._lock = threading.Lock()
+
+    def distinct(self, key: Hashable, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(distinct, inverse, counts)`` of ``flat`` (float64, 1-D), from the memo when known."""
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None and found[1].size == flat.size:
+                self.hits += 1
+                distinct, inverse, counts = found
+                return distinct, inverse, counts
+        distinct, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+        inverse = inverse.reshape(-1)
+        # The smallest index type that holds the distinct count: a quarter of int64's memory.
+        small = inverse.astype(np.min_scalar_type(max(distinct.size - 1, 0)))
+        size = distinct.nbytes + small.nbytes + counts.nbytes
+        with self._lock:
+            self.misses += 1
+            if key not in self._entries and self.held_bytes + size <= self.max_bytes:
+                self._entries[key] = (distinct, small, counts)
+                self.held_bytes += size
+        return distinct, inverse, counts
 
 
 def lloyd_sorted(distinct: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:
