@@ -50,12 +50,15 @@ def build_sweep(
     overlap: bool = True,
     memo: DistinctMemo | None = None,
     max_pending: int = MAX_PENDING,
+    stop_at_budget: bool = False,
 ) -> dict[str, Outcome]:
     """Build (or read from the cache) every recipe in order; return each recipe's outcome by name.
 
     ``overlap=False`` zips each variant before building the next (as :func:`build_variant`
     does); ``memo`` defaults to a fresh one for this sweep. ``label`` names a recipe in the
     budget's skip list (default ``"<model> [<recipe>]"``). Cached variants cost no budget.
+    With ``stop_at_budget``, the first recipe the budget would skip ends the pass instead
+    (it and the rest get no outcome and are not listed: the caller asks again one by one).
     """
     memo = DistinctMemo() if memo is None else memo
     label = label or (lambda name: f"{model.name} [{name}]")
@@ -68,6 +71,8 @@ def build_sweep(
                 recipe = parse_recipe(item) if isinstance(item, str) else item
                 started = clock()
                 if budget is not None and not is_cached(model, recipe, cache_dir) and not budget.allows_another():
+                    if stop_at_budget:
+                        break
                     outcomes[recipe.name] = budget.skip(label(recipe.name))
                     continue
                 try:
