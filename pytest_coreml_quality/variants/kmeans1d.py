@@ -121,6 +121,7 @@ class _PrefixSums:
         self.n = np.concatenate(([0.0], np.cumsum(counts)))
         self.s = np.concatenate(([0.0], np.cumsum(centred * counts)))
         self.q = np.concatenate(([0.0], np.cumsum(centred * centred * counts)))
+        self.padded = np.concatenate(([-np.inf], distinct, [np.inf]))  # padded[i] = distinct[i - 1]
 
     def runs(self, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(count, centred sum) of each run ``[edges[j], edges[j+1])``."""
@@ -146,18 +147,35 @@ def _edges(distinct: np.ndarray, centres: np.ndarray) -> np.ndarray:
 
 
 def _lloyd(distinct: np.ndarray, sums: _PrefixSums, centres: np.ndarray) -> np.ndarray:
-    edges = None
+    # Thousands of iterations per tensor, each on a few hundred centres: the cost is numpy's
+    # per-call overhead, so each iteration makes as few calls as it can. Between iterations
+    # most boundaries stay between the same two values, so the previous cuts are checked
+    # first (two lookups) and only the boundaries that crossed a value are searched again.
+    # Every quantity is computed as the plain version would (same operations, same order).
+    padded = sums.padded
+    cut: np.ndarray | None = None
+    edges = np.empty(centres.size + 1, dtype=np.intp)
+    edges[0], edges[-1] = 0, distinct.size
     for _ in range(MAX_ITERATIONS):
-        new_edges = _edges(distinct, centres)
-        if edges is not None and np.array_equal(new_edges, edges):
-            break
-        edges = new_edges
-        n, s = sums.runs(edges)
-        empty = n == 0
-        if empty.any():  # a centre lost all its values: move it to the worst-fitted value
-            full = ~empty
-            centres = _reseed(distinct, s[full] / n[full] + sums.shift, int(empty.sum()))
-            edges = None
+        bounds = (centres[:-1] + centres[1:]) / 2
+        if cut is None:
+            cut = distinct.searchsorted(bounds, side="right")  # run j = [cut[j-1], cut[j])
+        else:
+            # cut[j] is the number of values <= bounds[j]: unchanged while padded[cut] <= b < padded[cut + 1].
+            moved = ~((padded[cut] <= bounds) & (bounds < padded[cut + 1]))
+            if not moved.any():
+                break
+            cut = cut.copy()
+            cut[moved] = distinct.searchsorted(bounds[moved], side="right")
+        edges[1:-1] = cut
+        at_n, at_s = sums.n[edges], sums.s[edges]
+        n, s = at_n[1:] - at_n[:-1], at_s[1:] - at_s[:-1]
+        if not n.all():  # a centre lost all its values: move it to the worst-fitted value
+            full = n != 0
+            centres = _reseed(distinct, s[full] / n[full] + sums.shift, int(n.size - full.sum()))
+            edges = np.empty(centres.size + 1, dtype=np.intp)
+            edges[0], edges[-1] = 0, distinct.size
+            cut = None
             continue
         centres = s / n + sums.shift
     return centres
