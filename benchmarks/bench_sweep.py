@@ -88,6 +88,7 @@ def main() -> None:
     ways = [args.only] if args.only else list(WAYS)
     print(f"{model.name}: {model.kind}, {model.size_bytes / 1e6:.1f} MB, sweep of {len(recipes)} recipes")
     colds: dict[str, list[float]] = {w: [] for w in ways}
+    cpus: dict[str, list[tuple[float, float]]] = {w: [] for w in ways}  # (all threads, main thread) CPU seconds
     cached: dict[str, list[float]] = {w: [] for w in ways}
     loads: list[tuple[float, ...]] = []
     rows: dict[str, Timed] = {}
@@ -96,9 +97,10 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 cache = Path(tmp)
                 loads.append(os.getloadavg())
-                started = time.perf_counter()
+                started, cpu, main_cpu = time.perf_counter(), time.process_time(), time.thread_time()
                 rows[way] = WAYS[way](model, recipes, cache)
                 colds[way].append(time.perf_counter() - started)
+                cpus[way].append((time.process_time() - cpu, time.thread_time() - main_cpu))
                 started = time.perf_counter()
                 assert all(build_variant(model, recipe, cache).cached for recipe in recipes)
                 cached[way].append(time.perf_counter() - started)
@@ -119,6 +121,10 @@ def main() -> None:
     for way in ways:
         print(f"{way:9} cold sweep (every build): median {statistics.median(colds[way]):.2f} s "
               f"{[round(c, 2) for c in colds[way]]}; cached sweep: {statistics.median(cached[way]):.2f} s")
+        # CPU seconds barely depend on the load: on 2 idle cores the cold sweep takes at least
+        # max(all threads / 2, main thread) seconds.
+        print(f"{'':9} CPU: all threads {statistics.median(c[0] for c in cpus[way]):.2f} s, "
+              f"main thread {statistics.median(c[1] for c in cpus[way]):.2f} s")
     if len(ways) == 2:
         print(f"speed-up of the cold sweep: x{statistics.median(colds[ways[0]]) / statistics.median(colds[ways[1]]):.2f}")
     print(f"load average at the start of each cold sweep: {[tuple(round(x, 2) for x in load) for load in loads]}")

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from filelock import Timeout
+
 from pytest_coreml_quality.cachefs import (
     ABSENT,
     atomic_output,
@@ -141,12 +143,16 @@ def start_build(
     fast_nn: bool = True,
     note: Progress | None = None,
     memo: DistinctMemo | None = None,
+    before_wait: Callable[[], None] | None = None,
 ) -> "Variant | PendingVariant":
     """The cached variant, or a :class:`PendingVariant`: built, waiting for its download size.
 
     Split from :func:`build_variant` so that a sweep can zip one variant (zlib releases the
     GIL) while it builds the next. The pending variant holds its entry's lock and scratch
     directory until :meth:`PendingVariant.commit` or :meth:`PendingVariant.abandon`.
+    ``before_wait`` runs when another process holds the entry's lock, before waiting for
+    it: a caller holding pending variants commits them there, so that no one waits for a
+    lock while holding others (two workers sweeping in different orders would deadlock).
     """
     recipe.check_applies_to(model)
     base_summary = weight_summary(model)
@@ -155,7 +161,11 @@ def start_build(
     if found is not None:
         return _variant(model, recipe, entry, base_summary, found)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(build_lock(entry))
+        try:
+            stack.enter_context(build_lock(entry, timeout=-1 if before_wait is None else 0))
+        except Timeout:
+            before_wait()  # type: ignore[misc]  (timeout 0 only with before_wait)
+            stack.enter_context(build_lock(entry))
         found, problem = _load_entry(entry)  # another worker may have built it while we waited
         if found is not None:
             return _variant(model, recipe, entry, base_summary, found)

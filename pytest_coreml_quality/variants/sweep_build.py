@@ -6,13 +6,17 @@ the quantization itself). Building a whole sweep at once allows three savings, n
 which changes a single byte of the variants:
 
 * the zip of variant *k* runs in a thread while variant *k + 1* is quantized: zlib
-  releases the GIL, so on two cores it costs almost nothing (at most ``max_pending``
-  zips are in flight; their entries are committed in sweep order);
+  releases the GIL, so on two cores it costs almost nothing. The queue of zips is deep
+  (:data:`MAX_PENDING`): the linear recipes build in a fraction of a second but zip for
+  seconds, the k-means ones the other way round, so the zips of the first drain while
+  the last are clustered. Entries are committed in sweep order;
 * the ``qN-kmeans`` recipes share one sort of each weight tensor
   (:class:`~.kmeans1d.DistinctMemo`) instead of sorting it again at every bit width;
 * the :class:`~.sweep.SweepBudget` is charged the sweep's wall time, so its rule
   (no new build once the builds so far plus their mean would exceed the budget) still
-  holds; zips in flight when it says stop finish first.
+  holds. Under a budget the queue is short (:data:`MAX_PENDING_BUDGETED`), so that the
+  zips' time reaches the budget's clock while it decides; zips in flight when it says
+  stop finish first (their time is charged too).
 
 A recipe that fails (or that the budget skips) is reported for that recipe alone, as
 its outcome; the other recipes are built.
@@ -20,6 +24,7 @@ its outcome; the other recipes are built.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -35,7 +40,9 @@ from pytest_coreml_quality.variants.sweep import SweepBudget
 
 Outcome = Variant | Exception  # a variant, or why there is none (RecipeError, SweepSkipped, ...)
 
-MAX_PENDING = 2  # zips in flight: the second core, plus one queued behind a quick build
+MAX_PENDING = 16  # zips queued or running, without a budget
+MAX_PENDING_BUDGETED = 2  # with one: one running, one queued behind a quick build
+ZIP_THREADS = max(1, min(4, (os.cpu_count() or 2) - 1))  # the main thread keeps a core for the builds
 
 
 def build_sweep(
@@ -49,7 +56,7 @@ def build_sweep(
     label: Callable[[str], str] | None = None,
     overlap: bool = True,
     memo: DistinctMemo | None = None,
-    max_pending: int = MAX_PENDING,
+    max_pending: int | None = None,
     stop_at_budget: bool = False,
 ) -> dict[str, Outcome]:
     """Build (or read from the cache) every recipe in order; return each recipe's outcome by name.
@@ -65,7 +72,14 @@ def build_sweep(
     clock = budget.clock if budget is not None else time.perf_counter
     outcomes: dict[str, Outcome] = {}
     pending: deque[tuple[PendingVariant, Future[int]]] = deque()
-    with ThreadPoolExecutor(max_workers=max(1, max_pending), thread_name_prefix="sweep-zip") as pool:
+
+    def drain() -> None:
+        while pending:  # commits in sweep order, releasing each entry's lock
+            _finish(*pending.popleft(), outcomes)
+
+    if max_pending is None:
+        max_pending = MAX_PENDING if budget is None else MAX_PENDING_BUDGETED
+    with ThreadPoolExecutor(max_workers=ZIP_THREADS, thread_name_prefix="sweep-zip") as pool:
         try:
             for item in recipes:
                 recipe = parse_recipe(item) if isinstance(item, str) else item
@@ -77,7 +91,7 @@ def build_sweep(
                     continue
                 try:
                     built = (build_variant(model, recipe, cache_dir) if recipe.is_base else
-                             start_build(model, recipe, cache_dir, progress, note=note, memo=memo))
+                             start_build(model, recipe, cache_dir, progress, note=note, memo=memo, before_wait=drain))
                 except Exception as exc:  # this recipe's failure, reported for it alone
                     outcomes[recipe.name] = exc
                     built = None
@@ -96,8 +110,7 @@ def build_sweep(
                 built.abandon()
             raise
         started = clock()
-        while pending:  # the last zips, committed in sweep order
-            _finish(*pending.popleft(), outcomes)
+        drain()  # the last zips
         if budget is not None:
             budget.charge(clock() - started, builds=0)
     return outcomes

@@ -106,3 +106,27 @@ def test_the_budget_is_charged_each_build_and_stops_new_ones(nn_model: Model, tm
     assert all(isinstance(outcomes[n], SweepSkipped) for n in ("q5", "q4"))
     assert (budget.builds, budget.spent) == (3, 9.0)
     assert budget.skipped == [f"{nn_model.name} [q5]", f"{nn_model.name} [q4]"]
+
+
+def test_no_lock_is_awaited_while_pending_variants_hold_theirs(nn_model: Model, tmp_path: Path) -> None:
+    # Two workers sweeping in different orders (each starts with the variant its item asked
+    # for) would deadlock if either waited for a lock while holding its pending entries' locks.
+    from filelock import FileLock
+
+    from pytest_coreml_quality.variants.cache import entry_dir
+
+    busy = FileLock(str(entry_dir(nn_model, parse_recipe("q4"), tmp_path)) + ".lock")
+    busy.acquire()  # another worker is building q4
+    outcomes: dict = {}
+    sweeper = threading.Thread(target=lambda: outcomes.update(sweep_build.build_sweep(nn_model, ("q8", "q6", "q4"), tmp_path)))
+    sweeper.start()
+    try:
+        for _ in range(600):  # q8 and q6 are committed (their locks released) before the sweep waits for q4
+            if is_cached(nn_model, parse_recipe("q8"), tmp_path) and is_cached(nn_model, parse_recipe("q6"), tmp_path):
+                break
+            sweeper.join(0.05)
+        assert is_cached(nn_model, parse_recipe("q6"), tmp_path) and sweeper.is_alive() and not outcomes
+    finally:
+        busy.release()
+    sweeper.join(60)
+    assert [isinstance(outcomes[n], Variant) for n in ("q8", "q6", "q4")] == [True, True, True]
