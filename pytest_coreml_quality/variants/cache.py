@@ -163,8 +163,10 @@ def start_build(
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(build_lock(entry, timeout=-1 if before_wait is None else 0))
-        except Timeout:
-            before_wait()  # type: ignore[misc]  (timeout 0 only with before_wait)
+        except Timeout:  # only with before_wait (timeout 0)
+            if before_wait is None:
+                raise
+            before_wait()
             stack.enter_context(build_lock(entry))
         found, problem = _load_entry(entry)  # another worker may have built it while we waited
         if found is not None:

@@ -104,15 +104,15 @@ def build_sweep(
                         _finish(*pending.popleft(), outcomes)
                 if budget is not None:
                     budget.charge(clock() - started)  # a build (or a failed attempt): its wall time
+            started = clock()
+            drain()  # the last zips
+            if budget is not None:
+                budget.charge(clock() - started, builds=0)
         except BaseException:  # interrupted: leave nothing half-done behind
             for built, size in pending:
                 size.cancel()
                 built.abandon()
             raise
-        started = clock()
-        drain()  # the last zips
-        if budget is not None:
-            budget.charge(clock() - started, builds=0)
     return outcomes
 
 

@@ -130,3 +130,19 @@ def test_no_lock_is_awaited_while_pending_variants_hold_theirs(nn_model: Model, 
         busy.release()
     sweeper.join(60)
     assert [isinstance(outcomes[n], Variant) for n in ("q8", "q6", "q4")] == [True, True, True]
+
+
+def test_an_interrupted_sweep_leaves_no_pending_entry_behind(nn_model: Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = sweep_build.start_build
+
+    def interrupted_at_q4(model, recipe, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if recipe.name == "q4":
+            raise KeyboardInterrupt
+        return original(model, recipe, *args, **kwargs)
+
+    monkeypatch.setattr(sweep_build, "start_build", interrupted_at_q4)
+    with pytest.raises(KeyboardInterrupt):
+        sweep_build.build_sweep(nn_model, ("q8", "q6", "q4"), tmp_path)  # q8 and q6 still pending (deep queue)
+    assert not is_cached(nn_model, parse_recipe("q8"), tmp_path)
+    assert [p.name for p in (tmp_path / "variants").iterdir() if not p.name.endswith(".lock")] == []
+    assert not build_variant(nn_model, "q8", tmp_path).cached  # its lock was released
