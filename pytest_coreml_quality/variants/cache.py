@@ -8,7 +8,9 @@ a temporary sibling and renamed into place (``cachefs.atomic_output``) under a f
 that ask for the same variant at once build it once. A ``digest.json`` over the entry's
 key, the manifest and the variant (``cachefs.write_entry_digest``) is checked on every
 read: an entry that is damaged, incomplete or copied from another key is rebuilt, with a
-one-line note through ``progress``.
+one-line note through ``progress``. :func:`start_build` splits a build in two (build, then
+commit with the download size) so that :mod:`.sweep_build` can zip one variant while it
+builds the next.
 """
 
 from __future__ import annotations

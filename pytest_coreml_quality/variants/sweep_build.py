@@ -2,8 +2,8 @@
 
 :func:`build_variant` builds one variant at a time: quantize, write, hash, then zip the
 file to measure its download size (a deflate pass over every byte, about as long as
-the quantization itself). Building a whole sweep at once allows three savings, none of
-which changes a single byte of the variants:
+the quantization itself). Building a whole sweep at once allows two savings, neither
+of which changes a single byte of the variants:
 
 * the zip of variant *k* runs in a thread while variant *k + 1* is quantized: zlib
   releases the GIL, so on two cores it costs almost nothing. The queue of zips is deep
@@ -11,12 +11,15 @@ which changes a single byte of the variants:
   seconds, the k-means ones the other way round, so the zips of the first drain while
   the last are clustered. Entries are committed in sweep order;
 * the ``qN-kmeans`` recipes share one sort of each weight tensor
-  (:class:`~.kmeans1d.DistinctMemo`) instead of sorting it again at every bit width;
-* the :class:`~.sweep.SweepBudget` is charged the sweep's wall time, so its rule
-  (no new build once the builds so far plus their mean would exceed the budget) still
-  holds. Under a budget the queue is short (:data:`MAX_PENDING_BUDGETED`), so that the
-  zips' time reaches the budget's clock while it decides; zips in flight when it says
-  stop finish first (their time is charged too).
+  (:class:`~.kmeans1d.DistinctMemo`) instead of sorting it again at every bit width.
+
+The :class:`~.sweep.SweepBudget` is charged the sweep's wall time, so its rule (no new
+build once the builds so far plus their mean would exceed the budget) still holds.
+Under a budget the queue is short (:data:`MAX_PENDING_BUDGETED`), so that the
+zips' time reaches the budget's clock while it decides; zips in flight when it says
+stop finish first (their time is charged too). A pending variant holds its cache entry's
+lock until it is committed; before waiting for a lock another process holds, the pass
+commits all it holds, so workers sweeping in different orders cannot deadlock.
 
 A recipe that fails (or that the budget skips) is reported for that recipe alone, as
 its outcome; the other recipes are built.
