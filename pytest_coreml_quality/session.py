@@ -60,6 +60,8 @@ class QualitySession:
     sweep_budget: Any = None  # variants.sweep.SweepBudget under --coreml-sweep-budget
     _variants: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
     _variant_models: dict[tuple[str, str], Model] = field(default_factory=dict, repr=False)
+    _swept_built: set[str] = field(default_factory=set, repr=False)  # model keys whose sweep was built in one pass
+    _sweep_failures: dict[tuple[str, str], Exception] = field(default_factory=dict, repr=False)  # recipes that failed in that pass
     lanes: list[Lane] = field(default_factory=list)  # backend x compute units every variant runs on
     merged: Any = None  # merge.MergedRun under --coreml-merge: the figures come from shard reports
     _backends: dict[str, Backend] = field(default_factory=dict, repr=False)
@@ -226,6 +228,10 @@ class QualitySession:
                 from pytest_coreml_quality.variants import build_variant
 
                 model = self.model(model_key)
+                if self.is_swept(model_key, recipe):
+                    failure = self._prebuild_sweep(model_key, model, recipe).get((model_key, recipe))
+                    if failure is not None:
+                        raise failure
                 started = time.perf_counter()
                 self._check_sweep_budget(model, model_key, recipe)
                 variant = build_variant(model, recipe, self.cache_dir / "variants", progress=self.progress, note=self.note)
@@ -240,6 +246,30 @@ class QualitySession:
     def is_swept(self, model_key: str, recipe: str) -> bool:
         """Whether only the sweep asked for this variant (its broken thresholds do not fail the run)."""
         return recipe in self.swept.get(model_key, ())
+
+    def _prebuild_sweep(self, model_key: str, model: Model, first: str) -> dict[tuple[str, str], Exception]:
+        """Build every swept variant of the model in one pass the first time one (``first``) is asked for.
+
+        ``build_sweep`` zips each variant while it builds the next and shares k-means sorts
+        across bit widths; the variants land in the cache, where :meth:`variant` finds them.
+        ``first`` is built first, then the rest in sweep order (cheap first) until the budget
+        would skip one: from there, :meth:`variant` skips and lists them one by one, as asked.
+        Returns the recipes that failed (per model key, recipe).
+        """
+        failures = self._sweep_failures
+        if model_key in self._swept_built:
+            return failures
+        self._swept_built.add(model_key)
+        from pytest_coreml_quality.variants.sweep_build import build_sweep
+
+        swept = self.swept.get(model_key, [])
+        todo = [r for r in [first, *swept] if r in swept and (model_key, r) not in self._variants]
+        outcomes = build_sweep(
+            model, list(dict.fromkeys(todo)), self.cache_dir / "variants", budget=self.sweep_budget, progress=self.progress,
+            note=self.note, stop_at_budget=True,
+        )
+        failures.update({(model_key, r): o for r, o in outcomes.items() if isinstance(o, Exception)})
+        return failures
 
     def _check_sweep_budget(self, model: Model, model_key: str, recipe: str) -> None:
         """Raise :class:`SweepSkipped` for a swept variant that would need a build the budget cannot pay."""

@@ -92,3 +92,24 @@ def test_download_and_build_figures_read_the_result() -> None:
     assert catalogue.get("download_mb").option_dest == "coreml_max_download_mb"  # type: ignore[union-attr]
     assert "max_download_mb" in catalogue.keywords("size")
     assert catalogue.get("build_s").option_dest is None and catalogue.get("build_s").column is None  # type: ignore[union-attr]
+
+
+def test_zip_size_of_a_multi_chunk_file_is_zipfiles_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # zip_size feeds zlib in large chunks, ZipFile.write in 8 KB ones: the archive length
+    # must not depend on it. Small chunks here so that a few MB span many of them.
+    import numpy as np
+
+    from pytest_coreml_quality import download
+
+    monkeypatch.setattr(download, "_ZIP_CHUNK", 100_003)
+    rng = np.random.default_rng(3)
+    parts = [rng.standard_normal(300_000).astype(np.float32).tobytes(), bytes(500_000),
+             np.repeat(rng.integers(0, 16, 100_000, dtype=np.uint8), 7).tobytes()]
+    model = tmp_path / "Mixed.mlmodel"
+    model.write_bytes(b"".join(parts))
+    package = tmp_path / "Mixed.mlpackage"
+    (package / "Data").mkdir(parents=True)
+    (package / "Data" / "weight.bin").write_bytes(b"".join(reversed(parts)))
+    (package / "Manifest.json").write_text("{}")
+    for path in (model, package):
+        assert zip_size(path) == len(zipfile_bytes(path))

@@ -83,13 +83,14 @@ def test_spent_budget_skips_new_builds_but_not_cached_or_named_variants(tmp_path
         session.variant(key, "q7")
     assert session.sweep_budget.skipped == ["TinySeg.mlmodel [q7]"]
     assert any("sweep budget spent" in note for note in session.report_notes)
-    # a second run with the same cache: q8 is cached and costs nothing, q7 still waits
+    # a second run with the same cache: q8 is cached and costs nothing; the swept variants
+    # are built in one pass (cheap first) until the budget is spent: fp16 is its first build
     again = start(tmp_path, ("sweep",), budget=0.0)
     again.variant(key, "q8")
-    assert again.sweep_budget.builds == 0
-    again.variant(key, "q6")  # the budget's first build
+    assert again.sweep_budget.builds == 1 and again.variant(key, "fp16").cached
     with pytest.raises(SweepSkipped):
         again.variant(key, "q7")
+    assert again.sweep_budget.skipped == ["TinySeg.mlmodel [q7]"]  # listed as asked, not all at once
 
 
 def test_unknown_recommend_metric_is_a_setting_error() -> None:
@@ -98,3 +99,35 @@ def test_unknown_recommend_metric_is_a_setting_error() -> None:
     values = {"coreml_recommend_metric": "iuo"}
     with pytest.raises(CoreMLQualityError, match=r"--coreml-recommend-metric.*'iuo'.*expected a quality figure"):
         resolve(lambda dest: values.get(dest), lambda ini: None, invocation_dir=Path.cwd(), rootdir=Path.cwd())
+
+
+def test_the_first_swept_variant_asked_for_builds_the_others_in_one_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_coreml_quality.errors import RecipeError
+    from pytest_coreml_quality.variants import build as build_module
+    from pytest_coreml_quality.variants.cache import is_cached
+    from pytest_coreml_quality.variants.recipes import parse_recipe
+
+    session = start(tmp_path, ("sweep", "q3"))
+    key = "TinySeg.mlmodel"
+    session.swept[key] = ["q8", "q6", "q4-lut"]  # a short sweep for the test
+    built = []
+    original = build_module.build_recipe
+
+    def record(model, recipe, out_path, **kwargs):  # type: ignore[no-untyped-def]
+        built.append(recipe.name)
+        if recipe.name == "q4-lut":
+            raise RecipeError("coremltools could not build recipe 'q4-lut': boom", path=model.path, field="recipe")
+        return original(model, recipe, out_path, **kwargs)
+
+    monkeypatch.setattr(build_module, "build_recipe", record)
+    session.variant(key, "q3")  # named: built alone, as before
+    assert built == ["q3"]
+    session.variant(key, "q6")
+    assert built == ["q3", "q6", "q8", "q4-lut"]  # the one asked for first, then the sweep's order
+    model = session.model(key)
+    assert is_cached(model, parse_recipe("q8"), session.cache_dir / "variants")
+    assert session.variant(key, "q8").cached
+    for _ in range(2):  # the failure is the recipe's own, reported each time it is asked for, not rebuilt
+        with pytest.raises(RecipeError, match="boom"):
+            session.variant(key, "q4-lut")
+    assert built.count("q4-lut") == 1

@@ -1,6 +1,6 @@
 """The coremltools calls behind each recipe step: build one compressed model file.
 
-NeuralNetwork recipes go through ``quantization_utils.quantize_weights`` (or, for 1 to 8
+NeuralNetwork recipes go through ``quantization_utils.quantize_weights`` (or, for 1 to 8 and 16
 bits, :mod:`.nn_fast_quantize`, which writes the same bytes much faster). ML Program
 recipes go through ``coremltools.optimize.coreml``; in a joint recipe every step after
 the first passes ``joint_compression=True``, as coremltools requires.
@@ -15,18 +15,22 @@ from pytest_coreml_quality.errors import RecipeError
 from pytest_coreml_quality.model import Model
 from pytest_coreml_quality.variants import nn_fast_quantize, nn_requantize
 from pytest_coreml_quality.quiet import quiet_coremltools
+from pytest_coreml_quality.variants.kmeans1d import DistinctMemo
 from pytest_coreml_quality.variants.nn_fusion import networks, optimize_nn
 from pytest_coreml_quality.variants.recipes import MLStep, NNQuantize, Recipe, Step
 from pytest_coreml_quality.variants.reproducible import make_reproducible, save_spec
 
 
-def build_recipe(model: Model, recipe: Recipe, out_path: Path, *, fast_nn: bool = True) -> str:
+def build_recipe(
+    model: Model, recipe: Recipe, out_path: Path, *, fast_nn: bool = True, memo: DistinctMemo | None = None
+) -> str:
     """Compress ``model`` with ``recipe`` and save the result at ``out_path``.
 
     ``out_path`` must carry the model's suffix (``.mlmodel`` or ``.mlpackage``). Returns
     the name of the path taken (``"fast"`` or ``"coremltools"``) for the progress line.
     coremltools' prints, bars and warnings are captured; if it fails, a
-    :class:`RecipeError` carries its message and the tail of what it printed.
+    :class:`RecipeError` carries its message and the tail of what it printed. ``memo``
+    shares k-means sorts between the builds of one sweep (:class:`.kmeans1d.DistinctMemo`).
     """
     recipe.check_applies_to(model)
     if recipe.is_base:
@@ -34,7 +38,7 @@ def build_recipe(model: Model, recipe: Recipe, out_path: Path, *, fast_nn: bool 
     with quiet_coremltools() as captured:
         try:
             if recipe.family == "neuralNetwork":
-                return _build_neural_network(model, recipe.steps[0], out_path, fast_nn)  # type: ignore[arg-type]
+                return _build_neural_network(model, recipe.steps[0], out_path, fast_nn, memo)  # type: ignore[arg-type]
             _build_ml_program(model, recipe.steps, out_path)
             return "coremltools"
         except RecipeError:
@@ -49,16 +53,18 @@ def build_recipe(model: Model, recipe: Recipe, out_path: Path, *, fast_nn: bool 
             ) from exc
 
 
-def _build_neural_network(model: Model, step: NNQuantize, out_path: Path, fast_nn: bool) -> str:
+def _build_neural_network(model: Model, step: NNQuantize, out_path: Path, fast_nn: bool, memo: DistinctMemo | None) -> str:
     import coremltools as ct
 
     # Weights already stored with more bits than asked (q4 of an 8-bit model) are expanded
     # to float first, since quantize_weights would skip them; None: nothing to expand.
     spec = _dequantized_spec(model, step.nbits) if step.nbits < 16 else None
-    if fast_nn and step.nbits <= 8:
+    if fast_nn and (step.nbits <= 8 or (step.nbits == 16 and spec is None)):
         try:
-            if spec is None:
-                nn_fast_quantize.quantize_file(model.path, out_path, step.nbits, step.mode)
+            if step.nbits == 16:
+                nn_fast_quantize.fp16_file(model.path, out_path)
+            elif spec is None:
+                nn_fast_quantize.quantize_file(model.path, out_path, step.nbits, step.mode, memo)
             else:
                 save_spec(nn_fast_quantize.quantize_spec(_copy(spec), step.nbits, step.mode), out_path)
         except nn_fast_quantize.NotCovered:

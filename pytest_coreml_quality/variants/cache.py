@@ -8,18 +8,23 @@ a temporary sibling and renamed into place (``cachefs.atomic_output``) under a f
 that ask for the same variant at once build it once. A ``digest.json`` over the entry's
 key, the manifest and the variant (``cachefs.write_entry_digest``) is checked on every
 read: an entry that is damaged, incomplete or copied from another key is rebuilt, with a
-one-line note through ``progress``.
+one-line note through ``progress``. :func:`start_build` splits a build in two (build, then
+commit with the download size) so that :mod:`.sweep_build` can zip one variant while it
+builds the next.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from filelock import Timeout
 
 from pytest_coreml_quality.cachefs import (
     ABSENT,
@@ -35,6 +40,7 @@ from pytest_coreml_quality.cachefs import (
 from pytest_coreml_quality.download import zip_size
 from pytest_coreml_quality.model import Model, content_hash
 from pytest_coreml_quality.variants import build as _build
+from pytest_coreml_quality.variants.kmeans1d import DistinctMemo
 from pytest_coreml_quality.variants.recipes import Recipe, parse_recipe
 from pytest_coreml_quality.variants.summary import WeightSummary, weight_summary
 from pytest_coreml_quality.variants.unchanged import compression_note, weight_encodings
@@ -108,32 +114,76 @@ def build_variant(
     *,
     fast_nn: bool = True,
     note: Progress | None = None,
+    memo: DistinctMemo | None = None,
 ) -> Variant:
     """Return the variant of ``model`` for ``recipe``, from the cache or built into it.
 
     ``progress`` receives one line per variant actually built (nothing on a cache hit);
     coremltools' own output is captured. ``note`` (default: ``progress``) receives one line
-    when a damaged entry is rebuilt. Raises :class:`RecipeError` when the recipe is
-    malformed, does not apply to the model, or coremltools fails to apply it.
+    when a damaged entry is rebuilt. ``memo`` shares k-means sorts between the builds of
+    one sweep. Raises :class:`RecipeError` when the recipe is malformed, does not apply to
+    the model, or coremltools fails to apply it.
     """
     recipe = parse_recipe(recipe) if isinstance(recipe, str) else recipe
     recipe.check_applies_to(model)
-    base_summary = weight_summary(model)
     if recipe.is_base:
         # No download size here: nothing is written for the base (the session measures it, cached).
+        base_summary = weight_summary(model)
         return Variant(recipe, model.path, model.kind, model.size_bytes, model.size_bytes, base_summary)
+    started = start_build(model, recipe, cache_dir, progress, fast_nn=fast_nn, note=note, memo=memo)
+    if isinstance(started, PendingVariant):
+        return started.commit(zip_size(started.file))
+    return started
+
+
+def start_build(
+    model: Model,
+    recipe: Recipe,
+    cache_dir: Path,
+    progress: Progress | None = None,
+    *,
+    fast_nn: bool = True,
+    note: Progress | None = None,
+    memo: DistinctMemo | None = None,
+    before_wait: Callable[[], None] | None = None,
+) -> "Variant | PendingVariant":
+    """The cached variant, or a :class:`PendingVariant`: built, waiting for its download size.
+
+    Split from :func:`build_variant` so that a sweep can zip one variant (zlib releases the
+    GIL) while it builds the next. The pending variant holds its entry's lock and scratch
+    directory until :meth:`PendingVariant.commit` or :meth:`PendingVariant.abandon`.
+    ``before_wait`` runs when another process holds the entry's lock, before waiting for
+    it: a caller holding pending variants commits them there, so that no one waits for a
+    lock while holding others (two workers sweeping in different orders would deadlock).
+    """
+    recipe.check_applies_to(model)
+    base_summary = weight_summary(model)
     entry = entry_dir(model, recipe, cache_dir)
     found, _ = _load_entry(entry)  # the common case needs no lock
-    if found is None:
-        with build_lock(entry):
-            found, problem = _load_entry(entry)  # another worker may have built it while we waited
-            if found is None:
-                if problem is not None:
-                    report_repair(note or progress, f"variant cache entry {recipe.name} of {model.name} ignored and rebuilt: {problem}")
-                found = _build_entry(model, recipe, entry, base_summary, fast_nn, progress)
+    if found is not None:
+        return _variant(model, recipe, entry, base_summary, found)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(build_lock(entry, timeout=-1 if before_wait is None else 0))
+        except Timeout:  # only with before_wait (timeout 0)
+            if before_wait is None:
+                raise
+            before_wait()
+            stack.enter_context(build_lock(entry))
+        found, problem = _load_entry(entry)  # another worker may have built it while we waited
+        if found is not None:
+            return _variant(model, recipe, entry, base_summary, found)
+        if problem is not None:
+            report_repair(note or progress, f"variant cache entry {recipe.name} of {model.name} ignored and rebuilt: {problem}")
+        pending = _build_into_scratch(model, recipe, entry, stack, base_summary, fast_nn, memo, progress)
+        pending.stack = stack.pop_all()  # the lock and scratch now live until commit() or abandon()
+        return pending
+
+
+def _variant(model: Model, recipe: Recipe, entry: Path, base: WeightSummary, found: tuple[dict[str, Any], bool]) -> Variant:
     manifest, cached = found
     path = entry / manifest["file"]
-    weights = WeightSummary(parameters=base_summary.parameters, weight_bytes=int(manifest["weight_bytes"]))
+    weights = WeightSummary(parameters=base.parameters, weight_bytes=int(manifest["weight_bytes"]))
     download = manifest.get("download_bytes")
     if not isinstance(download, int):  # not expected since FORMAT_VERSION 3; measure rather than fail
         download = zip_size(path)
@@ -176,9 +226,71 @@ def _load_entry(entry: Path) -> tuple[tuple[dict[str, Any], bool] | None, str | 
     return (manifest, True), None
 
 
-def _build_entry(
-    model: Model, recipe: Recipe, entry: Path, base: WeightSummary, fast_nn: bool, progress: Progress | None
-) -> tuple[dict[str, Any], bool]:
+@dataclass
+class PendingVariant:
+    """A variant built into its entry's scratch directory, not yet in the cache.
+
+    It holds the entry's build lock; :meth:`commit` writes the manifest (with the download
+    size, which the caller measures, possibly in another thread) and moves the entry into
+    place; :meth:`abandon` removes the scratch. Either must be called, from the thread that
+    called :func:`start_build` (file locks belong to a thread).
+    """
+
+    model: Model
+    recipe: Recipe
+    entry: Path
+    scratch: Path
+    manifest: dict[str, Any]  # everything but download_bytes
+    base: WeightSummary
+    progress: Progress | None
+    stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
+
+    @property
+    def file(self) -> Path:
+        """The built model file or package (in the scratch directory until committed)."""
+        return self.scratch / self.manifest["file"]
+
+    def commit(self, download_bytes: int) -> Variant:
+        """Finish the entry with its download size; return the variant, now cached."""
+        with self.stack:  # on success the entry is renamed into place, then the lock released
+            manifest: dict[str, Any] = {}
+            for key, value in self.manifest.items():
+                manifest[key] = value
+                if key == "build_seconds":  # the manifest's usual key order
+                    manifest["download_bytes"] = download_bytes
+            atomic_write_text(self.scratch / MANIFEST, json.dumps(manifest, indent=2))
+            write_entry_digest(self.scratch, self.entry.name, (MANIFEST, manifest["file"]))
+        if self.progress is not None:
+            size, base = manifest["size_bytes"], self.model.size_bytes
+            ratio = size / base if base else 0.0
+            self.progress(
+                f"built variant {self.recipe.name} of {self.model.name} in {manifest['build_seconds']:.1f}s "
+                f"({_mb(base)} -> {_mb(size)}, x{ratio:.3f})"
+            )
+        return _variant(self.model, self.recipe, self.entry, self.base, (manifest, False))
+
+    def abandon(self) -> None:
+        """Drop the scratch build and release the lock (the cache is left as it was)."""
+        # Exiting with an exception is what makes atomic_output discard rather than rename.
+        reason = _Abandoned()
+        with contextlib.suppress(_Abandoned):
+            self.stack.__exit__(_Abandoned, reason, None)
+
+
+class _Abandoned(Exception):
+    """Passed to a pending variant's contexts so that they clean up instead of committing."""
+
+
+def _build_into_scratch(
+    model: Model,
+    recipe: Recipe,
+    entry: Path,
+    stack: contextlib.ExitStack,
+    base: WeightSummary,
+    fast_nn: bool,
+    memo: DistinctMemo | None,
+    progress: Progress | None,
+) -> PendingVariant:
     # We hold the lock: no one else is building this entry, so leftovers are debris of
     # killed builds (or a damaged entry) and can go.
     remove_path(entry)
@@ -186,42 +298,33 @@ def _build_entry(
         remove_path(debris)
     file_name = f"{model.path.stem}-{_file_safe(recipe.name)}{model.path.suffix}"
     started = time.perf_counter()
-    with atomic_output(entry) as tmp:
-        tmp.mkdir()
-        route = _build.build_recipe(model, recipe, tmp / file_name, fast_nn=fast_nn)
-        seconds = time.perf_counter() - started
-        built = Model.open(tmp / file_name)
-        variant_hash = content_hash(built.path)
-        outcome = compression_note(
-            recipe, weight_encodings(model.spec), weight_encodings(built.spec), identical=variant_hash == model.content_hash
-        )
-        manifest = {
-            "format": FORMAT_VERSION,
-            "recipe": recipe.name,
-            "file": file_name,
-            "kind": built.kind,
-            "model": model.name,
-            "model_hash": model.content_hash,
-            "coremltools": coremltools_version(),
-            "variant_hash": variant_hash,
-            "size_bytes": built.size_bytes,
-            "weight_bytes": weight_summary(built).weight_bytes,
-            "build_seconds": round(seconds, 3),
-            "download_bytes": zip_size(built.path),
-            "route": route,
-            "unchanged": outcome.unchanged,
-            "note": outcome.note,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2))
-        write_entry_digest(tmp, entry.name, (MANIFEST, file_name))
-    if progress is not None:
-        ratio = manifest["size_bytes"] / model.size_bytes if model.size_bytes else 0.0
-        progress(
-            f"built variant {recipe.name} of {model.name} in {seconds:.1f}s "
-            f"({_mb(model.size_bytes)} -> {_mb(manifest['size_bytes'])}, x{ratio:.3f})"
-        )
-    return manifest, False
+    tmp = stack.enter_context(atomic_output(entry))
+    tmp.mkdir()
+    route = _build.build_recipe(model, recipe, tmp / file_name, fast_nn=fast_nn, memo=memo)
+    seconds = time.perf_counter() - started
+    built = Model.open(tmp / file_name)
+    variant_hash = content_hash(built.path)
+    outcome = compression_note(
+        recipe, weight_encodings(model.spec), weight_encodings(built.spec), identical=variant_hash == model.content_hash
+    )
+    manifest = {
+        "format": FORMAT_VERSION,
+        "recipe": recipe.name,
+        "file": file_name,
+        "kind": built.kind,
+        "model": model.name,
+        "model_hash": model.content_hash,
+        "coremltools": coremltools_version(),
+        "variant_hash": variant_hash,
+        "size_bytes": built.size_bytes,
+        "weight_bytes": weight_summary(built).weight_bytes,
+        "build_seconds": round(seconds, 3),
+        "route": route,
+        "unchanged": outcome.unchanged,
+        "note": outcome.note,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    return PendingVariant(model, recipe, entry, tmp, manifest, base, progress)
 
 
 def _file_safe(name: str) -> str:

@@ -14,6 +14,9 @@ is a deterministic function of the values (no random initialisation).
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Hashable
+
 import numpy as np
 
 # Caps only: Lloyd's partition stops changing, and swaps stop paying, well before.
@@ -21,22 +24,69 @@ MAX_ITERATIONS = 10_000
 MAX_SWAPS = 1_000
 
 
-def kmeans_1d(values: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
+def kmeans_1d(
+    values: np.ndarray, n_clusters: int, *, memo: "DistinctMemo | None" = None, key: Hashable = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Cluster the values of ``values`` (any shape) into at most ``n_clusters`` centres.
 
     Returns ``(centres, labels)``: centres ascending (float64, as many as there are clusters,
     at most the number of distinct values), and for each value (flattened, C order) the
     index of its nearest centre, ties going to the lower centre.
+
+    With a ``memo`` and a ``key`` that names these exact values (the caller vouches for
+    it), the sort is shared with earlier calls for the same key: a sweep clusters each
+    weight tensor at five bit widths, and the sort costs more than the clustering.
     """
     flat = np.asarray(values, dtype=np.float64).ravel()
     if flat.size == 0 or n_clusters < 1:
         raise ValueError("kmeans_1d needs at least one value and one cluster")
-    distinct, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+    if memo is not None and key is not None:
+        distinct, inverse, counts = memo.distinct(key, flat)
+    else:
+        distinct, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
     if distinct.size <= n_clusters:  # every distinct value is its own centre: zero error
-        return distinct, inverse.reshape(-1).astype(np.intp)
+        return distinct.copy(), inverse.reshape(-1).astype(np.intp)  # a copy: the memo keeps its own
     centres = lloyd_sorted(distinct, counts.astype(np.float64), n_clusters)
     labels = np.searchsorted(_boundaries(centres), distinct, side="left")
     return centres, labels[inverse.reshape(-1)]
+
+
+class DistinctMemo:
+    """The sorted distinct values, inverse indices and counts of tensors, by caller-given key.
+
+    Exactly ``np.unique(values, return_inverse=True, return_counts=True)``, computed once per
+    key. Bounded: once ``max_bytes`` are held, new tensors are sorted but not kept (keeping
+    the first ones, rather than evicting, still saves their sorts when a sweep walks the
+    same tensors in the same order at every bit width). Thread-safe.
+    """
+
+    def __init__(self, max_bytes: int = 512 << 20) -> None:
+        self.max_bytes = max_bytes
+        self.held_bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._entries: dict[Hashable, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._lock = threading.Lock()
+
+    def distinct(self, key: Hashable, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(distinct, inverse, counts)`` of ``flat`` (float64, 1-D), from the memo when known."""
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None and found[1].size == flat.size:
+                self.hits += 1
+                distinct, inverse, counts = found
+                return distinct, inverse, counts
+        distinct, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+        inverse = inverse.reshape(-1)
+        # The smallest index type that holds the distinct count: a quarter of int64's memory.
+        small = inverse.astype(np.min_scalar_type(max(distinct.size - 1, 0)))
+        size = distinct.nbytes + small.nbytes + counts.nbytes
+        with self._lock:
+            self.misses += 1
+            if key not in self._entries and self.held_bytes + size <= self.max_bytes:
+                self._entries[key] = (distinct, small, counts)
+                self.held_bytes += size
+        return distinct, inverse, counts
 
 
 def lloyd_sorted(distinct: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:
@@ -71,6 +121,7 @@ class _PrefixSums:
         self.n = np.concatenate(([0.0], np.cumsum(counts)))
         self.s = np.concatenate(([0.0], np.cumsum(centred * counts)))
         self.q = np.concatenate(([0.0], np.cumsum(centred * centred * counts)))
+        self.padded = np.concatenate(([-np.inf], distinct, [np.inf]))  # padded[i] = distinct[i - 1]
 
     def runs(self, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(count, centred sum) of each run ``[edges[j], edges[j+1])``."""
@@ -96,18 +147,35 @@ def _edges(distinct: np.ndarray, centres: np.ndarray) -> np.ndarray:
 
 
 def _lloyd(distinct: np.ndarray, sums: _PrefixSums, centres: np.ndarray) -> np.ndarray:
-    edges = None
+    # Thousands of iterations per tensor, each on a few hundred centres: the cost is numpy's
+    # per-call overhead, so each iteration makes as few calls as it can. Between iterations
+    # most boundaries stay between the same two values, so the previous cuts are checked
+    # first (two lookups) and only the boundaries that crossed a value are searched again.
+    # Every quantity is computed as the plain version would (same operations, same order).
+    padded = sums.padded
+    cut: np.ndarray | None = None
+    edges = np.empty(centres.size + 1, dtype=np.intp)
+    edges[0], edges[-1] = 0, distinct.size
     for _ in range(MAX_ITERATIONS):
-        new_edges = _edges(distinct, centres)
-        if edges is not None and np.array_equal(new_edges, edges):
-            break
-        edges = new_edges
-        n, s = sums.runs(edges)
-        empty = n == 0
-        if empty.any():  # a centre lost all its values: move it to the worst-fitted value
-            full = ~empty
-            centres = _reseed(distinct, s[full] / n[full] + sums.shift, int(empty.sum()))
-            edges = None
+        bounds = (centres[:-1] + centres[1:]) / 2
+        if cut is None:
+            cut = distinct.searchsorted(bounds, side="right")  # run j = [cut[j-1], cut[j])
+        else:
+            # cut[j] is the number of values <= bounds[j]: unchanged while padded[cut] <= b < padded[cut + 1].
+            moved = ~((padded[cut] <= bounds) & (bounds < padded[cut + 1]))
+            if not moved.any():
+                break
+            cut = cut.copy()
+            cut[moved] = distinct.searchsorted(bounds[moved], side="right")
+        edges[1:-1] = cut
+        at_n, at_s = sums.n[edges], sums.s[edges]
+        n, s = at_n[1:] - at_n[:-1], at_s[1:] - at_s[:-1]
+        if not n.all():  # a centre lost all its values: move it to the worst-fitted value
+            full = n != 0
+            centres = _reseed(distinct, s[full] / n[full] + sums.shift, int(n.size - full.sum()))
+            edges = np.empty(centres.size + 1, dtype=np.intp)
+            edges[0], edges[-1] = 0, distinct.size
+            cut = None
             continue
         centres = s / n + sums.shift
     return centres

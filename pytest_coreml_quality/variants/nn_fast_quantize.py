@@ -18,13 +18,14 @@ raises :class:`NotCovered`, and the caller falls back to ``quantize_weights`` it
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pytest_coreml_quality.variants.kmeans1d import kmeans_1d
+from pytest_coreml_quality.model import content_hash
+from pytest_coreml_quality.variants.kmeans1d import DistinctMemo, kmeans_1d
 from pytest_coreml_quality.variants.nn_fusion import optimize_nn
 from pytest_coreml_quality.variants.reproducible import save_spec
 
@@ -76,7 +77,7 @@ def pack_bits(values: np.ndarray, nbits: int) -> bytes:
     return b"".join(parts)[:out_len]
 
 
-def quantize_file(source: Path, target: Path, nbits: int, mode: str) -> None:
+def quantize_file(source: Path, target: Path, nbits: int, mode: str, memo: DistinctMemo | None = None) -> None:
     """Quantize the ``.mlmodel`` at ``source`` into ``target``, with the bytes
     ``quantize_weights(MLModel(source), nbits, mode).save(target)`` writes, map entries aside.
 
@@ -84,40 +85,98 @@ def quantize_file(source: Path, target: Path, nbits: int, mode: str) -> None:
     hash-table order, which changes from process to process; this file is serialized
     deterministically (entries sorted by key, see :mod:`.reproducible`), so it is the same
     in every process and equal to coremltools' bytes whenever no map has two entries.
+    ``memo`` shares the k-means sorts of this file's tensors with other bit widths.
     """
     import coremltools as ct
 
     spec = ct.utils.load_spec(str(source))
-    quantize_spec(spec, nbits, mode)
+    # The fused weights are a function of the file's bytes, so (file hash, position) names them.
+    quantize_spec(spec, nbits, mode, memo=memo, memo_key=content_hash(source) if memo is not None else None)
     save_spec(spec, target)
 
 
-def quantize_spec(spec: Any, nbits: int, mode: str) -> Any:
+def quantize_spec(
+    spec: Any, nbits: int, mode: str, *, memo: DistinctMemo | None = None, memo_key: Hashable = None
+) -> Any:
     """Quantize ``spec`` in place exactly as ``quantize_weights(model, nbits, mode)`` would.
 
     ``nbits`` is 1 to 8. Raises :class:`NotCovered` when the walk does not cover the spec;
     the spec may then be partly modified, so the caller falls back on a fresh copy.
+    ``memo`` and ``memo_key`` (a name for this spec's content, e.g. its file's hash) let
+    ``kmeans_lut`` reuse the sorts of earlier calls on the same content (:class:`DistinctMemo`).
     """
     helpers = _coremltools_helpers()
     if mode not in COVERED_MODES or not 1 <= nbits <= 8:
         raise NotCovered(f"mode {mode!r} at {nbits} bits")
     if mode == "linear_symmetric" and nbits != 8:
         raise NotCovered("coremltools rejects linear_symmetric below 8 bits")
+    networks = _covered_networks(spec)
+    qm = helpers["modes"][mode]
+    for model_spec in _model_specs(spec):
+        model_spec.specificationVersion = max(helpers["min_spec_version"], model_spec.specificationVersion)
+    keep = {o.name for o in spec.description.output}
+    position = 0
+    for net in networks:
+        optimize_nn(net.layers, keep)  # fuses layers first, as quantize_weights does (see nn_fusion)
+        for layer in net.layers:
+            for wp, shape, axis in _weight_fields(layer):
+                key = None if memo is None or memo_key is None else (memo_key, position)
+                _quantize_field(wp, shape, axis, nbits, qm, helpers, memo, key)
+                position += 1
+    return spec
+
+
+def fp16_file(source: Path, target: Path) -> None:
+    """Write ``quantize_weights(MLModel(source), nbits=16)``'s model at ``target`` (map entries sorted).
+
+    coremltools converts each float32 weight with a Python-level walk, then its save and
+    our reproducible rewrite parse and serialize the whole model twice more (about 2 s of
+    the 176 MB ISNet); this converts each tensor in one numpy call and serializes once.
+    """
+    import coremltools as ct
+
+    spec = ct.utils.load_spec(str(source))
+    fp16_spec(spec)
+    save_spec(spec, target)
+
+
+def fp16_spec(spec: Any) -> Any:
+    """Convert ``spec``'s float32 weights to float16 in place, as ``quantize_weights(nbits=16)`` does.
+
+    No layer fusion at 16 bits (coremltools fuses only below). Raises :class:`NotCovered`
+    where coremltools would behave otherwise (updatable models, weights beyond float16's
+    range: coremltools raises its own error for both) or where the walk does not cover the spec.
+    """
+    try:
+        from coremltools import _MINIMUM_FP16_SPEC_VERSION
+    except ImportError as exc:
+        raise NotCovered(f"coremltools internals unavailable ({exc})") from None
+    if spec.isUpdatable:
+        raise NotCovered("updatable model")
+    networks = _covered_networks(spec)
+    for model_spec in _model_specs(spec):
+        model_spec.specificationVersion = max(_MINIMUM_FP16_SPEC_VERSION, model_spec.specificationVersion)
+    for net in networks:
+        for layer in net.layers:
+            for wp, _, _ in _weight_fields(layer):
+                if len(wp.floatValue) == 0:  # already fp16 or quantized: coremltools leaves it alone
+                    continue
+                # float32 -> float16 rounds as coremltools' float64 -> float16 does: float64 holds float32 exactly.
+                values = np.array(wp.floatValue, dtype=np.float32)
+                if values.max() >= 65504 or values.min() <= -65504:
+                    raise NotCovered("weights beyond float16's range")
+                wp.float16Value = values.astype("<f2").tobytes()
+                del wp.floatValue[:]
+    return spec
+
+
+def _covered_networks(spec: Any) -> list[Any]:
     networks = list(_networks(spec))
     for net in networks:
         for layer in net.layers:
             if layer.WhichOneof("layer") in _UNCOVERED_LAYERS:
                 raise NotCovered(f"layer type {layer.WhichOneof('layer')}")
-    qm = helpers["modes"][mode]
-    for model_spec in _model_specs(spec):
-        model_spec.specificationVersion = max(helpers["min_spec_version"], model_spec.specificationVersion)
-    keep = {o.name for o in spec.description.output}
-    for net in networks:
-        optimize_nn(net.layers, keep)  # fuses layers first, as quantize_weights does (see nn_fusion)
-        for layer in net.layers:
-            for wp, shape, axis in _weight_fields(layer):
-                _quantize_field(wp, shape, axis, nbits, qm, helpers)
-    return spec
+    return networks
 
 
 def _coremltools_helpers() -> dict[str, Any]:
@@ -162,7 +221,10 @@ def _networks(spec: Any) -> Iterator[Any]:
         yield getattr(model_spec, model_spec.WhichOneof("Type"))
 
 
-def _quantize_field(wp: Any, shape: tuple[int, ...], axis: int, nbits: int, qm: str, helpers: dict[str, Any]) -> None:
+def _quantize_field(
+    wp: Any, shape: tuple[int, ...], axis: int, nbits: int, qm: str, helpers: dict[str, Any],
+    memo: DistinctMemo | None = None, key: Hashable = None,
+) -> None:
     if len(wp.floatValue) == 0:  # already fp16 or quantized: coremltools leaves it alone
         return
     linear = qm in helpers["linear_modes"]
@@ -171,7 +233,7 @@ def _quantize_field(wp: Any, shape: tuple[int, ...], axis: int, nbits: int, qm: 
         raise NotCovered("weight count not divisible by channel count")
     weights = np.array(wp.floatValue).reshape(shape)  # float64, as coremltools computes
     if qm == helpers["modes"]["kmeans_lut"]:
-        scale, bias, lut, indices = None, None, *_kmeans_table(weights, nbits)
+        scale, bias, lut, indices = None, None, *_kmeans_table(weights, nbits, memo, key)
     else:
         scale, bias, lut, indices = helpers["quantize_wp"](weights, nbits, qm, axis)
     q = wp.quantization
@@ -185,7 +247,9 @@ def _quantize_field(wp: Any, shape: tuple[int, ...], axis: int, nbits: int, qm: 
     del wp.floatValue[:]
 
 
-def _kmeans_table(weights: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray]:
+def _kmeans_table(
+    weights: np.ndarray, nbits: int, memo: DistinctMemo | None = None, key: Hashable = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The ``2**nbits`` lookup table (unused entries 0, as coremltools pads) and the indices.
 
     coremltools clusters with scikit-learn's ``KMeans`` (tens of seconds per model at 8 bits)
@@ -193,7 +257,7 @@ def _kmeans_table(weights: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarr
     coremltools 9); :func:`kmeans_1d` is exact 1-D Lloyd on sorted values, deterministic, and
     at least as close on the weights (tests/variants/test_kmeans1d.py).
     """
-    centres, labels = kmeans_1d(weights, 1 << nbits)
+    centres, labels = kmeans_1d(weights, 1 << nbits, memo=memo, key=key)
     lut = np.zeros(1 << nbits)
     lut[: centres.size] = centres
     return lut, labels.astype(np.uint8)

@@ -82,9 +82,10 @@ class SweepBudget:
         estimate = self.spent / self.builds if self.builds else 0.0
         return self.spent + estimate <= self.seconds
 
-    def charge(self, seconds: float) -> None:
+    def charge(self, seconds: float, builds: int = 1) -> None:
+        """Add ``seconds`` of build time; ``builds=0`` for time that belongs to builds already counted."""
         self.spent += seconds
-        self.builds += 1
+        self.builds += builds
 
     def skip(self, label: str) -> SweepSkipped:
         if label not in self.skipped:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pytest_coreml_quality.variants.kmeans1d import kmeans_1d
+from pytest_coreml_quality.variants.kmeans1d import DistinctMemo, kmeans_1d
 from pytest_coreml_quality.variants.nn_fast_quantize import _weight_fields
 from tests.variants.conftest import fixture_model, quiet
 
@@ -119,3 +119,42 @@ def test_the_kmeans_variant_table_is_sorted_and_padded(tmp_path: Any) -> None:
     np.testing.assert_array_equal(lut, [1.0, 2.0, 5.0, 0, 0, 0, 0, 0])  # coremltools pads with zeros
     assert indices.dtype == np.uint8
     np.testing.assert_array_equal(indices, [0, 1, 0, 2])
+
+
+@pytest.mark.parametrize("name", list(random_arrays()))
+def test_a_shared_sort_gives_the_same_tables_at_every_width(name: str) -> None:
+    values = random_arrays()[name]
+    memo = DistinctMemo()
+    for nbits in (4, 5, 6, 7, 8, 15):  # 15: more centres than distinct values, the other path
+        alone = kmeans_1d(values, 1 << nbits)
+        shared = kmeans_1d(values, 1 << nbits, memo=memo, key="layer")
+        np.testing.assert_array_equal(shared[0], alone[0])
+        np.testing.assert_array_equal(shared[1], alone[1])
+    assert (memo.misses, memo.hits) == (1, 5)  # sorted once
+
+
+def test_the_memo_keeps_nothing_beyond_its_bound_and_still_answers() -> None:
+    values = random_arrays()
+    memo = DistinctMemo(max_bytes=400_000)  # one 20k-value tensor: 20k distinct * 16 B + 20k 2-byte indices = 360 kB
+    for name in ("normal", "uniform"):
+        kmeans_1d(values[name], 16, memo=memo, key=name)
+    assert 0 < memo.held_bytes <= 400_000
+    for name in ("normal", "uniform"):
+        np.testing.assert_array_equal(kmeans_1d(values[name], 16, memo=memo, key=name)[1], kmeans_1d(values[name], 16)[1])
+    assert memo.hits == 1 and memo.misses == 3  # the first tensor was kept, the second was not
+
+
+def test_quantize_spec_with_a_shared_memo_writes_the_same_bytes() -> None:
+    import coremltools as ct
+
+    from pytest_coreml_quality.variants.nn_fast_quantize import quantize_spec
+    from pytest_coreml_quality.variants.reproducible import spec_bytes
+
+    nn_model_path = fixture_model("TinySeg.mlmodel").path
+    memo = DistinctMemo()
+    for nbits in (4, 5, 6, 7, 8):
+        with quiet():
+            alone = quantize_spec(ct.utils.load_spec(str(nn_model_path)), nbits, "kmeans_lut")
+            shared = quantize_spec(ct.utils.load_spec(str(nn_model_path)), nbits, "kmeans_lut", memo=memo, memo_key="m")
+        assert spec_bytes(shared) == spec_bytes(alone)
+    assert memo.misses > 0 and memo.hits == 4 * memo.misses

@@ -11,7 +11,7 @@ import pytest
 from pytest_coreml_quality.model import Model
 from pytest_coreml_quality.variants import build as build_module
 from pytest_coreml_quality.variants import build_variant, parse_recipe
-from pytest_coreml_quality.variants.nn_fast_quantize import NotCovered, pack_bits, quantize_file, quantize_spec
+from pytest_coreml_quality.variants.nn_fast_quantize import NotCovered, fp16_file, fp16_spec, pack_bits, quantize_file, quantize_spec
 from tests.variants.conftest import fixture_model, nn_weights, quiet
 from tests.variants.tiny_models import save_nn_model
 
@@ -169,3 +169,44 @@ def test_uncovered_layers_fall_back_to_coremltools(tmp_path: Path, monkeypatch: 
     variant = build_variant(model, parse_recipe("q4"), tmp_path / "cache")
     assert calls == ["coremltools"]
     assert variant.size_bytes < model.size_bytes
+
+
+def coremltools_fp16_bytes(model_path: Path, out: Path) -> bytes:
+    """What the coremltools route of the fp16 recipe writes (quantize_weights(16), save, reproducible rewrite)."""
+    from pytest_coreml_quality.variants.reproducible import make_reproducible
+
+    coremltools_bytes(model_path, 16, "linear", out)
+    make_reproducible(out)
+    return out.read_bytes()
+
+
+@pytest.mark.parametrize("name", ["TinySeg.mlmodel", "TinySegArray.mlmodel"])
+def test_fp16_fast_path_is_byte_identical_on_the_fixture_models(tmp_path: Path, name: str) -> None:
+    model = fixture_model(name)
+    with quiet():
+        fp16_file(model.path, tmp_path / "f.mlmodel")
+    ours = (tmp_path / "f.mlmodel").read_bytes()
+    assert ours == coremltools_fp16_bytes(model.path, tmp_path / "c.mlmodel")
+    assert len(ours) < model.size_bytes * 0.6  # and it did halve the weights
+
+
+def test_fp16_recipe_takes_the_fast_path_with_coremltools_bytes(nn_model: Model, tmp_path: Path) -> None:
+    variant = build_variant(nn_model, parse_recipe("fp16"), tmp_path / "cache")
+    manifest = (variant.path.parent / "manifest.json").read_text()
+    assert '"route": "fast"' in manifest
+    assert variant.path.read_bytes() == coremltools_fp16_bytes(nn_model.path, tmp_path / "c.mlmodel")
+
+
+def test_fp16_beyond_half_range_falls_back_to_coremltools_error(tmp_path: Path) -> None:
+    import coremltools as ct
+
+    path = save_nn_model(tmp_path / "Big.mlmodel", channels=(3, 4, 1), size=8)
+    spec = ct.utils.load_spec(str(path))
+    spec.neuralNetwork.layers[0].convolution.weights.floatValue[0] = 70000.0
+    ct.utils.save_spec(spec, str(path))
+    with pytest.raises(NotCovered, match="range"):
+        fp16_spec(ct.utils.load_spec(str(path)))
+    from pytest_coreml_quality.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="half precision"):
+        build_variant(Model.open(path), parse_recipe("fp16"), tmp_path / "cache")
