@@ -31,17 +31,17 @@ class Counts:
         read, digest = model_module._load_spec, model_module.hash_path
         translate, probe = onnx_backend.translate, onnx_backend.probe
 
-        def counted_read(p: Path) -> Any:
+        def counted_read(*args: Any) -> Any:
             self.spec_reads += 1
-            return read(p)
+            return read(*args)
 
         def counted_hash(p: Path) -> str:
             self.hashes += 1
             return digest(p)
 
-        def counted_translate(m: Model, o: RuntimeOptions) -> Any:
+        def counted_translate(m: Model, o: RuntimeOptions, **kwargs: Any) -> Any:
             self.translations += 1
-            return translate(m, o)
+            return translate(m, o, **kwargs)
 
         def counted_probe(m: Model, s: Any) -> None:
             self.probes += 1
