@@ -52,9 +52,10 @@ def render_png(run: RunResults, recommendations: Mapping[str, "Recommendation"],
         raise CoreMLQualityError("nothing was measured to plot", field="--coreml-plot", expected="a run that measured variants")
     figure = Figure(figsize=(PANEL_INCHES[0], PANEL_INCHES[1] * len(keys)), dpi=DPI)
     axes = figure.subplots(len(keys), 1, squeeze=False)[:, 0]
-    for ax, key in zip(axes, keys):
-        _panel(ax, key, run, recommendations[key], bounds)
+    labelled = [(ax, _panel(ax, key, run, recommendations[key], bounds)) for ax, key in zip(axes, keys)]
     figure.tight_layout()
+    for ax, points in labelled:
+        _label_points(ax, points)  # after the layout: label placement works in final pixels
     buffer = io.BytesIO()
     # No bbox="tight": the pixel size stays what PANEL_INCHES and DPI say.
     figure.savefig(buffer, format="png", dpi=DPI)
@@ -68,7 +69,10 @@ def write_plot(
     return atomic_write_bytes(path, render_png(run, recommendations, bounds))
 
 
-def _panel(ax: Any, key: str, run: RunResults, rec: "Recommendation", bounds: Sequence[Bound]) -> None:
+def _panel(
+    ax: Any, key: str, run: RunResults, rec: "Recommendation", bounds: Sequence[Bound]
+) -> list[tuple[str, float, float]]:
+    """Draw one model's panel; return its (recipe, size MB, metric) points, labelled later."""
     metric = catalogue.get(rec.metric)
     label = metric.column.title if metric is not None and metric.column is not None else rec.metric
     points = []
@@ -79,7 +83,6 @@ def _panel(ax: Any, key: str, run: RunResults, rec: "Recommendation", bounds: Se
     for recipe, x, y in points:
         failed = recipe in rec.failing or recipe in rec.unmeasured
         ax.scatter([x], [y], s=28, color="#b0b0b0" if failed else "#0a64c8", zorder=3)
-        ax.annotate(recipe, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=8)
     front = [(x, y) for recipe in rec.pareto for r, x, y in points if r == recipe]
     if len(front) > 1:
         ax.plot([x for x, _ in front], [y for _, y in front], color="#0a64c8", linewidth=1, label="Pareto front", zorder=2)
@@ -104,3 +107,52 @@ def _panel(ax: Any, key: str, run: RunResults, rec: "Recommendation", bounds: Se
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="lower right")
+    return points
+
+
+LABEL_FONT = 8
+_CHAR_PX = LABEL_FONT * 0.62 * DPI / 72  # an average glyph of the default sans-serif font
+_LINE_PX = LABEL_FONT * 1.25 * DPI / 72
+
+
+def _label_points(ax: Any, points: Sequence[tuple[str, float, float]]) -> None:
+    """Label every point without two labels on top of each other (variants of one size and
+    nearly one quality, q6 and q6-kmeans say, crowd one spot); a moved label gets a leader."""
+    anchors = [tuple(ax.transData.transform((x, y))) for _, x, y in points]
+    sizes = [(len(recipe) * _CHAR_PX, _LINE_PX) for recipe, _, _ in points]
+    offsets = place_labels(anchors, sizes)
+    for (recipe, x, y), (dx, dy) in zip(points, offsets):
+        moved = abs(dy) > _LINE_PX or dx < 0
+        ax.annotate(
+            recipe, (x, y), xytext=(dx, dy), textcoords="offset pixels", fontsize=LABEL_FONT,
+            arrowprops={"arrowstyle": "-", "linewidth": 0.5, "color": "#909090"} if moved else None,
+        )
+
+
+def place_labels(
+    anchors: Sequence[tuple[float, float]], sizes: Sequence[tuple[float, float]], gap: float = 2.0
+) -> list[tuple[float, float]]:
+    """Offsets (pixels, y up) for labels of ``sizes`` at ``anchors`` so that no two label
+    boxes overlap: each label takes the first free slot right of its point, stepping up and
+    down in line heights, then left of it; greedy, points in order of height."""
+    placed: list[tuple[float, float, float, float]] = []
+    offsets: list[tuple[float, float]] = [(0.0, 0.0)] * len(anchors)
+    order = sorted(range(len(anchors)), key=lambda i: (-anchors[i][1], anchors[i][0]))
+    for i in order:
+        (ax_, ay), (w, h) = anchors[i], sizes[i]
+        steps = [0] + [s for k in range(1, 12) for s in (k, -k)]
+        candidates = [(4.0, 4.0 + s * (h + gap)) for s in steps] + [(-4.0 - w, 4.0 + s * (h + gap)) for s in steps]
+        chosen = candidates[0]
+        for dx, dy in candidates:
+            box = (ax_ + dx, ay + dy, ax_ + dx + w, ay + dy + h)
+            if not any(_overlap(box, other) for other in placed):
+                chosen = (dx, dy)
+                break
+        dx, dy = chosen
+        placed.append((ax_ + dx, ay + dy, ax_ + dx + w, ay + dy + h))
+        offsets[i] = chosen
+    return offsets
+
+
+def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
