@@ -120,7 +120,7 @@ def _label_points(ax: Any, points: Sequence[tuple[str, float, float]]) -> None:
     nearly one quality, q6 and q6-kmeans say, crowd one spot); a moved label gets a leader."""
     anchors = [tuple(ax.transData.transform((x, y))) for _, x, y in points]
     sizes = [(len(recipe) * _CHAR_PX, _LINE_PX) for recipe, _, _ in points]
-    offsets = place_labels(anchors, sizes)
+    offsets = place_labels(anchors, sizes, within=tuple(ax.bbox.extents))
     for (recipe, x, y), (dx, dy) in zip(points, offsets):
         moved = abs(dy) > _LINE_PX or dx < 0
         ax.annotate(
@@ -130,11 +130,15 @@ def _label_points(ax: Any, points: Sequence[tuple[str, float, float]]) -> None:
 
 
 def place_labels(
-    anchors: Sequence[tuple[float, float]], sizes: Sequence[tuple[float, float]], gap: float = 2.0
+    anchors: Sequence[tuple[float, float]],
+    sizes: Sequence[tuple[float, float]],
+    gap: float = 2.0,
+    within: tuple[float, float, float, float] | None = None,
 ) -> list[tuple[float, float]]:
     """Offsets (pixels, y up) for labels of ``sizes`` at ``anchors`` so that no two label
-    boxes overlap: each label takes the first free slot right of its point, stepping up and
-    down in line heights, then left of it; greedy, points in order of height."""
+    boxes overlap and each stays ``within`` (x0, y0, x1, y1) when it can: each label takes the
+    first free slot right of its point, stepping up and down in line heights, then left of
+    it; greedy, points in order of height."""
     placed: list[tuple[float, float, float, float]] = []
     offsets: list[tuple[float, float]] = [(0.0, 0.0)] * len(anchors)
     order = sorted(range(len(anchors)), key=lambda i: (-anchors[i][1], anchors[i][0]))
@@ -145,7 +149,10 @@ def place_labels(
         chosen = candidates[0]
         for dx, dy in candidates:
             box = (ax_ + dx, ay + dy, ax_ + dx + w, ay + dy + h)
-            if not any(_overlap(box, other) for other in placed):
+            inside = within is None or (
+                box[0] >= within[0] and box[1] >= within[1] and box[2] <= within[2] and box[3] <= within[3]
+            )
+            if inside and not any(_overlap(box, other) for other in placed):
                 chosen = (dx, dy)
                 break
         dx, dy = chosen

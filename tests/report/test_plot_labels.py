@@ -32,6 +32,14 @@ def test_no_two_label_boxes_overlap(anchors: list[tuple[float, float]]) -> None:
         assert not _overlaps(a, b), (a, b)
 
 
+def test_labels_stay_inside_the_axes_when_they_can() -> None:
+    anchors = [(300.0, 390.0)] * 5  # at the top edge: the free slots are below
+    sizes = [(60.0, 14.0)] * 5
+    within = (0.0, 0.0, 800.0, 400.0)
+    for box in _boxes(anchors, sizes, place_labels(anchors, sizes, within=within)):
+        assert within[0] <= box[0] and within[1] <= box[1] and box[2] <= within[2] and box[3] <= within[3], box
+
+
 def test_labels_that_do_not_collide_keep_the_default_spot() -> None:
     anchors = [(100.0, 100.0), (400.0, 300.0)]
     assert place_labels(anchors, [(60.0, 14.0)] * 2) == [(4.0, 4.0), (4.0, 4.0)]
@@ -63,3 +71,6 @@ def test_rendered_plot_labels_do_not_overlap() -> None:
     assert len(extents) == len(names)
     for a, b in itertools.combinations(extents, 2):
         assert not a.overlaps(b), (a, b)
+    frame = ax.get_window_extent(renderer)
+    for e in extents:
+        assert frame.x0 <= e.x0 and e.x1 <= frame.x1 + 1 and frame.y0 <= e.y0 and e.y1 <= frame.y1 + 1, (e, frame)
