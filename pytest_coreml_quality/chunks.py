@@ -16,10 +16,18 @@ different list (another golden set, another shard) never shares a chunk's lock.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
-from typing import TypeVar
+from pathlib import Path
+from typing import Protocol, TypeVar
 
-Item = TypeVar("Item")
+from pytest_coreml_quality.cachefs import build_lock, parts_digest, try_lock
+
+
+class _Image(Protocol):
+    @property
+    def image_hash(self) -> str: ...
+
+
+Item = TypeVar("Item", bound=_Image)
 
 DEFAULT_CHUNK = 8  # images: one ISNet chunk is ~10 s of inference on 2 cores, worth a lock
 
@@ -27,28 +35,33 @@ DEFAULT_CHUNK = 8  # images: one ISNet chunk is ~10 s of inference on 2 cores, w
 def fill_in_chunks(
     items: Sequence[Item],
     size: int,
+    variant_key: str,
+    lock_dir: Path,
     done: Callable[[Item], bool],
-    claim: Callable[[Sequence[Item]], AbstractContextManager[bool]],
-    wait: Callable[[Sequence[Item]], AbstractContextManager[object]],
     fill: Callable[[Sequence[Item]], None],
 ) -> None:
     """Make ``done`` true for every item, calling ``fill(chunk)`` only on chunks this worker holds.
 
-    ``claim(chunk)`` tries the chunk's lock without waiting (giving whether it is ours),
-    ``wait(chunk)`` takes it waiting; ``fill(chunk)`` reads what others wrote and computes
-    the rest (a worker that failed midway leaves work that the next holder does).
+    Each chunk has a lock in ``lock_dir`` named from ``variant_key`` and its images' hashes.
+    A chunk whose lock is free is taken without waiting and filled; the chunks others hold
+    are waited for afterwards, then filled too: ``fill(chunk)`` reads what others wrote and
+    computes the rest (a worker that failed midway leaves work that the next holder does).
     """
     size = max(1, size)
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
+
+    def lock(chunk: Sequence[Item]) -> Path:
+        return lock_dir / parts_digest(variant_key, "chunk", *(item.image_hash for item in chunk))
+
     held_elsewhere = []
     for chunk in chunks:
         if all(done(item) for item in chunk):
             continue
-        with claim(chunk) as ours:
+        with try_lock(lock(chunk)) as ours:
             if ours:
                 fill(chunk)
             else:
                 held_elsewhere.append(chunk)
     for chunk in held_elsewhere:
-        with wait(chunk):
+        with build_lock(lock(chunk)):
             fill(chunk)

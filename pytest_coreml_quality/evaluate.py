@@ -37,12 +37,10 @@ from numpy.typing import NDArray
 from pytest_coreml_quality.cachefs import (
     Note,
     atomic_write_bytes,
-    build_lock,
     parts_digest,
     read_sealed_array,
     report_repair,
     seal,
-    try_lock,
 )
 from pytest_coreml_quality.chunks import DEFAULT_CHUNK, fill_in_chunks
 from pytest_coreml_quality.dataset import Dataset, Sample
@@ -89,14 +87,10 @@ class PredictionCache:
         np.save(buf, arr, allow_pickle=False)
         atomic_write_bytes(self.path(key), seal(key, buf.getvalue()))
 
-    def claim(self, key: str) -> Any:
-        """A context manager that tries to take the lock ``key`` (a chunk of a variant's images)
-        without waiting; it gives True when this process now holds it, False when another does."""
-        return try_lock(self.directory / "locks" / key)
-
-    def wait(self, key: str) -> Any:
-        """The lock ``key``, waiting for whoever holds it (to read what it wrote)."""
-        return build_lock(self.directory / "locks" / key)
+    @property
+    def locks(self) -> Path:
+        """Where the per-chunk locks of :func:`.chunks.fill_in_chunks` live."""
+        return self.directory / "locks"
 
 
 def mask_problem(arr: NDArray[Any], shape: tuple[int, ...]) -> str | None:
@@ -221,15 +215,12 @@ class EvaluationResult:
         fill_in_chunks(
             samples,
             ev.chunk_size,
+            self.key.digest(),
+            cache.locks,
             done=lambda s: s.id in found,
-            claim=lambda chunk: cache.claim(self._chunk_key(chunk)),
-            wait=lambda chunk: cache.wait(self._chunk_key(chunk)),
             fill=lambda chunk: self._fill(chunk, found),
         )
         return {s.id: found[s.id] for s in samples}
-
-    def _chunk_key(self, chunk: Sequence[Sample]) -> str:
-        return parts_digest(self.key.digest(), "chunk", *(s.image_hash for s in chunk))
 
     def _read_cached(self, samples: Sequence[Sample], found: dict[str, NDArray[np.float32]], damaged: dict[str, str] | None = None) -> None:
         """Put the cached masks of ``samples`` into ``found``; note unusable entries in ``damaged``."""

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from pytest_coreml_quality import catalogue
-from pytest_coreml_quality.cachefs import Note, atomic_write_bytes, build_lock, parts_digest, read_sealed_array, report_repair, seal, try_lock
+from pytest_coreml_quality.cachefs import Note, atomic_write_bytes, parts_digest, read_sealed_array, report_repair, seal
 from pytest_coreml_quality.chunks import DEFAULT_CHUNK, fill_in_chunks
 from pytest_coreml_quality.dataset import Dataset, Sample
 from pytest_coreml_quality.errors import CoreMLQualityError, UnsupportedModelError
@@ -90,13 +90,10 @@ class TensorCache:
         np.save(buf, np.ascontiguousarray(arr, dtype=np.float32), allow_pickle=False)
         atomic_write_bytes(self.path(key), seal(key, buf.getvalue()))
 
-    def claim(self, key: str) -> Any:
-        """Try the lock ``key`` (a chunk of a variant's images) without waiting: gives whether we hold it."""
-        return try_lock(self.directory / "locks" / key)
-
-    def wait(self, key: str) -> Any:
-        """The lock ``key``, waiting for whoever holds it."""
-        return build_lock(self.directory / "locks" / key)
+    @property
+    def locks(self) -> Path:
+        """Where the per-chunk locks of :func:`.chunks.fill_in_chunks` live."""
+        return self.directory / "locks"
 
 
 @dataclass
@@ -172,9 +169,9 @@ class TensorEvaluation:
         fill_in_chunks(
             samples,
             self.chunk_size,
+            self.key,
+            cache.locks,
             done=lambda s: self._complete(s, found),
-            claim=lambda chunk: cache.claim(self._chunk_key(chunk)),
-            wait=lambda chunk: cache.wait(self._chunk_key(chunk)),
             fill=lambda chunk: self._fill(chunk, found),
         )
         # In the golden set's order, whichever worker (or earlier run) computed which image.
@@ -182,9 +179,6 @@ class TensorEvaluation:
 
     def _complete(self, sample: Sample, found: dict[str, dict[str, NDArray[np.float32]]]) -> bool:
         return all(sample.id in found[name] for name in self.output_names)
-
-    def _chunk_key(self, chunk: Sequence[Sample]) -> str:
-        return parts_digest(self.key, "chunk", *(s.image_hash for s in chunk))
 
     def _read_cached(
         self, samples: Sequence[Sample], found: dict[str, dict[str, NDArray[np.float32]]], damaged: list[tuple[str, str]] | None = None
