@@ -26,7 +26,8 @@ def build_recipe(
 ) -> str:
     """Compress ``model`` with ``recipe`` and save the result at ``out_path``.
 
-    ``out_path`` must carry the model's suffix (``.mlmodel`` or ``.mlpackage``). Returns
+    ``out_path`` ends in ``.mlmodel`` for a NeuralNetwork (even one the user shipped in a
+    package), else in the model's suffix. Returns
     the name of the path taken (``"fast"`` or ``"coremltools"``) for the progress line.
     coremltools' prints, bars and warnings are captured; if it fails, a
     :class:`RecipeError` carries its message and the tail of what it printed. ``memo``

@@ -296,7 +296,10 @@ def _build_into_scratch(
     remove_path(entry)
     for debris in entry.parent.glob(f".{entry.name}.*.partial"):
         remove_path(debris)
-    file_name = f"{model.path.stem}-{_file_safe(recipe.name)}{model.path.suffix}"
+    # A NeuralNetwork spec is self-contained and coremltools' NeuralNetwork writers make one
+    # file, so its variants are .mlmodel files even when the user's model is a package.
+    suffix = ".mlmodel" if model.kind == "neuralNetwork" else model.path.suffix
+    file_name = f"{model.path.stem}-{_file_safe(recipe.name)}{suffix}"
     started = time.perf_counter()
     tmp = stack.enter_context(atomic_output(entry))
     tmp.mkdir()
