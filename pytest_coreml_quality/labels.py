@@ -23,7 +23,14 @@ def labels_path(dataset: Dataset) -> Path | None:
 
 
 def read_labels(dataset: Dataset) -> dict[str, str] | None:
-    """Sample id -> true class label, or None without ``labels.csv``; raises :class:`DatasetError`."""
+    """Sample id -> true class label, or None without ``labels.csv``; raises :class:`DatasetError`.
+
+    A shard (:meth:`.Dataset.shard`) checks the file against the whole golden set, as a
+    single job would, and keeps its own images' labels.
+    """
+    if dataset.whole is not None:
+        labels = read_labels(dataset.whole)
+        return None if labels is None else {sid: labels[sid] for sid in dataset.ids}
     path = labels_path(dataset)
     if path is None:
         return None

@@ -234,7 +234,7 @@ def merge_partials(paths: Sequence[Path]) -> MergedRun:
     for name, model in first.run.models.items():
         merged = replace(model, variants={}, dataset_images=len(images), dataset_hash=dataset_hash)
         for key, variant in model.variants.items():
-            merged.variants[key] = _merge_variant(name, key, variant, [(i, p) for _, i, p in images])
+            merged.variants[key] = _merge_variant(name, key, variant, [(i, p) for _, i, p in images], model.output_kind)
         run.models[name] = merged
     recorded = first.shard["models"]
     return MergedRun(
@@ -248,7 +248,9 @@ def merge_partials(paths: Sequence[Path]) -> MergedRun:
     )
 
 
-def _merge_variant(model: str, key: str, first: VariantResult, images: list[tuple[dict[str, Any], Partial]]) -> VariantResult:
+def _merge_variant(
+    model: str, key: str, first: VariantResult, images: list[tuple[dict[str, Any], Partial]], output_kind: str = "mask"
+) -> VariantResult:
     """One variant over the whole set: shard 1's per-variant figures, everyone's per-image values."""
     per_image: dict[str, dict[str, float]] = {}
     curves: dict[str, tuple[Path, dict[str, str]]] = {}  # image -> (its report, its packed curves)
@@ -275,7 +277,10 @@ def _merge_variant(model: str, key: str, first: VariantResult, images: list[tupl
     if per_image:
         weights = [float(image["weight"]) for image, _ in images if image["id"] in per_image]
         ids = list(per_image)
-        _recompute(result, key, ids, weights, curves, model)
+        if output_kind == "mask":
+            _recompute(result, key, ids, weights, curves, model)
+        else:
+            _recompute_tensors(result, key, ids, weights)
     return result
 
 
@@ -298,6 +303,26 @@ def _recompute(
         flat = np.zeros(256)  # the figures kept between backends use no curve
         summary = _summary(between, [(flat, flat)] * len(ids), weights)
         result.backend_drift = {k: v for k, v in summary.items() if k in BACKEND_DRIFT}
+
+
+def _recompute_tensors(result: VariantResult, key: str, ids: list[str], weights: list[float]) -> None:
+    """Set figures of a model whose outputs are not masks, as :meth:`.QualitySession._tensor_quality` computes them.
+
+    Every tensor and classifier figure is a weighted mean, a min or a max of per-image
+    values (:func:`.tensors.aggregate`), so the per-image values in the golden set's order
+    give them exactly; with several outputs, the per-output values and their worst.
+    """
+    from pytest_coreml_quality.lanes import split_key
+    from pytest_coreml_quality.tensors import aggregate, drift_summary, output_names
+
+    w = np.asarray(weights, dtype=np.float64)
+    truth = [{k: v for k, v in result.per_image[i].items() if not k.startswith((DRIFT, BACKEND))} for i in ids]
+    if any(truth):  # a classifier's top-1/top-5 hits against labels.csv
+        result.metrics = aggregate(truth, w)
+    if split_key(key)[0] != BASE_VARIANT:
+        drift = [_strip(result.per_image[i], DRIFT) for i in ids]
+        if any(drift):
+            result.drift = drift_summary(drift, w, output_names(drift[0]))
 
 
 def _strip(values: Mapping[str, float], prefix: str) -> dict[str, float]:

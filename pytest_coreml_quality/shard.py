@@ -10,6 +10,9 @@ merge needs and checks: the shard's images (position in the set, weight, pixel h
 the golden set's listing, the settings that change figures, each model's thresholds and
 swept recipes; each variant's result also carries its images' F/E curves (``curves``),
 because set figures such as max F come from the mean curve, not from per-image values.
+Outputs that are not masks (tensors, heat maps, classifiers) need no more than their
+per-image values: each of their set figures is a weighted mean, a min or a max of them
+(:func:`.tensors.drift_summary`).
 Size, download size and build time are per variant: every shard has them. Load times are
 measured by shard 1 only (the others skip their load items), and the merge takes shard 1's.
 """
@@ -84,22 +87,7 @@ def check_shard_run(session: "QualitySession") -> None:
     if settings.baseline is not None or settings.save_baseline is not None:
         raise SettingError(
             f"{flag}: baselines compare whole-set figures; expected --coreml-baseline / --coreml-save-baseline "
-            "in a single-job run, not in a shard run"
-        )
-    if settings.output_kind not in ("auto", "mask"):
-        raise SettingError(
-            f"{flag}: --coreml-output-kind={settings.output_kind} cannot be sharded yet; expected mask outputs "
-            "(run tensor, heat-map and classifier models in one job)"
-        )
-
-
-def check_sharded_kinds(session: "QualitySession") -> None:
-    """After 'auto' decided each model's output kind: only masks can be merged exactly (for now)."""
-    if session.kinds:
-        names = ", ".join(f"{key} ({kind})" for key, kind in session.kinds.items())
-        raise SettingError(
-            f"--coreml-shard: {names}: outputs that are not masks cannot be sharded yet; "
-            "expected mask outputs (run these models in one job)"
+            "in the --coreml-merge run (or a single-job run), not in a shard run"
         )
 
 
@@ -113,6 +101,7 @@ def figure_settings(session: "QualitySession") -> dict[str, Any]:
         "hce": s.hce,
         "load_rounds": s.load_rounds,
         "recommend_metric": s.recommend_metric,
+        "keypoint_tolerance": s.keypoint_tolerance,
         "preprocess": {key: asdict(session.preprocess_settings(key)) for key in session.results.models},
     }
 
@@ -129,7 +118,8 @@ def shard_section(session: "QualitySession") -> dict[str, Any]:
         "index": index,
         "count": count,
         "load_times": index == LOAD_SHARD,
-        "golden_set": {"images": len(whole.ids), "listing": whole.listing_digest(), "has_truth": whole.has_truth},
+        "golden_set": {"images": len(whole.ids), "listing": whole.listing_digest(), "has_truth": whole.has_truth,
+                       "labels": session.labels is not None},
         "images": [
             {"id": s.id, "position": position[s.id], "weight": s.weight, "image_hash": s.image_hash, "mask_hash": s.mask_hash}
             for s in session.dataset

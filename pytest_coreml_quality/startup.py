@@ -107,10 +107,6 @@ def open_everything(session: QualitySession) -> None:
     if session.dataset is not None:
         check_truth_bounds(session)
         decide_masks(session)
-    if settings.shard is not None:
-        from pytest_coreml_quality.shard import check_sharded_kinds
-
-        check_sharded_kinds(session)
 
 
 def check_truth_bounds(session: QualitySession) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -249,10 +249,7 @@ class TensorEvaluation:
         weights = np.asarray([e.weight for e in self.dataset.entries], dtype=np.float64)
         several = len(self.output_names) > 1
         per_image: dict[str, dict[str, float]] = {sid: {} for sid in ids}
-        summary: dict[str, float] = {}
-        by_output: dict[str, dict[str, float]] = {}
         for name in self.output_names:
-            rows = {}
             for sid in ids:
                 a, b = mine[name][sid], theirs[name][sid]
                 if a.shape != b.shape:
@@ -263,7 +260,7 @@ class TensorEvaluation:
                         expected="a variant whose outputs have the base model's shapes",
                     )
                 try:
-                    rows[sid] = classifier_values(a, b) if self.kind == "classifier" else tensor_values(
+                    row = classifier_values(a, b) if self.kind == "classifier" else tensor_values(
                         a, b, keypoint_tolerance, image=name in self.image_outputs
                     )
                 except ValueError as exc:  # heat maps that are not (K, H, W)
@@ -271,16 +268,14 @@ class TensorEvaluation:
                         f"output '{name}' of {self.model.name}: {exc}", path=self.model.path, field="--coreml-output-kind",
                         expected="'tensor' for outputs that are not keypoint heat maps",
                     ) from None
-            by_output[name] = aggregate([rows[sid] for sid in ids], weights)
-            for sid in ids:
-                per_image[sid].update({f"{k}[{name}]" if several else k: v for k, v in rows[sid].items()})
-        for value_name in next(iter(by_output.values())):
-            values = [by_output[name][value_name] for name in self.output_names]
-            summary[value_name] = worst(value_name, values)
-            if several:
-                summary.update({f"{value_name}[{name}]": by_output[name][value_name] for name in self.output_names})
-                for sid in ids:
-                    per_image[sid][value_name] = worst(value_name, [per_image[sid][f"{value_name}[{n}]"] for n in self.output_names])
+                per_image[sid].update({f"{k}[{name}]" if several else k: v for k, v in row.items()})
+        rows = [per_image[sid] for sid in ids]
+        summary = drift_summary(rows, weights, self.output_names if several else None)
+        if several:  # each image's value is its worst output's, as the set figure is
+            for value_name in summary:
+                if "[" not in value_name:
+                    for row in rows:
+                        row[value_name] = worst(value_name, [row[f"{value_name}[{n}]"] for n in self.output_names])
         return TensorDrift(per_image=per_image, summary=summary)
 
 
@@ -293,6 +288,37 @@ def accuracy(evaluation: TensorEvaluation, truth: dict[str, str]) -> tuple[dict[
     per_image = {sid: accuracy_values(probs[sid], names, truth[sid]) for sid in ids}
     weights = np.asarray([e.weight for e in evaluation.dataset.entries], dtype=np.float64)
     return per_image, aggregate([per_image[sid] for sid in ids], weights)
+
+
+def drift_summary(rows: list[dict[str, float]], weights: NDArray[np.float64], outputs: Sequence[str] | None) -> dict[str, float]:
+    """Whole-set drift figures from per-image values (rows in the golden set's order).
+
+    With one output (``outputs`` None) each value aggregates as its figure says. With
+    several, the rows hold ``<value>[<output>]``: each output's values aggregate on their
+    own (reported as such) and the bare figure is the worst output's, so a bound holds for
+    every output. A ``--coreml-merge`` run calls this on the shards' per-image values.
+    """
+    if outputs is None:
+        return aggregate(rows, weights)
+    by_output = {
+        name: aggregate([{k[: -len(name) - 2]: v for k, v in r.items() if k.endswith(f"[{name}]")} for r in rows], weights)
+        for name in outputs
+    }
+    summary: dict[str, float] = {}
+    for value_name in next(iter(by_output.values())):
+        summary[value_name] = worst(value_name, [by_output[name][value_name] for name in outputs])
+        summary.update({f"{value_name}[{name}]": by_output[name][value_name] for name in outputs})
+    return summary
+
+
+def output_names(row: Mapping[str, float]) -> list[str] | None:
+    """The outputs named in a per-image row (``<value>[<output>]``) in order, None for a one-output model."""
+    names: dict[str, None] = {}
+    for key in row:
+        value, bracket, rest = key.partition("[")
+        if bracket and rest.endswith("]"):
+            names[rest[:-1]] = None
+    return list(names) or None
 
 
 def aggregate(rows: list[dict[str, float]], weights: NDArray[np.float64]) -> dict[str, float]:

@@ -266,7 +266,6 @@ def test_merge_sets_aside_models_from_the_config_file() -> None:
     [
         ((), "expected --coreml-report-json=FILE too"),
         (("--coreml-report-json=r.json", "--coreml-save-baseline=b.json"), "baselines compare whole-set figures"),
-        (("--coreml-report-json=r.json", "--coreml-output-kind=tensor"), "--coreml-output-kind=tensor cannot be sharded yet"),
     ],
 )
 def test_shard_run_needs_a_report_and_no_baseline(pytester: pytest.Pytester, shared_cache: Path, args: tuple[str, ...], message: str) -> None:

@@ -1,0 +1,101 @@
+"""Sharding beyond masks (issue 14, item 4): tensor and classifier outputs, a baseline judged in
+the merge run, and compute-unit lanes / two backends. Each merge is compared with one job
+field by field (JSON without timings and paths, table, outcomes, JUnit properties)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .conftest import FIXTURES
+from .drift.models import save_classifier_model, save_two_output_model
+from .fake_coremltools import FakeCoreMLTools, install
+from .test_shard_merge import _properties, comparable, differences, merge, table
+
+GOLDEN = FIXTURES / "golden"
+SEG = FIXTURES / "models" / "TinySeg.mlmodel"
+
+pytestmark = pytest.mark.usefixtures("plain_run_environment")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A classifier and a two-output tensor model; a labelled image-only set and a plain one."""
+    root = tmp_path_factory.mktemp("shard-kinds")
+    shutil.copytree(GOLDEN / "images", root / "photos" / "images")
+    shutil.copytree(GOLDEN / "images", root / "labelled" / "images")
+    names = sorted(p.name for p in (root / "labelled" / "images").iterdir())
+    # Labels cycling through the classes: some top-1 and top-5 hits, some misses.
+    rows = [f"{name},class{k % 4}" for k, name in enumerate(names)]
+    (root / "labelled" / "labels.csv").write_text("image,label\n" + "\n".join(rows) + "\n")
+    return {
+        "classifier": save_classifier_model(root / "Classifier.mlmodel"),
+        "two": save_two_output_model(root / "DepthAndFeatures.mlmodel"),
+        "photos": root / "photos",
+        "labelled": root / "labelled",
+        "cache": root / "cache",
+    }
+
+
+def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest("-p", "no:randomly", "-p", "no:cacheprovider", "--coreml-load-rounds=1", *args)
+
+
+def _same_as_one_job(
+    pytester: pytest.Pytester, name: str, common: tuple[str, ...], counts: tuple[int, ...] = (2, 3),
+    merge_args: tuple[str, ...] = (), single_args: tuple[str, ...] = (), shard_passed: int | None = None,
+) -> dict:
+    """Run one job and ``count`` shards + a merge for each count; assert the merge equals the job. Returns the job's JSON."""
+    one, junit_one = pytester.path / f"{name}-one.json", pytester.path / f"{name}-one.xml"
+    single = _run(pytester, *common, *single_args, f"--coreml-report-json={one}", f"--junitxml={junit_one}")
+    assert "Traceback" not in single.stdout.str() + single.stderr.str()
+    outcomes = single.parseoutcomes()
+    for count in counts:
+        folder = pytester.path / f"{name}-shards{count}"
+        for index in range(1, count + 1):
+            part = _run(pytester, *common, f"--coreml-shard={index}/{count}", f"--coreml-report-json={folder}/s{index}.json")
+            assert part.ret == 0, part.stdout.str() + part.stderr.str()
+            if shard_passed is not None:
+                part.assert_outcomes(passed=shard_passed)
+        out, junit = pytester.path / f"{name}-merged{count}.json", pytester.path / f"{name}-merged{count}.xml"
+        merged = merge(
+            pytester, *[a for a in common if a.startswith("-k") or not a.startswith("-")], *merge_args,
+            f"--coreml-merge={folder}", f"--coreml-report-json={out}", f"--junitxml={junit}",
+        )
+        assert merged.parseoutcomes() == outcomes, merged.stdout.str()
+        assert table(merged) == table(single)
+        found = differences(comparable(json.loads(out.read_text())), comparable(json.loads(one.read_text())))
+        assert not found, found[:10]
+        assert _properties(junit) == _properties(junit_one) and _properties(junit_one)
+    return json.loads(one.read_text())
+
+
+def test_classifier_shards_merge_to_one_job(pytester: pytest.Pytester, files: dict[str, Path]) -> None:
+    common = (
+        f"--coreml-model={files['classifier']}", f"--coreml-dataset={files['labelled']}", "--coreml-variants=q8,q2",
+        f"--coreml-cache-dir={files['cache']}", "-k", "not load",
+        "--coreml-min-top1-agreement=0.99", "--coreml-min-top5=0.5", "--coreml-max-kl=0.01",
+    )
+    data = _same_as_one_job(pytester, "classifier", common, shard_passed=6)
+    summary = data["summary"]["Classifier.mlmodel"]
+    # Figures a merge must rebuild from per-image values: accuracy, agreement, overlap, KL.
+    assert 0 < summary["base"]["top1"] < summary["base"]["top5"] < 1
+    assert summary["q2"]["drift_top1_agreement"] < 1 and summary["q2"]["drift_kl"] > 0
+    verdicts = {row: summary[row]["passed"] for row in ("base", "q8", "q2")} if "passed" in summary["base"] else None
+    assert verdicts is None or len(set(verdicts.values())) > 1
+
+
+def test_tensor_shards_merge_to_one_job(pytester: pytest.Pytester, files: dict[str, Path]) -> None:
+    """Two outputs: per-output figures and the worst of them (means, a min and a max) merge exactly."""
+    common = (
+        f"--coreml-model={files['two']}", f"--coreml-dataset={files['photos']}", "--coreml-variants=q8,q2",
+        f"--coreml-cache-dir={files['cache']}", "-k", "not load", "--coreml-min-cosine=0.9999",
+    )
+    data = _same_as_one_job(pytester, "tensor", common, shard_passed=6)
+    q2 = data["summary"]["DepthAndFeatures.mlmodel"]["q2"]
+    assert q2["drift_tensor_mae"] > 0 and q2["drift_tensor_psnr"] is not None
+    drift = data["models"]["DepthAndFeatures.mlmodel"]["variants"]["q2"]["drift"]
+    assert {"tensor_psnr[depth]", "tensor_psnr[features]", "tensor_max_abs[depth]"} <= set(drift)
