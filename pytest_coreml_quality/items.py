@@ -61,7 +61,9 @@ class CoreMLModelCollector(pytest.Collector):
                 for lane in lanes:
                     name = f"{check}[{lane.item_id(recipe) if lane else recipe}]"
                     key = lane.key(recipe) if lane else recipe
-                    make = _merged_function if self.state.merged is not None else _check_function
+                    # A merge run judges the merged figures; its baseline items compare them as one job's would.
+                    merging = self.state.merged is not None and check != "baseline"
+                    make = _merged_function if merging else _check_function
                     item = CoreMLCheckItem.from_parent(self, name=name, callobj=make(self.model_key, key, check))
                     item.extra_keyword_matches.update({recipe, check, self.model_key})
                     if lane is not None:

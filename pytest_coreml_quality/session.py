@@ -588,7 +588,8 @@ class QualitySession:
         from pytest_coreml_quality.baseline import Tolerances, compare_to_baseline
 
         assert self.settings.baseline is not None
-        self.variant(model_key, recipe)
+        if self.merged is None:  # a merge run has the shards' figures and no model to build
+            self.variant(model_key, recipe)
         if self.dataset is not None:
             self.quality(model_key, recipe)
         whole = self.results.models[model_key]

@@ -489,12 +489,6 @@ def _merge_only(settings: Settings, from_cli: set[str], table: "ProjectTable | N
             )
     if settings.shard is not None:
         raise SettingError(f"{merge}: ini 'coreml_shard' is set too; expected either a shard run or a merge run")
-    if settings.baseline is not None:
-        spec = _spec("coreml_baseline")
-        raise SettingError(
-            f"{merge}: {spec.flag} / ini '{spec.ini}' is not supported in a merge run yet; "
-            "expected it in a single-job run (--coreml-save-baseline works in a merge run)"
-        )
     set_aside = bool(settings.models or settings.dataset or (table is not None and table.models))
     notes = settings.notes
     if set_aside:

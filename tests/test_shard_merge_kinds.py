@@ -99,3 +99,29 @@ def test_tensor_shards_merge_to_one_job(pytester: pytest.Pytester, files: dict[s
     assert q2["drift_tensor_mae"] > 0 and q2["drift_tensor_psnr"] is not None
     drift = data["models"]["DepthAndFeatures.mlmodel"]["variants"]["q2"]["drift"]
     assert {"tensor_psnr[depth]", "tensor_psnr[features]", "tensor_max_abs[depth]"} <= set(drift)
+
+
+# --- a baseline judged by the merge run ------------------------------------------------------------
+
+
+def test_merge_run_compares_with_a_baseline_as_one_job(pytester: pytest.Pytester, shared_cache: Path) -> None:
+    common = (
+        f"--coreml-model={SEG}", f"--coreml-dataset={GOLDEN}", "--coreml-variants=q8,q4", f"--coreml-cache-dir={shared_cache}",
+        "-k", "not load", "--coreml-min-iou=0.5",
+    )
+    saved = pytester.path / "saved.json"
+    _run(pytester, *common, f"--coreml-save-baseline={saved}").assert_outcomes(passed=6)
+    # The baseline claims q4 was better than it is: its baseline item fails, the others pass.
+    data = json.loads(saved.read_text())
+    q4 = data["models"]["TinySeg.mlmodel"]["variants"]["q4"]
+    q4["metrics"]["iou"] = min(1.0, q4["metrics"]["iou"] + 0.05)
+    q4["drift"]["mae"] = q4["drift"]["mae"] / 10
+    baseline = pytester.path / "baseline.json"
+    baseline.write_text(json.dumps(data))
+    args = (f"--coreml-baseline={baseline}", "--coreml-baseline-tolerance-metric=0.001")
+    one = _same_as_one_job(pytester, "baseline", common, counts=(2,), merge_args=args, single_args=args)
+    checks = one["models"]["TinySeg.mlmodel"]["variants"]["q4"]["checks"]
+    assert {c["metric"] for c in checks if c["check"] == "baseline" and not c["passed"]} == {"iou", "drift_mae"}
+    failing = _run(pytester, "-k", "baseline", f"--coreml-merge={pytester.path / 'baseline-shards2'}", *args)
+    failing.assert_outcomes(passed=2, failed=1)
+    failing.stdout.fnmatch_lines([f"*TinySeg.mlmodel [[]q4[]]: worse than baseline {baseline}*", "*iou*"])
