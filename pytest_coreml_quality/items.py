@@ -246,7 +246,13 @@ def _merged_function(model_key: str, recipe: str, check: str) -> Callable[..., N
 
     def merged(request: pytest.FixtureRequest) -> None:
         state = _state(request)
-        result = state.results.models[model_key].variant(recipe)
+        key = recipe
+        if check == "size":  # one item per recipe, as in one job: every lane's row judged, the first reported
+            keys = state.run_keys(recipe)
+            for other in keys[1:]:
+                state.check(model_key, other, "size", _bounds(state, model_key, "size", state.results.models[model_key].variant(other)))
+            key = keys[0]
+        result = state.results.models[model_key].variant(key)
         view = result
         if check == "load-cold":
             view = replace(result, load=replace(result.load, warm_s=None, predict_ms=None))
@@ -259,12 +265,16 @@ def _merged_function(model_key: str, recipe: str, check: str) -> Callable[..., N
             "load": view.load.cold_s is not None or view.load.warm_s is not None,
         }[family]
         if not measured:
-            pytest.skip(f"the shard reports hold no {family} figures for {model_key} [{recipe}] (their {check} item did not run)")
-        bounds = [b for b in state.configured_bounds(model_key) if b.check != family or _measured(b, view)]
-        _finish(request, state, model_key, recipe, family, bounds=bounds, view=view)
+            pytest.skip(f"the shard reports hold no {family} figures for {model_key} [{key}] (their {check} item did not run)")
+        _finish(request, state, model_key, key, family, bounds=_bounds(state, model_key, family, view), view=view)
 
     merged.__name__ = check.replace("-", "_")
     return merged
+
+
+def _bounds(state: QualitySession, model_key: str, family: str, view: VariantResult) -> list[Bound]:
+    """The configured bounds a merge run judges: those of ``family`` on figures the shards measured."""
+    return [b for b in state.configured_bounds(model_key) if b.check != family or _measured(b, view)]
 
 
 def _measured(bound: Bound, result: VariantResult) -> bool:

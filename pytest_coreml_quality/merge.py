@@ -357,6 +357,7 @@ def _summary(values: list[dict[str, float]], curves: list[tuple[Any, Any]], weig
 
 def open_merge(session: "QualitySession") -> None:
     """Fill ``session`` from the shard reports instead of opening models (``--coreml-merge``)."""
+    from pytest_coreml_quality.lanes import plan_lanes, split_key
     from pytest_coreml_quality.settings import ModelSettings
 
     settings = session.settings
@@ -367,8 +368,11 @@ def open_merge(session: "QualitySession") -> None:
     )
     session.merged = merged
     session.results = merged.results
+    # The shards' lanes (compute units, two backends): the items and rows are one job's.
+    ran = merged.partials[0].shard["settings"]
+    session.lanes = plan_lanes(list(ran["backends"]), tuple(ran["compute_units"]), str(ran["precision"]))
     for name, model in merged.results.models.items():
-        session.recipes[name] = list(model.variants)
+        session.recipes[name] = list(dict.fromkeys(split_key(key)[0] for key in model.variants))
         if merged.swept.get(name):
             session.swept[name] = merged.swept[name]
         session.per_model[name] = ModelSettings(

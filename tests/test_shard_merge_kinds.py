@@ -23,18 +23,22 @@ pytestmark = pytest.mark.usefixtures("plain_run_environment")
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A classifier and a two-output tensor model; a labelled image-only set and a plain one."""
+    """A classifier and a two-output tensor model; a labelled image-only set and a weighted manifest."""
     root = tmp_path_factory.mktemp("shard-kinds")
-    shutil.copytree(GOLDEN / "images", root / "photos" / "images")
-    shutil.copytree(GOLDEN / "images", root / "labelled" / "images")
-    names = sorted(p.name for p in (root / "labelled" / "images").iterdir())
+    photos = sorted((GOLDEN / "images").iterdir())[:9]
+    (root / "labelled" / "images").mkdir(parents=True)
+    for photo in photos:
+        shutil.copy2(photo, root / "labelled" / "images" / photo.name)
     # Labels cycling through the classes: some top-1 and top-5 hits, some misses.
-    rows = [f"{name},class{k % 4}" for k, name in enumerate(names)]
+    rows = [f"{photo.name},class{k % 4}" for k, photo in enumerate(photos)]
     (root / "labelled" / "labels.csv").write_text("image,label\n" + "\n".join(rows) + "\n")
+    # Weighted, in reverse name order (shards split by sorted id): weights and row order must survive the merge.
+    weighted = [f"{photo},{0.5 + k}" for k, photo in enumerate(reversed(photos))]
+    (root / "weighted.csv").write_text("image,weight\n" + "\n".join(weighted) + "\n")
     return {
         "classifier": save_classifier_model(root / "Classifier.mlmodel"),
         "two": save_two_output_model(root / "DepthAndFeatures.mlmodel"),
-        "photos": root / "photos",
+        "weighted": root / "weighted.csv",
         "labelled": root / "labelled",
         "cache": root / "cache",
     }
@@ -73,6 +77,12 @@ def _same_as_one_job(
     return json.loads(one.read_text())
 
 
+def _verdicts(report: dict, model: str) -> dict[str, bool]:
+    """Variant -> whether all its checks passed (the thresholds are chosen so that some fail)."""
+    variants = report["models"][model]["variants"]
+    return {key: all(c["passed"] for c in v["checks"]) for key, v in variants.items()}
+
+
 def test_classifier_shards_merge_to_one_job(pytester: pytest.Pytester, files: dict[str, Path]) -> None:
     common = (
         f"--coreml-model={files['classifier']}", f"--coreml-dataset={files['labelled']}", "--coreml-variants=q8,q2",
@@ -84,17 +94,17 @@ def test_classifier_shards_merge_to_one_job(pytester: pytest.Pytester, files: di
     # Figures a merge must rebuild from per-image values: accuracy, agreement, overlap, KL.
     assert 0 < summary["base"]["top1"] < summary["base"]["top5"] < 1
     assert summary["q2"]["drift_top1_agreement"] < 1 and summary["q2"]["drift_kl"] > 0
-    verdicts = {row: summary[row]["passed"] for row in ("base", "q8", "q2")} if "passed" in summary["base"] else None
-    assert verdicts is None or len(set(verdicts.values())) > 1
+    assert _verdicts(data, "Classifier.mlmodel") == {"base": True, "q8": True, "q2": False}
 
 
 def test_tensor_shards_merge_to_one_job(pytester: pytest.Pytester, files: dict[str, Path]) -> None:
     """Two outputs: per-output figures and the worst of them (means, a min and a max) merge exactly."""
     common = (
-        f"--coreml-model={files['two']}", f"--coreml-dataset={files['photos']}", "--coreml-variants=q8,q2",
+        f"--coreml-model={files['two']}", f"--coreml-dataset={files['weighted']}", "--coreml-variants=q8,q2",
         f"--coreml-cache-dir={files['cache']}", "-k", "not load", "--coreml-min-cosine=0.9999",
     )
     data = _same_as_one_job(pytester, "tensor", common, shard_passed=6)
+    assert _verdicts(data, "DepthAndFeatures.mlmodel") == {"base": True, "q8": True, "q2": False}
     q2 = data["summary"]["DepthAndFeatures.mlmodel"]["q2"]
     assert q2["drift_tensor_mae"] > 0 and q2["drift_tensor_psnr"] is not None
     drift = data["models"]["DepthAndFeatures.mlmodel"]["variants"]["q2"]["drift"]
@@ -125,3 +135,40 @@ def test_merge_run_compares_with_a_baseline_as_one_job(pytester: pytest.Pytester
     failing = _run(pytester, "-k", "baseline", f"--coreml-merge={pytester.path / 'baseline-shards2'}", *args)
     failing.assert_outcomes(passed=2, failed=1)
     failing.stdout.fnmatch_lines([f"*TinySeg.mlmodel [[]q4[]]: worse than baseline {baseline}*", "*iou*"])
+
+
+# --- lanes: compute units and two backends ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_golden(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six of the golden images: every lane scores them, so fewer keep this fast."""
+    root = tmp_path_factory.mktemp("golden6")
+    for sub in ("images", "masks"):
+        (root / sub).mkdir()
+        for path in sorted((GOLDEN / sub).iterdir())[:6]:
+            shutil.copy2(path, root / sub / path.name)
+    return root
+
+
+def test_compute_unit_lanes_shard_and_merge_to_one_job(pytester: pytest.Pytester, shared_cache: Path, small_golden: Path) -> None:
+    common = (
+        f"--coreml-model={SEG}", f"--coreml-dataset={small_golden}", "--coreml-variants=q8", f"--coreml-cache-dir={shared_cache}",
+        "-k", "not load", "--coreml-backend=onnx", "--coreml-precision=fp16", "--coreml-compute-units=CPU_ONLY,CPU_AND_NE",
+        "--coreml-max-drift=0.0001",
+    )
+    one = _same_as_one_job(pytester, "units", common, counts=(2,))
+    assert set(one["summary"]["TinySeg.mlmodel"]) == {f"{r}@{u}" for r in ("base", "q8") for u in ("CPU_ONLY", "CPU_AND_NE")}
+
+
+def test_two_backends_shard_and_merge_to_one_job(
+    pytester: pytest.Pytester, shared_cache: Path, small_golden: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    install(monkeypatch, FakeCoreMLTools(onnx_cache=tmp_path / "fake-onnx"))
+    common = (
+        f"--coreml-model={SEG}", f"--coreml-dataset={small_golden}", "--coreml-variants=q8", f"--coreml-cache-dir={shared_cache}",
+        "-k", "not load", "--coreml-backend=coreml,onnx", "--coreml-compute-units=CPU_ONLY,CPU_AND_NE", "--coreml-max-backend-mae=0",
+    )
+    one = _same_as_one_job(pytester, "backends", common, counts=(3,))
+    fp16 = one["summary"]["TinySeg.mlmodel"]["q8@coreml:CPU_AND_NE"]
+    assert fp16["backend_mae"] > 0 and fp16["backend_flip_share"] is not None
