@@ -89,7 +89,9 @@ def test_classifier_shards_merge_to_one_job(pytester: pytest.Pytester, files: di
         f"--coreml-cache-dir={files['cache']}", "-k", "not load",
         "--coreml-min-top1-agreement=0.99", "--coreml-min-top5=0.5", "--coreml-max-kl=0.01",
     )
-    data = _same_as_one_job(pytester, "classifier", common, shard_passed=6)
+    page = pytester.path / "merged.html"
+    data = _same_as_one_job(pytester, "classifier", common, shard_passed=6, merge_args=(f"--coreml-report-html={page}",))
+    assert "Classifier.mlmodel" in page.read_text() and "<img" not in page.read_text()  # no photos on a merge job
     summary = data["summary"]["Classifier.mlmodel"]
     # Figures a merge must rebuild from per-image values: accuracy, agreement, overlap, KL.
     assert 0 < summary["base"]["top1"] < summary["base"]["top5"] < 1
