@@ -28,6 +28,7 @@ def _load_handlers() -> None:
         activation,
         conv,
         elementwise,
+        ndshape,
         normalization,
         pooling,
         resize,
