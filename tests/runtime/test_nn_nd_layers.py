@@ -82,6 +82,14 @@ def test_constant_pad_wrong_amount_count_is_a_format_error(tmp_path: Path, fp32_
                tmp_path, fp32_options)
 
 
+def test_constant_pad_two_output_sizes_for_one_axis_is_a_format_error(tmp_path: Path,
+                                                                     fp32_options: RuntimeOptions) -> None:
+    with pytest.raises(ModelFormatError, match=r"padAmounts.*both sides of axis 1"):
+        run_nd({"data": _x((2, 4))}, lambda b: b.add_constant_pad("pad", ["data"], "out", pad_amounts=[0, 0, 6, 6],
+                                                                  pad_to_given_output_size_mode=True),
+               tmp_path, fp32_options)
+
+
 # --- reshapeDynamic, whereBroadcastable ----------------------------------------------------
 
 
@@ -105,3 +113,82 @@ def test_where_broadcastable(tmp_path: Path, fp32_options: RuntimeOptions) -> No
     got = run_nd({"cond": cond, "x": x, "y": y},
                  lambda b: b.add_where_broadcastable("w", ["cond", "x", "y"], "out"), tmp_path, fp32_options)
     np.testing.assert_array_equal(got, np.where(cond != 0, x, y))
+
+
+# --- layers coremltools' NN backend emits for shape and index arithmetic --------------------
+
+
+def _const(b: Any, name: str, values: Any) -> None:
+    arr = np.asarray(values, np.float32).reshape(-1)
+    b.add_load_constant_nd(name, name, arr, arr.shape)
+
+
+X = np.random.default_rng(5).permutation(60).reshape(3, 1, 4, 5).astype(np.float32) / 7 - 4  # distinct values
+
+# name -> (what to append after input 'data' = X, numpy reference of the proto's semantics)
+CASES: dict[str, tuple[Callable[[Any], None], Callable[[np.ndarray], np.ndarray]]] = {
+    "broadcastToStatic": (lambda b: b.add_broadcast_to_static("l", "data", "out", output_shape=[2, 3, 6, 4, 5]),
+                          lambda x: np.broadcast_to(x, (2, 3, 6, 4, 5))),
+    "broadcastToLike": (lambda b: (b.add_fill_static("f", "like", output_shape=[3, 6, 1, 1], value=0.0),
+                                   b.add_broadcast_to_like("l", ["data", "like"], "out")),
+                        lambda x: np.broadcast_to(x, (3, 6, 4, 5))),
+    "broadcastToDynamic": (lambda b: (_const(b, "shape", [3, 2, 4, 5]),
+                                      b.add_broadcast_to_dynamic("l", ["data", "shape"], "out")),
+                           lambda x: np.broadcast_to(x, (3, 2, 4, 5))),
+    "reshapeLike": (lambda b: (b.add_fill_static("f", "like", output_shape=[6, 10], value=0.0),
+                               b.add_reshape_like("l", ["data", "like"], "out")),
+                    lambda x: x.reshape(6, 10)),
+    "fillLike": (lambda b: b.add_fill_like("l", "data", "out", value=2.5), lambda x: np.full(x.shape, 2.5)),
+    "fillDynamic": (lambda b: (_const(b, "shape", [2, 3]), b.add_fill_dynamic("l", "shape", "out", value=-1.0)),
+                    lambda x: np.full((2, 3), -1.0)),
+    "rangeStatic": (lambda b: b.add_range_static("l", "out", end=4.0, start=-1.0, step=0.75),
+                    lambda x: np.arange(-1.0, 4.0, 0.75)),
+    "rangeDynamic": (lambda b: (_const(b, "end", [7]), _const(b, "start", [2]),
+                                b.add_range_dynamic("l", ["end", "start"], "out", start=100, step=1.5)),
+                     lambda x: np.arange(2.0, 7.0, 1.5)),
+    "stack": (lambda b: b.add_stack("l", ["data", "data2"], "out", axis=-2),
+              lambda x: np.stack([x, x * 2], axis=-2)),
+    "topK": (lambda b: b.add_topk("l", ["data"], ["out", "idx"], k=3, axis=-1),
+             lambda x: -np.sort(-x, axis=-1)[..., :3]),
+    "topK_bottom_indices": (lambda b: (_const(b, "k", [2]),
+                                       b.add_topk("l", ["data", "k"], ["vals", "out"], k=9, axis=2, use_bottom_k=True)),
+                            lambda x: np.argsort(x, axis=2)[:, :, :2]),
+    "argSort": (lambda b: b.add_argsort("l", "data", "out", axis=3, descending=True),
+                lambda x: np.argsort(-x, axis=3)),
+    "argSort_ascending": (lambda b: b.add_argsort("l", "data", "out", axis=2), lambda x: np.argsort(x, axis=2)),
+    "sliceBySize": (lambda b: (_const(b, "begin", [1]), b.add_slice_by_size("l", ["data", "begin"], "out", axis=2,
+                                                                              size=2)),
+                    lambda x: x[:, :, 1:3]),
+    "sliceBySize_negative_begin": (lambda b: (_const(b, "begin", [-3]),
+                                              b.add_slice_by_size("l", ["data", "begin"], "out", axis=-1, size=2)),
+                                   lambda x: x[..., -3:-1]),
+    "gatherAlongAxis": (lambda b: (_const(b, "idx", [[2, -1, 0, 1, 3]] * 3), b.add_reshape_static("r", "idx", "idx3",
+                                                                                                   [3, 1, 1, 5]),
+                                   b.add_gather_along_axis("l", ["data", "idx3"], "out", axis=2)),
+                        lambda x: np.take_along_axis(x, np.array([[2, 3, 0, 1, 3]] * 3).reshape(3, 1, 1, 5), axis=2)),
+    "reverse": (lambda b: b.add_reverse("l", "data", "out", reverse_dim=[True, False, False, True]),
+                lambda x: x[::-1, :, :, ::-1]),
+    "cumSum": (lambda b: b.add_cumsum("l", ["data"], "out", axis=-2), lambda x: np.cumsum(x, axis=-2)),
+    "cumSum_exclusive_reverse": (
+        lambda b: b.add_cumsum("l", ["data"], "out", axis=3, reverse=True, exclusive=True),
+        lambda x: np.flip(np.cumsum(np.flip(x, 3), 3), 3) - x),
+    "cumSum_axis_input": (lambda b: (_const(b, "axis", [0]), b.add_cumsum("l", ["data", "axis"], "out", axis=3)),
+                          lambda x: np.cumsum(x, axis=0)),
+    "clampedReLU": (lambda b: b.add_clamped_relu("l", "data", "out", alpha=0.3, beta=2.0),
+                    lambda x: np.minimum(2.0, np.where(x >= 0, x, 0.3 * x))),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_nd_layer_matches_numpy(case: str, tmp_path: Path, fp32_options: RuntimeOptions) -> None:
+    add, ref_fn = CASES[case]
+    feeds = {"data": X, "data2": X * 2} if case == "stack" else {"data": X}
+    got = run_nd(feeds, add, tmp_path, fp32_options)
+    ref = np.asarray(ref_fn(X), np.float32)
+    assert got.shape == ref.shape, (got.shape, ref.shape)
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-5)
+
+
+def test_reverse_flag_count_is_a_format_error(tmp_path: Path, fp32_options: RuntimeOptions) -> None:
+    with pytest.raises(ModelFormatError, match=r"reverse\)\.reverseDim.*4 values"):
+        run_nd({"data": X}, lambda b: b.add_reverse("l", "data", "out", reverse_dim=[True]), tmp_path, fp32_options)
