@@ -125,6 +125,8 @@ def _const(b: Any, name: str, values: Any) -> None:
 
 X = np.random.default_rng(5).permutation(60).reshape(3, 1, 4, 5).astype(np.float32) / 7 - 4  # distinct values
 
+EMBED = np.arange(15, dtype=np.float32).reshape(3, 5) / 4 - 1  # [embeddingSize, vocabSize]
+
 # name -> (what to append after input 'data' = X, numpy reference of the proto's semantics)
 CASES: dict[str, tuple[Callable[[Any], None], Callable[[np.ndarray], np.ndarray]]] = {
     "broadcastToStatic": (lambda b: b.add_broadcast_to_static("l", "data", "out", output_shape=[2, 3, 6, 4, 5]),
@@ -176,6 +178,26 @@ CASES: dict[str, tuple[Callable[[Any], None], Callable[[np.ndarray], np.ndarray]
                           lambda x: np.cumsum(x, axis=0)),
     "clampedReLU": (lambda b: b.add_clamped_relu("l", "data", "out", alpha=0.3, beta=2.0),
                     lambda x: np.minimum(2.0, np.where(x >= 0, x, 0.3 * x))),
+    "gatherND": (lambda b: (_const(b, "idx", [[2, 0, 3], [0, 0, 1], [1, 0, 0]]),
+                            b.add_reshape_static("r", "idx", "idx2", [3, 3]),
+                            b.add_gather_nd("l", ["data", "idx2"], "out")),
+                 lambda x: np.stack([x[2, 0, 3], x[0, 0, 1], x[1, 0, 0]])),
+    "whereNonZero": (lambda b: (b.add_activation("relu", "RELU", "data", "pos"), b.add_where_nonzero("l", "pos", "out")),
+                     lambda x: np.argwhere(np.maximum(x, 0))),
+    "oneHot": (lambda b: (_const(b, "idx", [2, -1, 0, 7, 3]),
+                          b.add_one_hot("l", ["idx"], "out", one_hot_vector_size=4, axis=0, on_value=5.0,
+                                        off_value=-1.0)),
+               lambda x: np.where(np.arange(4)[:, None] == np.array([2, -1, 0, 7, 3])[None, :], 5.0, -1.0)),
+    "lowerTriangular": (lambda b: b.add_lower_triangular("l", "data", "out", k=1), lambda x: np.tril(x, 1)),
+    "upperTriangular": (lambda b: b.add_upper_triangular("l", "data", "out", k=-1), lambda x: np.triu(x, -1)),
+    "matrixBandPart": (lambda b: b.add_matrix_band_part("l", "data", "out", num_lower=1, num_upper=2),
+                       lambda x: np.triu(np.tril(x, 2), -1)),
+    "matrixBandPart_all_lower": (lambda b: b.add_matrix_band_part("l", "data", "out", num_lower=-1, num_upper=0),
+                                 lambda x: np.tril(x)),
+    "embeddingND": (lambda b: (_const(b, "ids", [3, 0, 4, 4]), b.add_reshape_static("r", "ids", "ids2", [2, 2, 1]),
+                               b.add_embedding_nd("l", "ids2", "out", vocab_size=5, embedding_size=3, W=EMBED,
+                                                  b=np.array([0.5, -1.0, 2.0]))),
+                    lambda x: EMBED.T[np.array([[3, 0], [4, 4]])] + np.array([0.5, -1.0, 2.0])),
 }
 
 

@@ -1,9 +1,12 @@
-"""Rank-N (Core ML 3+) layers that select, order or accumulate along one axis: topK,
-argSort, sliceBySize, gatherAlongAxis, reverse, cumSum."""
+"""Rank-N (Core ML 3+) layers that select, order, mask or accumulate: topK, argSort,
+sliceBySize, gatherAlongAxis, gatherND, whereNonZero, oneHot, reverse, cumSum, triangular
+and band masks, embeddingND."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 from pytest_coreml_quality.runtime.onnx.nn_layers import nn_layer
 from pytest_coreml_quality.runtime.onnx.nn_layers.context import LayerContext
@@ -85,3 +88,65 @@ def cum_sum(ctx: LayerContext, layer: Any, inputs: list[str]) -> str:
     # CumSum wants a true scalar axis; the builder stores constants with at least one dimension.
     axis = _int_scalar(ctx, inputs[1] if len(inputs) > 1 else ctx.const(float(p.axis), name="axis"), [])
     return ctx.node("CumSum", [inputs[0], axis], exclusive=int(p.excludeFinalSum), reverse=int(p.reverse))
+
+
+@nn_layer("gatherND")
+def gather_nd(ctx: LayerContext, layer: Any, inputs: list[str]) -> str:
+    """params[indices[..., :]]: the last axis of ``indices`` is a multi-index into ``params``."""
+    return ctx.node("GatherND", [inputs[0], ctx.node("Cast", [inputs[1]], to=_INT64)])
+
+
+@nn_layer("whereNonZero")
+def where_non_zero(ctx: LayerContext, layer: Any, inputs: list[str]) -> str:
+    """(N, rank) float multi-indices of the non-zero elements, in row-major order."""
+    return ctx.node("Cast", [ctx.node("Transpose", [ctx.node("NonZero", inputs[:1])], perm=[1, 0])], to=_FLOAT)
+
+
+@nn_layer("oneHot")
+def one_hot(ctx: LayerContext, layer: Any, inputs: list[str]) -> str:
+    """One-hot vectors of ``onValue``/``offValue`` on output axis ``axis``; an index outside
+    [0, size-1] (negative ones too, which ONNX would wrap) gives an all-``offValue`` vector."""
+    p = layer.oneHot
+    if len(inputs) > 1:
+        depth = _int_scalar(ctx, inputs[1], [1])
+    else:
+        depth = ctx.ints([int(p.oneHotVectorSize)], "depth")
+    idx = ctx.node("Cast", [inputs[0]], to=_INT64)
+    idx = ctx.node("Where", [ctx.node("Less", [idx, ctx.ints([0], "zero")]), depth, idx])  # out of range
+    values = ctx.const([p.offValue, p.onValue], name="values")
+    return ctx.node("OneHot", [idx, depth, values], axis=int(p.axis))
+
+
+@nn_layer("lowerTriangular", "upperTriangular")
+def triangular(ctx: LayerContext, layer: Any, inputs: list[str]) -> str:
+    """Zero the last two axes above (lower) or below (upper) the k-th diagonal."""
+    kind = layer.WhichOneof("layer")
+    k = ctx.ints([int(getattr(layer, kind).k)], "k")
+    return ctx.node("Trilu", [inputs[0], ctx.node("Reshape", [k, ctx.ints([], "scalar")])],
+                    upper=1 if kind == "upperTriangular" else 0)
+
+
+@nn_layer("matrixBandPart")
+def matrix_band_part(ctx: LayerContext, layer: Any, inputs: list[str]) -> str:
+    """Keep the band numLower below / numUpper above the diagonal of the last two axes
+    (a negative count keeps that whole triangle)."""
+    p = layer.matrixBandPart
+    shape = ctx.shape(inputs[0])
+    if len(shape) < 2:
+        raise ctx.format_error(f"has a rank-{len(shape)} input", expected="rank 2 or more")
+    m, n = np.indices(shape[-2:])
+    band = ((p.numLower < 0) | (m - n <= p.numLower)) & ((p.numUpper < 0) | (n - m <= p.numUpper))
+    return ctx.node("Mul", [inputs[0], ctx.const(band.astype(np.float32), name="band")])
+
+
+@nn_layer("embeddingND")
+def embedding_nd(ctx: LayerContext, layer: Any, inputs: list[str]) -> str:
+    """Rows of the [embeddingSize, vocabSize] table picked by the indices (last input axis is 1), plus bias."""
+    p = layer.embeddingND
+    vocab, size = int(p.vocabSize), int(p.embeddingSize)
+    table = ctx.weights(p.weights, (size, vocab), "embeddingND.weights")
+    idx = ctx.node("Squeeze", [ctx.node("Cast", [inputs[0]], to=_INT64), ctx.ints([-1], "last")])
+    y = ctx.node("Gather", [ctx.const(np.ascontiguousarray(table.T), name="table"), idx], axis=0)
+    if p.hasBias:
+        y = ctx.node("Add", [y, ctx.const(ctx.weights(p.bias, (size,), "embeddingND.bias"), name="bias")])
+    return y
