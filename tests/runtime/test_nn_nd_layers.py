@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import nn_zoo
-from pytest_coreml_quality.errors import ModelFormatError
+from pytest_coreml_quality.errors import ModelFormatError, UnsupportedModelError
 from pytest_coreml_quality.model import Model
 from pytest_coreml_quality.runtime.base import RuntimeOptions
 from pytest_coreml_quality.runtime.onnx.backend import OnnxBackend
@@ -198,6 +198,17 @@ CASES: dict[str, tuple[Callable[[Any], None], Callable[[np.ndarray], np.ndarray]
                                b.add_embedding_nd("l", "ids2", "out", vocab_size=5, embedding_size=3, W=EMBED,
                                                   b=np.array([0.5, -1.0, 2.0]))),
                     lambda x: EMBED.T[np.array([[3, 0], [4, 4]])] + np.array([0.5, -1.0, 2.0])),
+    "sliceDynamic": (lambda b: (_const(b, "begin", [1, 0, -3, 4]),
+                                b.add_slice_dynamic("l", ["data", "begin"], "out", end_ids=[3, 1, 0, 0],
+                                                    strides=[1, 1, 1, -2], begin_masks=[False, False, False, False],
+                                                    end_masks=[False, False, True, True],
+                                                    squeeze_masks=[False, True, False, False])),
+                     lambda x: x[1:3, 0, -3:, 4::-2]),
+    "sliceDynamic_end_input": (lambda b: (_const(b, "begin", [0, 0, 9, 1]), _const(b, "end", [-1, 1, 1, 5]),
+                                          b.add_slice_dynamic("l", ["data", "begin", "end"], "out", end_ids=[9, 9, 9, 9],
+                                                              strides=[2, 1, -1, 2],
+                                                              begin_masks=[False, False, True, False])),
+                               lambda x: x[0:-1:2, 0:1, :1:-1, 1:5:2]),
 }
 
 
@@ -209,6 +220,17 @@ def test_nd_layer_matches_numpy(case: str, tmp_path: Path, fp32_options: Runtime
     ref = np.asarray(ref_fn(X), np.float32)
     assert got.shape == ref.shape, (got.shape, ref.shape)
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-5)
+
+
+def test_slice_dynamic_with_strides_as_input_is_unsupported(tmp_path: Path, fp32_options: RuntimeOptions) -> None:
+    def add(b: Any) -> None:
+        _const(b, "begin", [0, 0, 0, 0])
+        _const(b, "end", [1, 1, 1, 1])
+        _const(b, "strides", [1, 1, 1, 1])
+        b.add_slice_dynamic("l", ["data", "begin", "end", "strides"], "out")
+
+    with pytest.raises(UnsupportedModelError, match=r"sliceDynamic\).*strides or masks as inputs"):
+        run_nd({"data": X}, add, tmp_path, fp32_options)
 
 
 def test_reverse_flag_count_is_a_format_error(tmp_path: Path, fp32_options: RuntimeOptions) -> None:

@@ -150,3 +150,45 @@ def embedding_nd(ctx: LayerContext, layer: Any, inputs: list[str]) -> str:
     if p.hasBias:
         y = ctx.node("Add", [y, ctx.const(ctx.weights(p.bias, (size,), "embeddingND.bias"), name="bias")])
     return y
+
+
+_BIG = 2**62  # an index past any end: Slice clamps it to the axis
+
+
+@nn_layer("sliceDynamic")
+def slice_dynamic(ctx: LayerContext, layer: Any, inputs: list[str]) -> str:
+    """sliceStatic with beginIds from the second input (and endIds from the third, if any).
+    Strides and masks given as inputs (4th to 7th) are not supported: they decide at run
+    time which end of each axis a masked index means."""
+    p = layer.sliceDynamic
+    if len(inputs) > 3:
+        raise ctx.unsupported(f"takes strides or masks as inputs ({len(inputs)} inputs)",
+                              expected="sliceDynamic.strides, beginMasks, endMasks, squeezeMasks as parameters "
+                                       "(at most 3 inputs: data, beginIds, endIds)")
+    rank = ctx.rank(inputs[0])
+    steps = [int(s) for s in p.strides] or [1] * rank
+
+    def flags(values: Any, field: str) -> list[bool]:
+        # coremltools' builder writes 5 endMasks whatever the rank: unset extra flags are harmless.
+        if any(values[rank:]):
+            raise ctx.format_error(f"sets {field} beyond the input's rank {rank}", field=field,
+                                   expected=f"{rank} values")
+        return [bool(v) for v in values[:rank]] + [False] * (rank - len(values))
+
+    if len(steps) != rank:
+        raise ctx.format_error(f"has {len(steps)} strides for a rank-{rank} input", field="strides",
+                               expected=f"{rank} values")
+    begin_mask, end_mask = flags(p.beginMasks, "beginMasks"), flags(p.endMasks, "endMasks")
+    begins = ctx.node("Cast", [inputs[1]], to=_INT64)
+    ends = ctx.node("Cast", [inputs[2]], to=_INT64) if len(inputs) > 2 else ctx.ints(
+        list(p.endIds) + [0] * (rank - len(p.endIds)), "ends")
+    # A masked index means the start (begin) or the end (end) of the axis in the stride's direction.
+    begin_fill = [0 if s > 0 else _BIG for s in steps]
+    end_fill = [_BIG if s > 0 else -_BIG for s in steps]
+    begins = ctx.node("Where", [ctx.const(begin_mask, bool, name="bmask"), ctx.ints(begin_fill, "bfill"), begins])
+    ends = ctx.node("Where", [ctx.const(end_mask, bool, name="emask"), ctx.ints(end_fill, "efill"), ends])
+    y = ctx.node("Slice", [inputs[0], begins, ends, ctx.ints(list(range(rank)), "axes"), ctx.ints(steps, "steps")])
+    squeeze = [i for i, m in enumerate(flags(p.squeezeMasks, "squeezeMasks")) if m]
+    if squeeze:
+        y = ctx.node("Squeeze", [y, ctx.ints(squeeze, "squeeze")])
+    return y
