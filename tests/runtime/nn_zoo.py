@@ -198,3 +198,54 @@ def torch_outputs(module: nn.Module, x: np.ndarray) -> list[np.ndarray]:
         out = module(torch.from_numpy(x))
     out = out if isinstance(out, (tuple, list)) else (out,)
     return [o.numpy() for o in out]
+
+
+class DynamicHead(nn.Module):
+    """What a BlazeFace-style detector head converts to: a channel constantPad on the
+    shortcut, reshapes whose target is computed from ``x.shape`` (getShape, gather,
+    floorDiv, concatND, reshapeDynamic) and ``torch.where`` (whereBroadcastable)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 6, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        y = self.conv(x) + F.pad(x, (0, 0, 0, 0, 0, 2), value=0.0)
+        n = x.shape[0]
+        anchors = y.permute(0, 2, 3, 1).reshape(n, -1, 3)
+        gated = torch.where(y > 0.3, y, y * 0.5 + 0.15)  # continuous: fp16 may flip the test near 0.3
+        return anchors, gated
+
+
+ZOO["dynamic_head"] = (DynamicHead, (1, 4, 8, 8))
+
+
+def zoo_inputs(name: str) -> Any:
+    """The input declaration ``convert_nn`` is given for a zoo module (None: fixed shape).
+
+    ``dynamic_head`` takes enumerated shapes, as BlazeFace does: with one fixed shape
+    coremltools would fold the shape arithmetic into reshapeStatic."""
+    if name != "dynamic_head":
+        return None
+    import coremltools as ct
+
+    shape = ZOO[name][1]
+    sizes = ct.EnumeratedShapes(shapes=[shape, (2, *shape[1:]), (1, shape[1], 16, 16)], default=shape)
+    return [ct.TensorType(name="input", shape=sizes)]
+
+
+def build_nd(inputs: dict[str, tuple[int, ...]], add: Callable[[Any], None], path: Path) -> Path:
+    """A rank-N (exact array mapping) NeuralNetwork whose layers ``add`` appends to a
+    ``NeuralNetworkBuilder``; its output is the blob 'out'. For layer types and field values
+    coremltools' converters do not emit, tested against numpy references of NeuralNetwork.proto."""
+    import coremltools as ct
+    from coremltools.models import datatypes
+    from coremltools.models.neural_network import NeuralNetworkBuilder
+
+    builder = NeuralNetworkBuilder([(k, datatypes.Array(*s)) for k, s in inputs.items()], [("out", None)],
+                                   disable_rank5_shape_mapping=True)
+    add(builder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ct.utils.save_spec(builder.spec, str(path))
+    return path

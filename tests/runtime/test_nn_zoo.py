@@ -29,7 +29,7 @@ def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every zoo module converted once per session."""
     d = tmp_path_factory.mktemp("nn-zoo")
     for name, (_, shape) in nn_zoo.ZOO.items():
-        nn_zoo.convert_nn(nn_zoo.make_module(name), shape, d / f"{name}.mlmodel")
+        nn_zoo.convert_nn(nn_zoo.make_module(name), shape, d / f"{name}.mlmodel", inputs=nn_zoo.zoo_inputs(name))
     return d
 
 
@@ -75,5 +75,6 @@ def test_zoo_covers_the_vision_layer_types(zoo_dir: Path) -> None:
         seen |= nn_zoo.layer_types(Model.open(zoo_dir / f"{name}.mlmodel").spec)
     expected = {"convolution", "pooling", "activation", "upsample", "padding", "innerProduct", "concat",
                 "softmax", "softmaxND", "slice", "splitND", "reshapeStatic", "transpose", "batchnorm", "add",
-                "multiply", "max", "min", "unary", "clip", "gelu", "crop", "reduceMean", "reduceSum"}
+                "multiply", "max", "min", "unary", "clip", "gelu", "crop", "reduceMean", "reduceSum",
+                "constantPad", "reshapeDynamic", "whereBroadcastable", "getShape", "concatND"}
     assert expected <= seen, f"zoo no longer produces {sorted(expected - seen)}"

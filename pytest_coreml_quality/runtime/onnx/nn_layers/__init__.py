@@ -28,6 +28,8 @@ def _load_handlers() -> None:
         activation,
         conv,
         elementwise,
+        ndindex,
+        ndshape,
         normalization,
         pooling,
         resize,

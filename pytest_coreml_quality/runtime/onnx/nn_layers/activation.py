@@ -59,3 +59,14 @@ def activation(ctx: LayerContext, layer: Any, inputs: list[str]) -> str:
     raise ctx.unsupported(f"uses activation type '{kind}'", expected="one of the ActivationParams types")
 
 
+
+
+@nn_layer("clampedReLU")
+def clamped_relu(ctx: LayerContext, layer: Any, inputs: list[str]) -> str:
+    """min(beta, x) for x >= 0, min(beta, alpha * x) below."""
+    p = layer.clampedReLU
+    x = inputs[0]
+    zero = ctx.const(0.0, name="zero")
+    y = ctx.node("Where", [ctx.node("GreaterOrEqual", [x, zero]), x,
+                           ctx.node("Mul", [x, ctx.const(p.alpha, name="alpha")])])
+    return ctx.node("Min", [y, ctx.const(p.beta, name="beta")])

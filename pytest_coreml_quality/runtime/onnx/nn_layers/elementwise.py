@@ -66,6 +66,15 @@ def binary(ctx: LayerContext, layer: Any, inputs: list[str]) -> str:
     return ctx.node(_BINARY[kind], inputs)
 
 
+@nn_layer("whereBroadcastable")
+def where(ctx: LayerContext, layer: Any, inputs: list[str]) -> str:
+    """condition ? x : y with numpy broadcasting; a non-zero condition value is true."""
+    if len(inputs) != 3:
+        raise ctx.format_error(f"has {len(inputs)} inputs", expected="3 inputs (condition, x, y)")
+    cond = ctx.node("Cast", [inputs[0]], to=9)  # float -> bool: any non-zero value is true
+    return ctx.node("Where", [cond, inputs[1], inputs[2]])
+
+
 @nn_layer("floorDivBroadcastable")
 def floor_div(ctx: LayerContext, layer: Any, inputs: list[str]) -> str:
     return ctx.node("Floor", [ctx.node("Div", inputs)])
