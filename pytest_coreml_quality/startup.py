@@ -203,8 +203,8 @@ def decide_masks(session: QualitySession) -> None:
         settings = session._model_preprocess(session.key(model))
         try:
             pre = Preprocessor(model, settings)
-            if pre.output.is_image:
-                continue  # grayscale image outputs are read as they are
+            if pre.output.is_image and pre.output.color_layout != "GRAYSCALE_FLOAT16":
+                continue  # 8-bit grayscale image outputs are read as they are; float16 ones hold raw values
             decided = read_first_mask(session, model, pre)
         except CoreMLQualityError as exc:
             # Without ground truth there is nothing to score a mask against: 'auto' compares
