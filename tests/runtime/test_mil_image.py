@@ -160,3 +160,13 @@ def test_float16_grayscale_output_is_read_as_a_matte(float16_matte: Any, tmp_pat
     mask = pre.mask_from(outputs, photo.size)
     ref = mil_zoo.torch_out(net, np.asarray(photo.convert("F"), dtype=np.float32)[None, None])[0, 0]
     assert np.abs(mask - ref).max() < 4e-3  # the values themselves, not divided by 255
+
+
+def test_float16_image_models_do_not_reuse_masks_cached_by_older_versions(float16_matte: Any) -> None:
+    """Masks cached before float16 images were read as values hold the 8-bit reading: another key."""
+    from pytest_coreml_quality.evaluate import _read_salt
+
+    from ..conftest import FIXTURES
+
+    assert _read_salt(Model.open(float16_matte[0])) != ""
+    assert _read_salt(Model.open(FIXTURES / "models" / "TinySeg.mlpackage")) == ""  # other keys unchanged
