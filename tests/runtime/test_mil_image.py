@@ -166,7 +166,7 @@ def test_float16_image_models_do_not_reuse_masks_cached_by_older_versions(float1
     """Masks cached before float16 images were read as values hold the 8-bit reading: another key."""
     from pytest_coreml_quality.evaluate import _read_salt
 
-    from ..conftest import FIXTURES
+    from tests.conftest import FIXTURES
 
     assert _read_salt(Model.open(float16_matte[0])) != ""
     assert _read_salt(Model.open(FIXTURES / "models" / "TinySeg.mlpackage")) == ""  # other keys unchanged
