@@ -102,6 +102,12 @@ def mask_problem(arr: NDArray[Any], shape: tuple[int, ...]) -> str | None:
     return None
 
 
+def _read_salt(model: Model) -> str:
+    """Part of the key for models whose masks were read differently before: float16 grayscale
+    image outputs (rounded to 8 bits and divided by 255 before, read as values now)."""
+    return ";f16-image-v2" if any(f.color_layout == "GRAYSCALE_FLOAT16" for f in model.outputs) else ""
+
+
 @dataclass(frozen=True)
 class VariantKey:
     """What makes two runs interchangeable: same model bytes, backend and preprocessing."""
@@ -421,7 +427,7 @@ class Evaluator:
             load = lambda: chosen_backend.load(chosen_model, options)  # noqa: E731
         else:
             raise TypeError("evaluate() needs a predictor, or a backend and a model")
-        key = VariantKey(model_hash=the_model.content_hash, backend=bkey, settings=settings.cache_key())
+        key = VariantKey(model_hash=the_model.content_hash, backend=bkey, settings=settings.cache_key() + _read_salt(the_model))
         with self._memo_lock:
             result = self._memo.get(key.digest())
             if result is None:

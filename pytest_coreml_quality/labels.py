@@ -8,7 +8,9 @@ have exactly one label; every problem is reported at once.
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pytest_coreml_quality.dataset import Dataset
 from pytest_coreml_quality.errors import DatasetError
@@ -67,6 +69,38 @@ def read_labels(dataset: Dataset) -> dict[str, str] | None:
     if problems:
         raise DatasetError("; ".join(problems), path=path, expected="one 'image,label' row per golden-set image")
     return labels
+
+
+def check_labels(labels: dict[str, str], classes: Sequence[Any], path: Path, model: str) -> str:
+    """Check ``labels`` (sample id -> label) against the classifier's ``classes``.
+
+    Labels are compared with the classes as text (``"3"`` is class ``3``). When no label is
+    a class of the model, every accuracy would be a silent 0 (names written for a model whose
+    classes are integers, or another model's label set): a :class:`DatasetError`. When only
+    some are not, those images count as misses and the returned note names them ("" if none).
+    """
+    known = {str(c) for c in classes}
+    unknown: dict[str, list[str]] = {}
+    for sample, label in labels.items():
+        if label not in known:
+            unknown.setdefault(label, []).append(sample)
+    if not unknown:
+        return ""
+    listed = "; ".join(f"'{label}' ({_few(samples, 5)})" for label, samples in list(unknown.items())[:5])
+    if len(unknown) > 5:
+        listed += f"; and {len(unknown) - 5} more"
+    if len(unknown) == len(set(labels.values())):
+        raise DatasetError(
+            f"no label is a class of {model}: {listed}", path=path, field="label",
+            expected=f"labels among the model's {len(classes)} classes: {_few([str(c) for c in classes], 8)}",
+        )
+    count = f"{len(unknown)} label{'s' if len(unknown) > 1 else ''} of {LABELS_NAME} {'are' if len(unknown) > 1 else 'is'}"
+    return f"{count} not a class of the model: {listed}; those images count as misses"
+
+
+def _few(items: Sequence[str], limit: int) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -348,13 +348,14 @@ class Preprocessor:
                 raise UnsupportedModelError(
                     f"output '{name}' is an {value.mode} image output: not a mask", path=self.model.path, expected="a grayscale mask"
                 )
-            if value.mode in ("F", "I", "I;16"):
-                arr = np.asarray(value, dtype=np.float64)
-                # Float16 grayscale outputs hold 0..1 when the model says so; 8/16-bit hold 0..255/65535.
-                arr = arr / 65535.0 if value.mode.startswith("I") else arr / 255.0
-            else:
-                arr = np.asarray(value.convert("L"), dtype=np.float64) / 255.0
-            return arr
+            if value.mode in ("I", "I;16"):
+                return np.asarray(value, dtype=np.float64) / 65535.0
+            if value.mode != "F":
+                return np.asarray(value.convert("L"), dtype=np.float64) / 255.0
+            # A float (GRAYSCALE_FLOAT16) image holds the model's values themselves, in whatever
+            # range the model emits: read like a one-channel array, under the --coreml-mask contract
+            # ('auto' takes values in [0, 1] as probabilities and refuses anything else).
+            value = np.asarray(value, dtype=np.float32)
         if self.mask_spec.kind == "auto":
             self.mask_spec, self.mask_note = decide_auto(value, name)
         return read_mask(value, self.mask_spec, name)

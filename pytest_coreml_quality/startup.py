@@ -186,7 +186,9 @@ def decide_masks(session: QualitySession) -> None:
     for model in session.models:
         has_probabilities = any(f.type == "dictionary" for f in model.outputs)
         if kind == "classifier" or (kind == "auto" and has_probabilities and session.settings.output is None):
-            truth = "top-1/top-5 accuracy against labels.csv" if session.labels else "no labels.csv, so no accuracy"
+            truth = "no labels.csv, so no accuracy"
+            if session.labels:
+                truth = "top-1/top-5 accuracy against labels.csv" + labels_note(session, model)
             compare_as_tensors(session, model, "classifier", truth)
             continue
         if kind in catalogue.TENSOR_KINDS:
@@ -197,8 +199,8 @@ def decide_masks(session: QualitySession) -> None:
         settings = session._model_preprocess(session.key(model))
         try:
             pre = Preprocessor(model, settings)
-            if pre.output.is_image:
-                continue  # grayscale image outputs are read as they are
+            if pre.output.is_image and pre.output.color_layout != "GRAYSCALE_FLOAT16":
+                continue  # 8-bit grayscale image outputs are read as they are; float16 ones hold raw values
             decided = read_first_mask(session, model, pre)
         except CoreMLQualityError as exc:
             # Without ground truth there is nothing to score a mask against: 'auto' compares
@@ -214,6 +216,17 @@ def decide_masks(session: QualitySession) -> None:
             session.masks[session.key(model)], note = decided
             if note:
                 session.mask_notes[session.key(model)] = note
+
+
+def labels_note(session: QualitySession, model: Model) -> str:
+    """labels.csv checked against the classifier's classes: a usage error if none fits, else a note."""
+    from pytest_coreml_quality.labels import check_labels, labels_path
+    from pytest_coreml_quality.tensors import class_labels
+
+    assert session.labels is not None and session.dataset is not None
+    path = labels_path(session.dataset)
+    note = check_labels(session.labels, class_labels(model), path or session.dataset.root, model.name)
+    return f"; {note}" if note else ""
 
 
 def compare_as_tensors(session: QualitySession, model: Model, kind: str, why: str) -> None:

@@ -93,9 +93,25 @@ def final_weight_tensors(spec: Any) -> list[tuple[str, str, int]]:
     A compressed weight is a chain (indices, lookup table -> ``constexpr_lut_to_dense`` ->
     dense weight); only the last link, which no other constexpr consumes, is listed.
     """
+    return [(op.type, dtype, count) for op, dtype, count, _ in _final_weights(spec)]
+
+
+def final_weight_chains(spec: Any) -> list[tuple[tuple[str, ...], str, int]]:
+    """Like :func:`final_weight_tensors`, with every constexpr op type of each weight's chain.
+
+    A jointly compressed weight ends in the same op as a singly compressed one (pruned, or
+    pruned then palettized: both end in ``constexpr_sparse_to_dense``); the chain tells them
+    apart: ``("constexpr_sparse_to_dense", "constexpr_lut_to_sparse")``, final op first.
+    """
+    return [(chain, dtype, count) for _, dtype, count, chain in _final_weights(spec)]
+
+
+def _final_weights(spec: Any) -> list[tuple[Any, str, int, tuple[str, ...]]]:
+    """(op, float dtype name, elements, constexpr chain) of every final weight."""
     from coremltools.proto import MIL_pb2
 
-    produced: dict[str, tuple[str, str, int]] = {}
+    produced: dict[str, tuple[Any, str, int]] = {}
+    producer: dict[str, Any] = {}  # every constexpr output, whatever its type (masks, indices)
     consumed_by_constexpr: set[str] = set()
     for op in _operations(spec.mlProgram):
         if op.type != "const" and not op.type.startswith("constexpr_"):
@@ -104,6 +120,8 @@ def final_weight_tensors(spec: Any) -> list[tuple[str, str, int]]:
             for arg in op.inputs.values():
                 consumed_by_constexpr.update(a.name for a in arg.arguments)
         for out in op.outputs:
+            if op.type.startswith("constexpr_"):
+                producer[out.name] = op
             tensor = out.type.tensorType
             if out.type.WhichOneof("type") != "tensorType" or tensor.rank < 1:
                 continue
@@ -113,8 +131,23 @@ def final_weight_tensors(spec: Any) -> list[tuple[str, str, int]]:
             count = 1
             for dim in tensor.dimensions:
                 count *= int(dim.constant.size)
-            produced[out.name] = (op.type, dtype, count)
-    return [value for name, value in produced.items() if name not in consumed_by_constexpr]
+            produced[out.name] = (op, dtype, count)
+
+    def chain(op: Any, seen: set[str]) -> list[str]:
+        types = [op.type]
+        for arg in op.inputs.values():
+            for a in arg.arguments:
+                inner = producer.get(a.name)
+                if inner is not None and a.name not in seen:
+                    seen.add(a.name)
+                    types += [t for t in chain(inner, seen) if t not in types]
+        return types
+
+    return [
+        (op, dtype, count, tuple(chain(op, {name})) if op.type.startswith("constexpr_") else (op.type,))
+        for name, (op, dtype, count) in produced.items()
+        if name not in consumed_by_constexpr
+    ]
 
 
 def _operations(program: Any) -> Iterator[Any]:

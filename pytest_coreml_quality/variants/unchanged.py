@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_coreml_quality.variants.recipes import NNQuantize, Recipe
-from pytest_coreml_quality.variants.summary import _weight_params, final_weight_tensors
+from pytest_coreml_quality.variants.summary import _weight_params, final_weight_chains
 
 #: The encodings each family's compressions take as input; anything else is skipped.
 NN_COMPRESSIBLE = frozenset({"float32"})
@@ -31,7 +31,11 @@ _ML_OPS = {
     "constexpr_blockwise_shift_scale": "linear-quantized",
     "constexpr_sparse_to_dense": "sparse",
     "constexpr_cast": "fp16",
+    # joint compression (iOS18): the nonzero values of a sparse weight, palettized or quantized
+    "constexpr_lut_to_sparse": "palettized",
+    "constexpr_sparse_blockwise_shift_scale": "linear-quantized",
 }
+_ENCODING_ORDER = ["sparse", "palettized", "linear-quantized", "fp16"]
 
 
 @dataclass(frozen=True)
@@ -71,11 +75,23 @@ def _nn_encoding(wp: Any) -> tuple[str, int]:
 
 
 def _ml_weights(spec: Any) -> list[tuple[str, int]]:
-    """(encoding, elements) of every weight an ML Program finally computes (the end of each constexpr chain)."""
-    return [
-        (_ML_OPS.get(op_type, op_type) if op_type != "const" else ("fp16" if dtype == "FLOAT16" else "float32"), count)
-        for op_type, dtype, count in final_weight_tensors(spec)
-    ]
+    """(encoding, elements) of every weight an ML Program finally computes.
+
+    The encoding names every compression of the weight's constexpr chain, so a joint
+    compression (``sparse, palettized``) is told from the single one it started from.
+    """
+    out = []
+    for ops, dtype, count in final_weight_chains(spec):
+        if ops == ("const",):
+            out.append(("fp16" if dtype == "FLOAT16" else "float32", count))
+            continue
+        names = [_ML_OPS.get(op_type, op_type) for op_type in ops if op_type != "constexpr_cast"] or ["fp16"]
+        out.append((", ".join(sorted(set(names), key=_encoding_rank)), count))
+    return out
+
+
+def _encoding_rank(name: str) -> tuple[int, str]:
+    return (_ENCODING_ORDER.index(name) if name in _ENCODING_ORDER else len(_ENCODING_ORDER), name)
 
 
 def compression_note(recipe: Recipe, base: dict[str, int], variant: dict[str, int], identical: bool = False) -> CompressionNote:
@@ -91,7 +107,9 @@ def compression_note(recipe: Recipe, base: dict[str, int], variant: dict[str, in
     dropped = {label: n - variant.get(label, 0) for label, n in base.items() if n > variant.get(label, 0)}
     compressed = 0 if identical else sum(dropped.values())
     already = {label: n for label, n in base.items() if label not in compressible and label not in dropped and n}
-    requantized = {label: n for label, n in dropped.items() if label not in compressible}
+    # NeuralNetwork weights of fewer bits are dequantized and re-quantized; on an ML Program a
+    # dropped compressed encoding is a joint compression on top of it (prune50+pal4 on sparse weights).
+    requantized = {} if recipe.family == "mlProgram" else {label: n for label, n in dropped.items() if label not in compressible}
     total = sum(base.values())
     if compressed == 0:
         if already:

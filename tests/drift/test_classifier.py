@@ -140,6 +140,8 @@ def test_labels_give_accuracy_with_thresholds(pytester: pytest.Pytester, files: 
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
     assert "Tiny Classifier.mlmodel" in page.read_text()  # the page is written, without mask thumbnails
     result.stdout.fnmatch_lines(["*compared as class probabilities*top-1/top-5 accuracy against labels.csv*"])
+    # the unknown label is said, not only counted as a miss
+    result.stdout.fnmatch_lines(["*1 label of labels.csv is not a class of the model: 'not-a-class' (scene_000)*"])
     summary = json.loads(report.read_text())["summary"]["Tiny Classifier.mlmodel"]
     n = len(list((files["labelled"] / "images").iterdir()))
     assert summary["base"]["top1"] == pytest.approx((n - 1) / n)  # one label is not a class of the model
@@ -152,3 +154,38 @@ def test_accuracy_bound_without_labels_is_a_usage_error(pytester: pytest.Pyteste
     result = _run(pytester, files, "photos", "--coreml-min-top1=0.5")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "--coreml-min-top1: the golden set" in result.stderr.str() and "has no labels.csv" in result.stderr.str()
+
+
+# --- labels.csv against the model's classes ------------------------------------------------------
+
+
+def test_labels_that_are_no_class_of_the_model_stop_the_run(tmp_path: Path) -> None:
+    from pytest_coreml_quality.labels import check_labels
+
+    # e.g. names written for a model whose classes are integers: accuracy would be a silent 0
+    labels = {"a": "class_3", "b": "class_1", "c": "class_3"}
+    with pytest.raises(DatasetError) as info:
+        check_labels(labels, [0, 1, 2, 3], tmp_path / "labels.csv", "Net.mlpackage")
+    text = str(info.value)
+    assert text.startswith(f"{tmp_path / 'labels.csv'}: field 'label': ")
+    assert "no label is a class of Net.mlpackage" in text
+    assert "'class_3' (a, c)" in text and "'class_1' (b)" in text
+    assert "(expected labels among the model's 4 classes: 0, 1, 2, 3)" in text
+
+
+def test_some_unknown_labels_are_named_in_a_note(tmp_path: Path) -> None:
+    from pytest_coreml_quality.labels import check_labels
+
+    classes = [f"c{i}" for i in range(20)]
+    labels = {"a": "c3", "b": "dgo", "c": "c19", "d": "dgo", "e": "c0"}
+    note = check_labels(labels, classes, tmp_path / "labels.csv", "Net.mlmodel")
+    assert note == "1 label of labels.csv is not a class of the model: 'dgo' (b, d); those images count as misses"
+    assert check_labels({"a": "3", "b": "0"}, [0, 1, 2, 3], tmp_path / "labels.csv", "Net.mlpackage") == ""
+
+
+def test_class_list_in_the_error_is_cut_short(tmp_path: Path) -> None:
+    from pytest_coreml_quality.labels import check_labels
+
+    with pytest.raises(DatasetError) as info:
+        check_labels({"a": "cat"}, [f"n{i:05d}" for i in range(1000)], tmp_path / "labels.csv", "Big.mlmodel")
+    assert "1000 classes: n00000, n00001, n00002, n00003, n00004, n00005, n00006, n00007 and 992 more)" in str(info.value)

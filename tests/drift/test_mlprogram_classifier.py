@@ -123,3 +123,19 @@ def test_a_program_without_classify_is_not_a_classifier() -> None:
     packages = sorted((FIXTURES / "models").glob("*.mlpackage"))
     assert packages
     assert mlprogram_classifier_outputs(Model.open(packages[0]).spec) is None
+
+
+def test_label_names_for_integer_classes_are_a_usage_error(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """Found on a converted classifier with integer classes: labels.csv written with names gave
+    top-1 0.0000 for every variant, silently."""
+    path, _ = save_mlprogram_classifier(tmp_path / "ints.mlpackage", labels=[7, 3, 11, 5])
+    photos = pytester.path / "photos"
+    shutil.copytree(FIXTURES / "golden" / "images", photos / "images")
+    stems = sorted(p.stem for p in (photos / "images").iterdir())
+    (photos / "labels.csv").write_text("image,label\n" + "".join(f"{s},class_{i % 4}\n" for i, s in enumerate(stems)))
+    result = pytester.runpytest(f"--coreml-model={path}", f"--coreml-dataset={photos}", "--coreml-variants=int8",
+                                f"--coreml-cache-dir={tmp_path / 'cache'}", "-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert f"{photos / 'labels.csv'}: field 'label': no label is a class of ints.mlpackage" in err
+    assert "expected labels among the model's 4 classes: 7, 3, 11, 5" in err and "Traceback" not in err

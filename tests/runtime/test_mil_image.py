@@ -107,3 +107,66 @@ def test_image_program_raw_pixels(image_models: Any, mask_net: nn.Module) -> Non
     got = mil_zoo.run(image_models[("BGR", "fp32")], {"x_1": np.ascontiguousarray(pixels)})["activation_out"]
     ref = _reference(mask_net, photo, "BGR")
     assert np.abs(got[0, 0] - ref).max() <= 255 * 1e-4
+
+
+# --- float16 grayscale images (matting models: GRAYSCALE_FLOAT16 in and out) ---------------------
+
+
+class MatteNet(nn.Module):
+    """One gray channel in, a 0..1 matte out (no * 255: a float16 image holds the value itself)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.c2(torch.relu(self.c1(x / 64 - 2))))
+
+
+@pytest.fixture(scope="module")
+def float16_matte(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, nn.Module]:
+    import coremltools as ct
+
+    torch.manual_seed(9)
+    net = MatteNet().eval()
+    image = ct.ImageType(name="x_1", shape=(1, 1, SIZE, SIZE), color_layout=ct.colorlayout.GRAYSCALE_FLOAT16)
+    matte = ct.ImageType(name="matte", color_layout=ct.colorlayout.GRAYSCALE_FLOAT16)
+    path = tmp_path_factory.mktemp("mil_f16") / "matte.mlpackage"
+    return mil_zoo.convert(net, (1, 1, SIZE, SIZE), path, "fp16", inputs=[image], outputs=[matte]), net
+
+
+def test_float16_grayscale_output_is_a_float_image(float16_matte: Any, tmp_path: Path) -> None:
+    """Core ML returns a GRAYSCALE_FLOAT16 output as a float ('F') image of the values themselves;
+    it was rounded to 8 bits, turning a 0..1 matte into 0s and 1s."""
+    path, net = float16_matte
+    photo = _photo(4).convert("F")
+    out = OnnxBackend().load(Model.open(path), RuntimeOptions(cache_dir=tmp_path)).predict({"x_1": photo})["matte"]
+    assert isinstance(out, Image.Image) and out.mode == "F" and out.size == (SIZE, SIZE)
+    ref = mil_zoo.torch_out(net, np.asarray(photo, dtype=np.float32)[None, None])[0, 0]
+    got = np.asarray(out, dtype=np.float32)
+    assert np.abs(got - ref).max() < 4e-3  # float16 arithmetic
+    assert got.std() > 0.005  # a matte, not a constant
+
+
+def test_float16_grayscale_output_is_read_as_a_matte(float16_matte: Any, tmp_path: Path) -> None:
+    from pytest_coreml_quality.preprocess import PreprocessSettings, Preprocessor
+
+    path, net = float16_matte
+    model = Model.open(path)
+    pre = Preprocessor(model, PreprocessSettings())
+    photo = _photo(6)
+    outputs = OnnxBackend().load(model, RuntimeOptions(cache_dir=tmp_path)).predict(pre.prepare(photo))
+    mask = pre.mask_from(outputs, photo.size)
+    ref = mil_zoo.torch_out(net, np.asarray(photo.convert("F"), dtype=np.float32)[None, None])[0, 0]
+    assert np.abs(mask - ref).max() < 4e-3  # the values themselves, not divided by 255
+
+
+def test_float16_image_models_do_not_reuse_masks_cached_by_older_versions(float16_matte: Any) -> None:
+    """Masks cached before float16 images were read as values hold the 8-bit reading: another key."""
+    from pytest_coreml_quality.evaluate import _read_salt
+
+    from tests.conftest import FIXTURES
+
+    assert _read_salt(Model.open(float16_matte[0])) != ""
+    assert _read_salt(Model.open(FIXTURES / "models" / "TinySeg.mlpackage")) == ""  # other keys unchanged

@@ -140,3 +140,25 @@ def test_protobuf_reader_gives_coremltools_graph(name: str, precision: str, zoo_
 def test_protobuf_reader_with_fp16_emulation(zoo_models: Any) -> None:
     mil_crosscheck.assert_same_translation(zoo_models("vision", "fp32"), emulate_fp16=True)
 
+
+
+def test_style_transfer_ops_at_flexible_sizes(tmp_path: Path) -> None:
+    """Style-transfer nets (instance norm, strided transposed convolutions) often ship with
+    enumerated or ranged image sizes: both ops read shapes whose height and width are
+    symbolic, and the translation stopped ("has a symbolic shape")."""
+    import coremltools as ct
+    import torch
+    from torch import nn
+
+    torch.manual_seed(4)
+    module = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.InstanceNorm2d(4, affine=True), nn.ReLU(),
+                           nn.InstanceNorm2d(4), nn.ConvTranspose2d(4, 4, 4, 2, 1), nn.ReLU(),
+                           nn.ConvTranspose2d(4, 2, 3, 1, 0), nn.Conv2d(2, 1, 1)).eval()
+    shape = ct.EnumeratedShapes(shapes=[(1, 3, 32, 32), (1, 3, 64, 48)], default=(1, 3, 32, 32))
+    path = mil_zoo.convert(module, (1, 3, 32, 32), tmp_path / "style.mlpackage", inputs=[ct.TensorType(name="input", shape=shape)])
+    assert {"instance_norm", "conv_transpose"} <= mil_zoo.op_types(path)
+    for size in [(32, 32), (64, 48)]:
+        x = mil_zoo.sample_input((1, 3, *size))
+        got = mil_zoo.run(path, {"input": x})["output"]
+        assert got.shape == (1, 1, size[0] * 2 + 2, size[1] * 2 + 2)
+        assert np.abs(got - mil_zoo.torch_out(module, x)).max() <= FP32_BOUND

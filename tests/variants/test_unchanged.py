@@ -151,6 +151,19 @@ def test_ml_program_recipe_on_an_already_quantized_program(mlprogram_model: Mode
     assert "decompress_weights()" in again.note
 
 
+def test_joint_compression_on_an_already_pruned_program_is_not_called_unchanged(mlprogram_model: Model, tmp_path: Path) -> None:
+    """Found on an iOS18 program shipped pruned: prune50+pal4 palettized its sparse weights
+    (smaller file, drift > 0) and was reported 'no change, weights already sparse'."""
+    pruned = build_variant(mlprogram_model, "prune50", tmp_path)
+    joint = build_variant(pruned.open(), "prune50+pal4", tmp_path)
+    assert joint.open().size_bytes < pruned.open().size_bytes  # it did compress
+    assert (joint.unchanged, joint.note) == (False, "")
+    before, after = weight_encodings(pruned.open().spec), weight_encodings(joint.open().spec)
+    assert after["sparse, palettized"] == before["sparse"] and "sparse" not in after
+    # int8 alone on sparse weights is skipped by coremltools: that stays 'no change'
+    assert build_variant(pruned.open(), "int8", tmp_path).note.startswith("int8: no change, weights already sparse")
+
+
 # --- the wording ----------------------------------------------------------------------------
 
 

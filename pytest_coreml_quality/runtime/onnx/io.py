@@ -7,7 +7,8 @@ The contract between the translators and this module:
   model's own scale/bias/mean-image preprocessing;
 * multiarray inputs are float32 with the declared shape;
 * image outputs are float32 ``(1, C, H, W)`` or ``(C, H, W)`` pixel values, which are
-  clipped to 0..255, rounded and returned as PIL images ('L' or 'RGB');
+  clipped to 0..255, rounded and returned as PIL images ('L' or 'RGB'); GRAYSCALE_FLOAT16
+  ones are returned unclipped as float ('F') images, as Core ML returns float16 buffers;
 * multiarray outputs are cast to the declared dtype.
 """
 
@@ -43,6 +44,9 @@ def image_to_array(image: Any, feature: FeatureDescription, model: Model) -> np.
             expected=f"{feature.width}x{feature.height} (Core ML does not resize images; resize before predict)",
         )
     if feature.channels == 1:
+        if feature.color_layout == "GRAYSCALE_FLOAT16" and image.mode == "F":
+            # A float16 pixel buffer takes the values as they are, fractions included.
+            return np.ascontiguousarray(np.asarray(image, dtype=np.float16).astype(np.float32)[None, None])
         # Core ML converts colour images to luminance for grayscale inputs, as PIL's 'L' does.
         arr = np.asarray(image.convert("L"), dtype=np.float32)[None, None]
         return np.ascontiguousarray(arr)
@@ -118,6 +122,10 @@ def array_to_image(arr: np.ndarray, feature: FeatureDescription) -> Image.Image:
         a = a[0]
     if a.ndim == 2:
         a = a[None]
+    if feature.color_layout == "GRAYSCALE_FLOAT16" and a.shape[0] == 1:
+        # Core ML returns a float16 pixel buffer as a float ('F') image of the values themselves:
+        # no clipping or rounding to 8 bits (a 0..1 matte would become 0s and 1s).
+        return Image.fromarray(np.ascontiguousarray(a[0].astype(np.float16).astype(np.float32)), mode="F")
     pixels = np.clip(np.rint(a), 0, 255).astype(np.uint8)
     if pixels.shape[0] == 1:
         return Image.fromarray(pixels[0])

@@ -55,9 +55,6 @@ def conv(ctx: MilContext, op: Any) -> str:
 def conv_transpose(ctx: MilContext, op: Any) -> str:
     x = op.inputs["x"]
     n = ctx.rank(x) - 2
-    in_spatial = ctx.shape(x)[2:]
-    out_spatial = ctx.shape(op.outputs[0])[2:]
-    kernel = ctx.shape(op.inputs["weight"])[2:]
     strides = ctx.static_list(op, "strides") or [1] * n
     dilations = ctx.static_list(op, "dilations") or [1] * n
     pad_type = str(ctx.static(op, "pad_type", "valid"))
@@ -65,8 +62,16 @@ def conv_transpose(ctx: MilContext, op: Any) -> str:
     if pad_type == "custom":
         pad = ctx.static_list(op, "pad") or [0] * (2 * n)
         begins, ends = pad[0::2], pad[1::2]
-    extra = []
-    for i in range(n):
+    extra: list[int] = []
+    if not (ctx.is_static(x) and ctx.is_static(op.outputs[0])) and pad_type in ("custom", "valid") and not ctx.has(op, "output_shape"):
+        # Flexible image sizes: with explicit pads and no requested output shape the output is
+        # exactly ConvTranspose's own size for any input size, so no shape is needed.
+        extra = [0] * n
+    else:
+        in_spatial = ctx.shape(x)[2:]
+        out_spatial = ctx.shape(op.outputs[0])[2:]
+        kernel = ctx.shape(op.inputs["weight"])[2:]
+    for i in range(n if not extra else 0):
         full = (in_spatial[i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1
         if pad_type in ("same", "same_lower"):
             total = max(full - out_spatial[i], 0)

@@ -35,7 +35,14 @@ def batch_norm(ctx: MilContext, op: Any) -> str:
 
 @mil_op("instance_norm")
 def instance_norm(ctx: MilContext, op: Any) -> str:
-    channels = ctx.shape(op.inputs["x"])[1]
+    """Per-channel, per-image normalisation over H and W (any static or flexible image size)."""
+    # Only the channel axis needs to be known: flexible (enumerated or ranged) image sizes
+    # leave height and width symbolic, as style-transfer models often ship.
+    dims = tuple(op.inputs["x"].shape)
+    if len(dims) > 1 and isinstance(dims[1], (int, np.integer)):
+        channels = int(dims[1])
+    else:  # from gamma's length; without gamma the symbolic-shape error names the op
+        channels = ctx.shape(op.inputs["gamma"] if ctx.has(op, "gamma") else op.inputs["x"])[0]
     return ctx.builder.node(
         "InstanceNormalization",
         [ctx.inp(op, "x"), _param_or(ctx, op, "gamma", 1.0, channels), _param_or(ctx, op, "beta", 0.0, channels)],
