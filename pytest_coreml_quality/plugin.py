@@ -30,7 +30,7 @@ from pytest_coreml_quality.fixtures import (  # noqa: F401  (fixtures are found 
     variant_params,
 )
 from pytest_coreml_quality.fixtures import VariantHandle
-from pytest_coreml_quality.items import fail_on_user_error, failure_message, make_collectors, measure_load
+from pytest_coreml_quality.items import CoreMLCheckItem, fail_on_user_error, failure_message, make_collectors, measure_load
 from pytest_coreml_quality.lanes import split_key
 from pytest_coreml_quality.markers import MARKERS, MarkerError, marker_bounds, marker_help
 from pytest_coreml_quality.quiet import silence_coremltools_import_notices
@@ -39,6 +39,7 @@ from pytest_coreml_quality.session import QualitySession
 from pytest_coreml_quality.settings import Settings, all_options, resolve
 from pytest_coreml_quality.stash import SESSION_KEY
 from pytest_coreml_quality.thresholds import Bound
+from pytest_coreml_quality.xdist_groups import GroupKeeper
 
 silence_coremltools_import_notices()
 
@@ -68,6 +69,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for name in MARKERS:
         config.addinivalue_line("markers", marker_help(name))
+    if _is_xdist_worker(config):
+        config.pluginmanager.register(GroupKeeper(CoreMLCheckItem), "coreml-quality-xdist-groups")
     try:
         settings = resolve(
             config.getoption,

@@ -363,10 +363,19 @@ def test_progress_lines_are_quiet_under_q(pytester: pytest.Pytester, tmp_path: P
 def test_xdist_two_workers_give_the_serial_table(pytester: pytest.Pytester, shared_cache: Path) -> None:
     pytest.importorskip("xdist")
     serial = run(pytester, shared_cache, "-k", "not load")
-    parallel = run(pytester, shared_cache, "-k", "not load", "-n", "2", "--dist", "loadgroup")
+    parallel = run(pytester, shared_cache, "-k", "not load", "-n", "2", "--dist", "loadgroup", "-v")
     parallel.assert_outcomes(passed=6)
     assert table_rows(parallel) == table_rows(serial)
     assert len(table_rows(parallel)) == 3
+    # --dist loadgroup keeps each variant's items on one worker (pytest 9.2 + xdist 3.8 lost
+    # the group suffix; xdist_groups.py restores it): "[gw1] ... PASSED TinySeg.mlmodel::size[q8]@group".
+    workers: dict[str, set[str]] = {}
+    for line in parallel.stdout.lines:
+        found = re.search(r"\[(gw\d+)\].*PASSED (\S+)::\w+\[([\w-]+)\]@coreml-", line)
+        if found:
+            workers.setdefault(found.group(3), set()).add(found.group(1))
+    assert set(workers) == {"base", "q8", "q4"}, parallel.stdout.str()
+    assert all(len(gws) == 1 for gws in workers.values()), workers
 
 
 def test_load_benchmark_fixture_times_a_variant_through_pytest_benchmark(pytester: pytest.Pytester, shared_cache: Path) -> None:
