@@ -1,18 +1,27 @@
-"""Wall time of a 2-variant run (base + q8) on 1 and on 2 pytest-xdist workers, side by side.
+"""Wall time of plugin runs on 1 and on 2 pytest-xdist workers, side by side.
 
 Each configuration is a real ``pytest`` run of the plugin in a subprocess, interleaved
 round after round. Variants and translated models are built once beforehand (cached);
 every timed run starts with an empty prediction cache, so each one predicts every image
-of both variants. Load items are deselected (they measure loads, not the evaluation).
+of its variants. Load items are deselected (they measure loads, not the evaluation).
 
-* ``-n 1``: one worker, onnxruntime on every core;
-* ``-n 2``: two workers, each onnxruntime on its share of the cores (``cores // 2``);
-  the two variants run on different workers, and the q8 worker's drift item, which needs
-  the base model's masks, computes the base chunks the other worker has not claimed yet;
+One variant (the base model alone), the case where workers outnumber the variants:
+
+* ``base, -n 1``: one worker, onnxruntime on every core;
+* ``base, -n 2``: two workers, each onnxruntime on ``cores // 2``; the second worker runs
+  the ``predict[base]`` helper item and claims chunks of the base's images (.sharing);
+* ``base, -n 2, no helpers``: as before the helpers (``-k "not predict"``): one worker
+  predicts every image on half the cores, the other has nothing to predict.
+
+Two variants (base + q8), one per worker:
+
+* ``-n 1``; ``-n 2`` (each onnxruntime on its share of the cores; the two variants run on
+  different workers, and the q8 worker's drift item, which needs the base model's masks,
+  computes the base chunks the other worker has not claimed yet);
 * ``-n 2, all cores each``: two workers with ``--coreml-threads=<cores>``, as before the
   per-worker share (the cores oversubscribed).
 
-    python benchmarks/bench_workers.py --images 16 --runs 3
+    python benchmarks/bench_workers.py --images 16 --runs 3 [--cases one|two|both]
 """
 
 from __future__ import annotations
@@ -36,12 +45,12 @@ from bench_evaluate import golden_set, stand_in_model  # noqa: E402
 from pytest_coreml_quality.runtime import available_cores  # noqa: E402
 
 
-def pytest_run(work: Path, model: Path, dataset: Path, cache: Path, workers: int, extra: list[str]) -> float:
+def pytest_run(work: Path, model: Path, dataset: Path, cache: Path, workers: int, variants: str, extra: list[str]) -> float:
     """Seconds of one plugin run with an empty prediction cache; raises if the run fails."""
     shutil.rmtree(cache / "predictions", ignore_errors=True)
     cmd = [
         sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", str(workers), "--dist", "loadgroup",
-        f"--coreml-model={model}", f"--coreml-dataset={dataset}", "--coreml-variants=q8", f"--coreml-cache-dir={cache}",
+        f"--coreml-model={model}", f"--coreml-dataset={dataset}", f"--coreml-variants={variants}", f"--coreml-cache-dir={cache}",
         "-k", "not load", *extra,
     ]
     t0 = time.perf_counter()
@@ -58,6 +67,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--size", default="400x300", help="photo size WxH")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--cases", choices=("one", "two", "both"), default="both",
+                        help="one variant (helpers before/after), two variants (threads per worker), or both")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench_workers_"))
@@ -67,24 +78,33 @@ def main() -> None:
     golden_set(work / "golden", size, args.images, None)
     cache = work / "cache"
     cores = available_cores()
-    configs = {
-        "-n 1": (1, []),
-        "-n 2": (2, []),
-        "-n 2, all cores each": (2, [f"--coreml-threads={cores}"]),
+    # name -> (reference name, workers, variants, extra arguments)
+    one = {
+        "base, -n 1": ("base, -n 1", 1, "", []),
+        "base, -n 2": ("base, -n 1", 2, "", []),
+        "base, -n 2, no helpers": ("base, -n 1", 2, "", ["-k", "not load and not predict"]),
     }
-    pytest_run(work, model, work / "golden", cache, 1, [])  # builds q8 and the translated models once
+    two = {
+        "-n 1": ("-n 1", 1, "q8", []),
+        "-n 2": ("-n 1", 2, "q8", []),
+        "-n 2, all cores each": ("-n 1", 2, "q8", [f"--coreml-threads={cores}"]),
+    }
+    configs = {**(one if args.cases in ("one", "both") else {}), **(two if args.cases in ("two", "both") else {})}
+    pytest_run(work, model, work / "golden", cache, 1, "q8", [])  # builds q8 and the translated models once
+    loads = [os.getloadavg()[0]]
     times: dict[str, list[float]] = {name: [] for name in configs}
     for _ in range(args.runs):
-        for name, (workers, extra) in configs.items():
-            times[name].append(pytest_run(work, model, work / "golden", cache, workers, extra))
-    print(f"model: {model.name}, {args.images} photos of {args.size}, variants base + q8, {cores} cores, "
-          f"{args.runs} interleaved runs, load average {os.getloadavg()[0]:.2f}")
-    reference = statistics.median(times["-n 1"])
+        for name, (_, workers, variants, extra) in configs.items():
+            times[name].append(pytest_run(work, model, work / "golden", cache, workers, variants, extra))
+            print(f"  {name}: {times[name][-1]:.2f} s (load average {os.getloadavg()[0]:.2f})", flush=True)
+        loads.append(os.getloadavg()[0])
+    print(f"model: {model.name}, {args.images} photos of {args.size}, {cores} cores, {args.runs} interleaved runs, "
+          f"load average (1 min) before and after each round: {', '.join(f'{v:.2f}' for v in loads)}")
     print(f"{'configuration':>24} {'median s':>9} {'speed-up':>9}   runs")
     for name, values in times.items():
         median = statistics.median(values)
+        reference = statistics.median(times[configs[name][0]])
         print(f"{name:>24} {median:9.2f} {reference / median:9.2f}   {', '.join(f'{v:.2f}' for v in values)}")
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
     shutil.rmtree(work, ignore_errors=True)
 
 

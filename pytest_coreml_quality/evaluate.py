@@ -228,6 +228,33 @@ class EvaluationResult:
         )
         return {s.id: found[s.id] for s in samples}
 
+    def predict_free_chunks(self) -> int:
+        """Predict into the cache the chunks of images no other worker holds, waiting for none;
+        return how many images this call predicted (an idle xdist worker helping, see .sharing).
+
+        The model is loaded only if a chunk is left to predict, and let go afterwards: the
+        worker that scores this variant reads every chunk back from the cache.
+        """
+        cache = self.evaluator.cache
+        if cache is None or self.computed:
+            return 0
+        found: dict[str, NDArray[np.float32]] = {}
+        before = self.timings.cache_misses
+        with self._lock:
+            try:
+                fill_in_chunks(
+                    self.evaluator.samples(),
+                    self.evaluator.chunk_size,
+                    self.key.digest(),
+                    cache.locks,
+                    done=lambda s: s.id in found or cache.path(self.key.for_image(s.image_hash)).exists(),
+                    fill=lambda chunk: self._fill(chunk, found),
+                    wait=False,
+                )
+            finally:
+                self._predictor = None
+        return self.timings.cache_misses - before
+
     def _read_cached(self, samples: Sequence[Sample], found: dict[str, NDArray[np.float32]], damaged: dict[str, str] | None = None) -> None:
         """Put the cached masks of ``samples`` into ``found``; note unusable entries in ``damaged``."""
         cache = self.evaluator.cache

@@ -25,6 +25,7 @@ from pytest_coreml_quality.report.junit import junit_properties
 from pytest_coreml_quality import catalogue
 from pytest_coreml_quality.results import CheckOutcome, VariantResult
 from pytest_coreml_quality.shard import LOAD_SHARD
+from pytest_coreml_quality.sharing import Helper, help_predict, needed_recipes, plan_helpers
 from pytest_coreml_quality.thresholds import Bound
 from pytest_coreml_quality.session import QualitySession
 from pytest_coreml_quality.stash import SESSION_KEY
@@ -68,10 +69,12 @@ class CoreMLModelCollector(pytest.Collector):
                     item.extra_keyword_matches.update({recipe, check, self.model_key})
                     if lane is not None:
                         item.extra_keyword_matches.update(p for p in lane.label.split(":") if p)
+                    item.coreml_target = (self.model_key, check, recipe)  # type: ignore[attr-defined]
                     if grouped:
                         # --dist loadgroup keeps all of a variant's items (every lane) on one worker.
                         item.add_marker(pytest.mark.xdist_group(f"coreml-{self.model_key}-{recipe}"))
                     yield item
+        yield from self._helpers()
         if self.model_key not in self.state.swept:
             return
         # Last, in a sweep: what to ship, judged over every variant (it measures what it
@@ -81,6 +84,26 @@ class CoreMLModelCollector(pytest.Collector):
         if grouped:
             item.add_marker(pytest.mark.xdist_group(f"coreml-{self.model_key}-recommend"))
         yield item
+
+    def _helpers(self) -> Iterator[pytest.Item]:
+        """On xdist workers beyond the variants, ``predict[...]`` items predicting chunks of images
+        ahead of the quality items (see .sharing); the same plan in every worker."""
+        workers = int(getattr(self.config, "workerinput", {}).get("workercount", 1))
+        state = self.state
+        if workers <= 1 or state.dataset is None or state.merged is not None:
+            return
+        groups = {state.key(m): state.recipes[state.key(m)] for m in state.models}
+        helpable = {key: [r for r in recipes if not state.is_swept(key, r)] for key, recipes in groups.items()}
+        plan = plan_helpers(workers, groups, helpable)
+        for n, helper in enumerate(plan, start=1):
+            if helper.model_key != self.model_key:
+                continue
+            call = _helper_function(helper, helpable[self.model_key])
+            item = CoreMLCheckItem.from_parent(self, name=helper.name, callobj=call)
+            # -k quality keeps them: they predict for the quality items.
+            item.extra_keyword_matches.update({"predict", "quality", helper.first, self.model_key})
+            item.add_marker(pytest.mark.xdist_group(f"coreml-predict-{n}"))
+            yield item
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
         return self.path, None, self.name
@@ -146,6 +169,17 @@ def _check_function(model_key: str, recipe: str, check: str) -> Callable[..., No
         compare_variant_to_baseline(_state(request), model_key, recipe)
 
     return baseline
+
+
+def _helper_function(helper: Helper, helpable: list[str]) -> Callable[..., None]:
+    def predict(request: pytest.FixtureRequest) -> None:
+        selected = [getattr(i, "coreml_target", ("", "", "")) for i in request.session.items]
+        needed = needed_recipes(selected, helper.model_key)
+        if not needed:
+            pytest.skip(f"nothing to predict ahead: no quality or baseline item of {helper.model_key} is selected")
+        help_predict(_state(request), helper, helpable, needed)
+
+    return predict
 
 
 def _recommend_function(model_key: str) -> Callable[..., None]:

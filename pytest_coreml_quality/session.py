@@ -384,9 +384,16 @@ class QualitySession:
                     resample=self.settings.resample,
                 )
                 self._evaluator = Evaluator(
-                    self.dataset, settings, cache_dir=self.cache_dir, with_hce=self.settings.hce, note=self.note
+                    self.dataset, settings, cache_dir=self.cache_dir, with_hce=self.settings.hce, note=self.note,
+                    chunk_size=self.chunk_size(),
                 )
             return self._evaluator
+
+    def chunk_size(self) -> int:
+        """Images per chunk that xdist workers claim of a variant (smaller with more workers, see .chunks)."""
+        from pytest_coreml_quality.chunks import chunk_size_for, xdist_workers
+
+        return chunk_size_for(len(self.dataset.ids) if self.dataset is not None else 0, xdist_workers())
 
     def _model_preprocess(self, model_key: str) -> "PreprocessSettings":
         """The model's own preprocessing settings (its output, mask, normalisation ...)."""
@@ -437,6 +444,7 @@ class QualitySession:
                     model, self.dataset, self.preprocess_settings(model_key), backend_key(backend.name, options),
                     lambda: backend.load(model, options), cache_dir=self.cache_dir, note=self.note,
                 )
+                memo.chunk_size = self.chunk_size()
                 self._tensors[(model_key, recipe)] = memo
             return memo
 

@@ -177,6 +177,29 @@ class TensorEvaluation:
         # In the golden set's order, whichever worker (or earlier run) computed which image.
         return {name: {s.id: found[name][s.id] for s in samples} for name in self.output_names}
 
+    def predict_free_chunks(self) -> int:
+        """Run the model on the chunks of images no other worker holds, waiting for none, into the
+        cache; return how many images this call ran (an idle xdist worker helping, see .sharing)."""
+        cache = self.cache
+        if cache is None or self.computed:
+            return 0
+        found: dict[str, dict[str, NDArray[np.float32]]] = {name: {} for name in self.output_names}
+        before = self.cache_misses
+        with self._lock:
+            try:
+                fill_in_chunks(
+                    list(self.dataset),
+                    self.chunk_size,
+                    self.key,
+                    cache.locks,
+                    done=lambda s: all(cache.path(self._entry(s.image_hash, name)).exists() for name in self.output_names),
+                    fill=lambda chunk: self._fill(chunk, found),
+                    wait=False,
+                )
+            finally:
+                self._predictor = None  # the worker that compares this variant reads the cache
+        return self.cache_misses - before
+
     def _complete(self, sample: Sample, found: dict[str, dict[str, NDArray[np.float32]]]) -> bool:
         return all(sample.id in found[name] for name in self.output_names)
 
