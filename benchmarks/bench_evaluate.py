@@ -22,6 +22,11 @@ masks/, resized to each size).
 
     python benchmarks/bench_evaluate.py --images 8 --runs 3
     python benchmarks/bench_evaluate.py --model standin --images 8 --runs 5
+    python benchmarks/bench_evaluate.py --images 4 --profile   # CPU of each stage, then exit
+
+``--profile`` runs one evaluation per size (a run's first variant, then a further one) and
+prints the CPU time of each stage of the evaluation's own work, measured on the thread that
+ran it (``time.thread_time``; nested stages are counted once, in the innermost stage).
 """
 
 from __future__ import annotations
@@ -31,8 +36,11 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import warnings
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +158,82 @@ def plain_loop(dataset: Dataset, predictor) -> tuple[float, float]:
     return time.perf_counter() - t0, time.process_time() - c0
 
 
+class StageProfile:
+    """CPU seconds per stage, per thread, exclusive of nested stages (see ``--profile``)."""
+
+    def __init__(self) -> None:
+        self.cpu: dict[tuple[str, str], float] = defaultdict(float)
+        self.calls: dict[tuple[str, str], int] = defaultdict(int)
+        self._local = threading.local()
+        self._patches: list[tuple[object, str, object]] = []
+
+    def wrap(self, owner: object, attr: str, stage: str) -> None:
+        """Time every call of ``owner.attr`` as ``stage`` (until :meth:`undo`)."""
+        original = getattr(owner, attr)
+        profile = self
+
+        def timed(*args, **kwargs):
+            stack = profile._local.__dict__.setdefault("stack", [])
+            stack.append(0.0)  # CPU of nested stages, subtracted from this one
+            t0 = time.thread_time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent = time.thread_time() - t0
+                nested = stack.pop()
+                key = (threading.current_thread().name.split("_")[0], stage)
+                profile.cpu[key] += spent - nested
+                profile.calls[key] += 1
+                if stack:
+                    stack[-1] += spent
+
+        self._patches.append((owner, attr, original))
+        setattr(owner, attr, timed)
+
+    def undo(self) -> None:
+        for owner, attr, original in reversed(self._patches):
+            setattr(owner, attr, original)
+        self._patches.clear()
+
+    def report(self, title: str, images: int, wall: float, cpu: float) -> None:
+        print(f"{title}: wall {wall:.3f} s, process CPU {cpu:.3f} s; per image, CPU ms of each stage (thread):")
+        for (thread, stage), seconds in sorted(self.cpu.items(), key=lambda kv: -kv[1]):
+            print(f"  {seconds / images * 1000:9.1f}  {stage:<44} {thread} ({self.calls[(thread, stage)]} calls)")
+
+
+def profile_stages(sets: dict, predictor) -> None:
+    """One first-variant and one further-variant evaluation per size, with the CPU of each stage."""
+    from pytest_coreml_quality import evaluate as evaluate_module
+    from pytest_coreml_quality.metrics import reference, scores, structure
+    from pytest_coreml_quality.preprocess import Preprocessor as Pre
+
+    stages: list[tuple[object, str, str]] = [
+        (predictor, "predict", "inference (calling thread only)"),
+        (Pre, "prepare", "prepare input (resize, convert)"),
+        (Pre, "mask_from", "post-process (mask, resize to photo)"),
+        (evaluate_module, "score_mask", "score_mask: other metrics"),
+        (reference.Reference, "_distance_transforms", "ground truth: distance transforms"),
+        (reference.Reference, "__init__", "ground truth: float/binary copies"),
+        (structure, "weighted_fmeasure", "weighted F-measure (per prediction)"),
+        (structure, "s_measure", "S-measure"),
+        (scores.core, "counts_at_levels", "F/E curves: level counts"),
+    ]
+    for size, ds in sets.items():
+        references: dict = {}
+        for title, run in (("first variant", lambda: evaluation(ds, predictor)),
+                           ("further variant", lambda: further_variant(ds, predictor, references))):
+            profile = StageProfile()
+            for owner, attr, stage in stages:
+                profile.wrap(owner, attr, stage)
+            try:
+                wall, cpu = run()
+            finally:
+                profile.undo()
+            profile.report(f"{size[0]}x{size[1]}, {title}", len(ds), wall, cpu)
+            if not references:
+                references.update(prepared_references(ds))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(ISNET) if ISNET.exists() else "standin",
@@ -161,6 +245,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: the plugin's)")
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "bench_evaluate_cache"),
                         help="where the translated model is kept between runs")
+    parser.add_argument("--profile", action="store_true", help="print the CPU of each evaluation stage per image, then exit")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench_evaluate_"))
@@ -174,6 +259,10 @@ def main() -> None:
     inputs = {size: [pre.prepare(s.image) for s in ds] for size, ds in sets.items()}
     for size, ds in sets.items():  # warm up: lazy imports, onnxruntime's first-run allocations
         evaluation(ds, predictor)
+    if args.profile:
+        print(f"load average {os.getloadavg()[0]:.2f}, intra-op threads {threads}")
+        profile_stages(sets, predictor)
+        return
     references = {size: prepared_references(ds) for size, ds in sets.items()}
 
     rows: dict[tuple[int, int], dict[str, list[float]]] = {
