@@ -27,6 +27,7 @@ import io
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ from pytest_coreml_quality.metrics.reference import Reference
 from pytest_coreml_quality.metrics.scores import ImageScores, score_mask, summarize
 from pytest_coreml_quality.model import Model
 from pytest_coreml_quality.output_checks import NonFiniteOutputError
-from pytest_coreml_quality.overlap import run_overlapped
+from pytest_coreml_quality.overlap import meanwhile, run_overlapped
 from pytest_coreml_quality.preprocess import PreprocessSettings, Preprocessor
 from pytest_coreml_quality.runtime.base import Backend, Predictor, RuntimeOptions
 
@@ -250,12 +251,15 @@ class EvaluationResult:
             # Check the settings against the model's description before a (slow) load.
             self._preprocessor = Preprocessor(self.model, self.settings)
         pre = self._preprocessor
-        if self._predictor is None:
-            t0 = time.perf_counter()
-            self._predictor = self._load()
-            self.timings.load = time.perf_counter() - t0
-        predictor = self._predictor
         score = ev.dataset.has_truth
+        if self._predictor is None:
+            # A cold load leaves a core idle part of the time: prepare the ground truths there
+            # (what is not ready when the model is, the scoring prepares itself).
+            with meanwhile(lambda stopped: ev.prepare_references(missing, stopped)) if score else nullcontext():
+                t0 = time.perf_counter()
+                self._predictor = self._load()
+                self.timings.load = time.perf_counter() - t0
+        predictor = self._predictor
         started = time.perf_counter()
 
         def predict(s: Sample, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -378,6 +382,14 @@ class Evaluator:
             if ref is None:
                 ref = self._references[sample.id] = Reference(sample.mask)
             return ref
+
+    def prepare_references(self, samples: Sequence[Sample], stopped: Callable[[], bool] = lambda: False) -> None:
+        """Prepare the ground truths of ``samples`` now (distance transforms and the like), in
+        order, until ``stopped()``; each is then ready for every variant scored against it."""
+        for s in samples:
+            if stopped():
+                return
+            self.reference(s).prepare()
 
     def samples(self) -> list[Sample]:
         """The images every variant is evaluated on, in order: the one place that decides the list."""
