@@ -98,3 +98,33 @@ def test_ground_truths_are_prepared_while_the_model_loads(tmp_path: Path) -> Non
     predictions = result.predictions
     expected = {s.id: score_mask(predictions[s.id], plain.reference(s), threshold=plain.threshold) for s in dataset}
     assert same_scores(scores, expected)
+
+
+@pytest.mark.parametrize("budget", [256 * 2**20, 0], ids=["kept", "no-budget"])
+def test_a_further_variant_reuses_the_resized_photos(
+    budget: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    dataset = Dataset.open(GOLDEN)
+    predictor = OnnxBackend().load(Model.open(TINYSEG), RuntimeOptions(cache_dir=tmp_path))
+    photo_resizes: list[tuple[int, int]] = []
+    original = Image.Image.resize
+
+    def counting(self: Image.Image, size: Any, *args: Any, **kwargs: Any) -> Image.Image:
+        if self.mode == "RGB":
+            photo_resizes.append(self.size)
+        return original(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", counting)
+    evaluator = Evaluator(dataset, resized_budget=budget)
+    first = evaluator.evaluate(predictor, backend_id="variant-a")
+    first_scores = first.per_image
+    resized_once = len(photo_resizes)
+    assert resized_once > 0  # the fixture photos are not at the model's input size
+    second = evaluator.evaluate(predictor, backend_id="variant-b")  # another variant key, same input
+    assert second is not first
+    assert same_scores(second.per_image, first_scores)
+    for sid in dataset.ids:
+        np.testing.assert_array_equal(second.predictions[sid], first.predictions[sid])
+    assert len(photo_resizes) == (resized_once if budget else 2 * resized_once)
