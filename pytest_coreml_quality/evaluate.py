@@ -467,6 +467,8 @@ class Evaluator:
             result = self._memo.get(key.digest())
             if result is None:
                 result = EvaluationResult(self, the_model, key, load, settings)
+                if predictor is not None:  # nothing to load: no load-time work either
+                    result._predictor = predictor
                 self._memo[key.digest()] = result
             return result
 
