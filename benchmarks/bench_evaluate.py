@@ -9,9 +9,9 @@ For one model and N photos of each size, measured side by side in one run, inter
   overlapped with the model) and its ground-truth metrics (``per_image`` and ``summary``);
 * ``plain loop``: the same work one step after the other (the loop before the overlap),
   for comparison;
-* ``further variant``: the evaluation with the ground truths already prepared, as every
-  variant after the first of a run finds them (their distance transforms are computed once
-  per run, not per variant);
+* ``further variant``: the evaluation of another variant by the same evaluator, as every
+  variant after the first of a run runs (ground truths prepared and photos resized once per
+  run, not per variant);
 * the ratios evaluation / inference (goal <= 1.03) and plain loop / inference;
 * how many cores the process keeps busy during pure inference (the room left for the rest).
 
@@ -22,6 +22,11 @@ masks/, resized to each size).
 
     python benchmarks/bench_evaluate.py --images 8 --runs 3
     python benchmarks/bench_evaluate.py --model standin --images 8 --runs 5
+    python benchmarks/bench_evaluate.py --images 4 --profile   # CPU of each stage, then exit
+
+``--profile`` runs one evaluation per size (a run's first variant, then a further one) and
+prints the CPU time of each stage of the evaluation's own work, measured on the thread that
+ran it (``time.thread_time``; nested stages are counted once, in the innermost stage).
 """
 
 from __future__ import annotations
@@ -31,8 +36,11 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import warnings
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -118,22 +126,22 @@ def evaluation(dataset: Dataset, predictor) -> tuple[float, float]:
     return time.perf_counter() - t0, time.process_time() - c0
 
 
-def prepared_references(dataset: Dataset) -> dict:
-    """The ground truths of ``dataset`` with their one-off preparation done (distance
-    transforms and the like), as every variant after the first of a run finds them."""
+def warm_evaluator(dataset: Dataset, predictor) -> Evaluator:
+    """An evaluator that has evaluated one variant: its ground truths are prepared and its
+    photos resized, as every variant after the first of a run finds them."""
     evaluator = Evaluator(dataset, PreprocessSettings(), cache_dir=None)
-    for s in dataset:
-        score_mask(np.zeros((s.size[1], s.size[0]), np.float32), evaluator.reference(s), threshold=evaluator.threshold)
-    return dict(evaluator._references)
+    evaluator.evaluate(predictor, backend_id="first").summary  # noqa: B018
+    return evaluator
 
 
-def further_variant(dataset: Dataset, predictor, references: dict) -> tuple[float, float]:
-    """One variant's evaluation when the run's ground truths are already prepared (every
-    variant after the first: the plugin prepares each ground truth once per run)."""
+_further = iter(range(1_000_000))
+
+
+def further_variant(evaluator: Evaluator, predictor) -> tuple[float, float]:
+    """One variant's evaluation after the run's first (same evaluator, a new variant key): the
+    plugin prepares each ground truth, and resizes each photo, once per run, not per variant."""
     t0, c0 = time.perf_counter(), time.process_time()
-    evaluator = Evaluator(dataset, PreprocessSettings(), cache_dir=None)
-    evaluator._references.update(references)
-    result = evaluator.evaluate(predictor)
+    result = evaluator.evaluate(predictor, backend_id=f"further-{next(_further)}")
     result.per_image  # noqa: B018
     result.summary  # noqa: B018
     return time.perf_counter() - t0, time.process_time() - c0
@@ -150,6 +158,81 @@ def plain_loop(dataset: Dataset, predictor) -> tuple[float, float]:
     return time.perf_counter() - t0, time.process_time() - c0
 
 
+class StageProfile:
+    """CPU seconds per stage, per thread, exclusive of nested stages (see ``--profile``)."""
+
+    def __init__(self) -> None:
+        self.cpu: dict[tuple[str, str], float] = defaultdict(float)
+        self.calls: dict[tuple[str, str], int] = defaultdict(int)
+        self._local = threading.local()
+        self._patches: list[tuple[object, str, object]] = []
+
+    def wrap(self, owner: object, attr: str, stage: str) -> None:
+        """Time every call of ``owner.attr`` as ``stage`` (until :meth:`undo`)."""
+        original = getattr(owner, attr)
+        profile = self
+
+        def timed(*args, **kwargs):
+            stack = profile._local.__dict__.setdefault("stack", [])
+            stack.append(0.0)  # CPU of nested stages, subtracted from this one
+            t0 = time.thread_time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent = time.thread_time() - t0
+                nested = stack.pop()
+                key = (threading.current_thread().name.split("_")[0], stage)
+                profile.cpu[key] += spent - nested
+                profile.calls[key] += 1
+                if stack:
+                    stack[-1] += spent
+
+        self._patches.append((owner, attr, original))
+        setattr(owner, attr, timed)
+
+    def undo(self) -> None:
+        for owner, attr, original in reversed(self._patches):
+            setattr(owner, attr, original)
+        self._patches.clear()
+
+    def report(self, title: str, images: int, wall: float, cpu: float) -> None:
+        print(f"{title}: wall {wall:.3f} s, process CPU {cpu:.3f} s; per image, CPU ms of each stage (thread):")
+        for (thread, stage), seconds in sorted(self.cpu.items(), key=lambda kv: -kv[1]):
+            print(f"  {seconds / images * 1000:9.1f}  {stage:<44} {thread} ({self.calls[(thread, stage)]} calls)")
+
+
+def profile_stages(sets: dict, predictor) -> None:
+    """One first-variant and one further-variant evaluation per size, with the CPU of each stage."""
+    from pytest_coreml_quality import evaluate as evaluate_module
+    from pytest_coreml_quality.metrics import reference, scores, structure
+    from pytest_coreml_quality.preprocess import Preprocessor as Pre
+
+    stages: list[tuple[object, str, str]] = [
+        (predictor, "predict", "inference (calling thread only)"),
+        (Pre, "prepare", "prepare input (convert)"),
+        (evaluate_module.Evaluator, "resized", "resize photo to the input (kept per run)"),
+        (Pre, "mask_from", "post-process (mask, resize to photo)"),
+        (evaluate_module, "score_mask", "score_mask: other metrics"),
+        (reference.Reference, "_distance_transforms", "ground truth: distance transforms"),
+        (reference.Reference, "__init__", "ground truth: float/binary copies"),
+        (structure, "weighted_fmeasure", "weighted F-measure (per prediction)"),
+        (structure, "s_measure", "S-measure"),
+        (scores.core, "counts_at_levels", "F/E curves: level counts"),
+    ]
+    for size, ds in sets.items():
+        warm = warm_evaluator(ds, predictor)
+        for title, run in (("first variant", lambda: evaluation(ds, predictor)),
+                           ("further variant", lambda: further_variant(warm, predictor))):
+            profile = StageProfile()
+            for owner, attr, stage in stages:
+                profile.wrap(owner, attr, stage)
+            try:
+                wall, cpu = run()
+            finally:
+                profile.undo()
+            profile.report(f"{size[0]}x{size[1]}, {title}", len(ds), wall, cpu)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(ISNET) if ISNET.exists() else "standin",
@@ -161,6 +244,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: the plugin's)")
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "bench_evaluate_cache"),
                         help="where the translated model is kept between runs")
+    parser.add_argument("--profile", action="store_true", help="print the CPU of each evaluation stage per image, then exit")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench_evaluate_"))
@@ -174,7 +258,11 @@ def main() -> None:
     inputs = {size: [pre.prepare(s.image) for s in ds] for size, ds in sets.items()}
     for size, ds in sets.items():  # warm up: lazy imports, onnxruntime's first-run allocations
         evaluation(ds, predictor)
-    references = {size: prepared_references(ds) for size, ds in sets.items()}
+    if args.profile:
+        print(f"load average {os.getloadavg()[0]:.2f}, intra-op threads {threads}")
+        profile_stages(sets, predictor)
+        return
+    warm = {size: warm_evaluator(ds, predictor) for size, ds in sets.items()}
 
     rows: dict[tuple[int, int], dict[str, list[float]]] = {
         s: {k: [] for k in ("inference", "evaluation", "plain", "further", "busy", "cpu_inf", "cpu_eval", "cpu_plain", "cpu_further")} for s in sizes
@@ -185,7 +273,7 @@ def main() -> None:
             for key, measure in (("inference", lambda: pure_inference(predictor, inputs[size])),
                                  ("evaluation", lambda: evaluation(sets[size], predictor)),
                                  ("plain", lambda: plain_loop(sets[size], predictor)),
-                                 ("further", lambda: further_variant(sets[size], predictor, references[size]))):
+                                 ("further", lambda: further_variant(warm[size], predictor))):
                 wall, cpu = measure()
                 r[key].append(wall)
                 r[{"inference": "cpu_inf", "evaluation": "cpu_eval", "plain": "cpu_plain", "further": "cpu_further"}[key]].append(cpu)
@@ -208,7 +296,7 @@ def main() -> None:
         ci, ce, cp = (statistics.median(r[k]) for k in ("cpu_inf", "cpu_eval", "cpu_plain"))
         print(f"{size[0]:>6}x{size[1]:<5} {ci:17.3f} {ce:11.3f} {cp:11.3f} {ce / ci:9.3f} {cp / ci:10.3f}")
     print(f"{'photo size':>12} {'further variant s':>18} {'/inf':>6} {'CPU s':>7} {'/inf':>6}   "
-          "(ground truths already prepared, as for every variant after a run's first)")
+          "(same evaluator: ground truths prepared, photos resized, as for every variant after a run's first)")
     for size in sizes:
         r = rows[size]
         inf, fu = statistics.median(r["inference"]), statistics.median(r["further"])

@@ -27,12 +27,14 @@ import io
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from PIL import Image
 
 from pytest_coreml_quality.cachefs import (
     Note,
@@ -48,8 +50,8 @@ from pytest_coreml_quality.metrics.reference import Reference
 from pytest_coreml_quality.metrics.scores import ImageScores, score_mask, summarize
 from pytest_coreml_quality.model import Model
 from pytest_coreml_quality.output_checks import NonFiniteOutputError
-from pytest_coreml_quality.overlap import run_overlapped
-from pytest_coreml_quality.preprocess import PreprocessSettings, Preprocessor
+from pytest_coreml_quality.overlap import meanwhile, run_overlapped
+from pytest_coreml_quality.preprocess import RESAMPLE_FILTERS, PreprocessSettings, Preprocessor
 from pytest_coreml_quality.runtime.base import Backend, Predictor, RuntimeOptions
 
 # Bump when the stored mask format or the postprocessing changes meaning.
@@ -283,12 +285,15 @@ class EvaluationResult:
             # Check the settings against the model's description before a (slow) load.
             self._preprocessor = Preprocessor(self.model, self.settings)
         pre = self._preprocessor
-        if self._predictor is None:
-            t0 = time.perf_counter()
-            self._predictor = self._load()
-            self.timings.load = time.perf_counter() - t0
-        predictor = self._predictor
         score = ev.dataset.has_truth
+        if self._predictor is None:
+            # A cold load leaves a core idle part of the time: prepare the ground truths there
+            # (what is not ready when the model is, the scoring prepares itself).
+            with meanwhile(lambda stopped: ev.prepare_references(missing, stopped)) if score else nullcontext():
+                t0 = time.perf_counter()
+                self._predictor = self._load()
+                self.timings.load = time.perf_counter() - t0
+        predictor = self._predictor
         started = time.perf_counter()
 
         def predict(s: Sample, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -307,7 +312,11 @@ class EvaluationResult:
                 self._early_scores[s.id] = score_mask(mask, ev.reference(s), threshold=ev.threshold, with_hce=ev.with_hce)
                 self.timings.metrics += time.perf_counter() - t0
 
-        run_overlapped(missing, lambda s: pre.prepare(s.image), predict, finish, ahead=ev.ahead)
+        def prepare(s: Sample) -> dict[str, Any]:
+            # prepare() leaves an image of the model's size as it is: hand it the memoised resize.
+            return pre.prepare(ev.resized(s, pre.target_size(s.size), self.settings.resample))
+
+        run_overlapped(missing, prepare, predict, finish, ahead=ev.ahead)
         self.timings.cache_misses += len(missing)
         self.timings.predict += time.perf_counter() - started
 
@@ -398,7 +407,12 @@ class Evaluator:
     chunk_size: int = DEFAULT_CHUNK
     # Images prepared ahead of, and finished behind, the one the model runs on (bounds memory).
     ahead: int = 2
+    # Photos resized to a model's input are kept for the next variant up to this many bytes
+    # (the resize costs as much as scoring at 1 MP; every variant of a run usually shares it).
+    resized_budget: int = 256 * 2**20
     _references: dict[str, Reference] = field(default_factory=dict, init=False, repr=False)
+    _resized: dict[tuple[str, tuple[int, int], str], Image.Image] = field(default_factory=dict, init=False, repr=False)
+    _resized_bytes: int = field(default=0, init=False, repr=False)
     _memo: dict[str, EvaluationResult] = field(default_factory=dict, init=False, repr=False)
     _memo_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -411,6 +425,33 @@ class Evaluator:
             if ref is None:
                 ref = self._references[sample.id] = Reference(sample.mask)
             return ref
+
+    def resized(self, sample: Sample, size: tuple[int, int], resample: str) -> Image.Image:
+        """``sample.image`` resized to ``size`` with the named filter, as the preprocessing
+        resizes it; kept for the next variant while :attr:`resized_budget` allows."""
+        image = sample.image
+        if image.size == size:
+            return image
+        key = (sample.id, size, resample)
+        with self._memo_lock:
+            kept = self._resized.get(key)
+        if kept is not None:
+            return kept
+        resized = image.resize(size, RESAMPLE_FILTERS[resample])
+        cost = resized.width * resized.height * len(resized.getbands())
+        with self._memo_lock:
+            if key not in self._resized and self._resized_bytes + cost <= self.resized_budget:
+                self._resized[key] = resized
+                self._resized_bytes += cost
+        return resized
+
+    def prepare_references(self, samples: Sequence[Sample], stopped: Callable[[], bool] = lambda: False) -> None:
+        """Prepare the ground truths of ``samples`` now (distance transforms and the like), in
+        order, until ``stopped()``; each is then ready for every variant scored against it."""
+        for s in samples:
+            if stopped():
+                return
+            self.reference(s).prepare()
 
     def samples(self) -> list[Sample]:
         """The images every variant is evaluated on, in order: the one place that decides the list."""
@@ -459,6 +500,8 @@ class Evaluator:
             result = self._memo.get(key.digest())
             if result is None:
                 result = EvaluationResult(self, the_model, key, load, settings)
+                if predictor is not None:  # nothing to load: no load-time work either
+                    result._predictor = predictor
                 self._memo[key.digest()] = result
             return result
 

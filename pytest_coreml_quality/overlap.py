@@ -19,9 +19,11 @@ thread runs the model. Compared with a plain loop doing the three steps in turn:
 
 from __future__ import annotations
 
+import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 Item = TypeVar("Item")
@@ -91,6 +93,32 @@ def run_overlapped(
 
 
 _END = object()
+
+
+@contextmanager
+def meanwhile(work: Callable[[Callable[[], bool]], None]) -> Iterator[None]:
+    """Run ``work(stopped)`` in a helper thread while the ``with`` block runs.
+
+    For optional work ahead of time (preparing what later steps would otherwise compute
+    themselves): on leaving the block ``stopped()`` turns true and the thread is waited for,
+    so ``work`` should check it between small steps. An error in ``work`` is dropped: the
+    step that needs the result computes it again and meets the error where it is reported.
+    """
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            work(stop.is_set)
+        except Exception:  # noqa: BLE001 - see the docstring
+            pass
+
+    thread = threading.Thread(target=run, name=f"{THREAD_PREFIX}-meanwhile", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _settle(unfinished: deque[Future[None]]) -> None:

@@ -29,6 +29,15 @@ class Reference:
         """``mask`` itself if already prepared, else a new :class:`Reference`."""
         return mask if isinstance(mask, Reference) else cls(mask)
 
+    def prepare(self) -> "Reference":
+        """Compute now everything :func:`~pytest_coreml_quality.metrics.scores.score_mask` reads."""
+        names = ["n_fg", "fg_share", "binary_float", "background", "fg_offset", "levels_255_int16"]
+        if self.n_fg:  # these need a foreground
+            names += ["centroid", "importance", "nearest_fg"]
+        for name in names:
+            getattr(self, name)
+        return self
+
     @cached_property
     def n_fg(self) -> int:
         return int(np.count_nonzero(self.binary))
@@ -83,17 +92,51 @@ class Reference:
         self._distance_transforms()
         return self.__dict__["importance"]
 
+    @cached_property
+    def background(self) -> BoolArray:
+        return ~self.binary
+
+    @cached_property
+    def fg_offset(self) -> NDArray[np.uint16]:
+        """256 on foreground pixels, 0 elsewhere: added to a prediction's 8-bit levels, one
+        histogram counts the levels of foreground and background pixels apart."""
+        return self.binary.astype(np.uint16) << 8
+
+    @cached_property
+    def levels_255_int16(self) -> NDArray[np.int16]:
+        """:attr:`levels_255` widened for a signed difference (the 0..255 loss)."""
+        return self.levels_255.astype(np.int16)
+
+    @cached_property
+    def transform_box(self) -> tuple[slice, slice]:
+        """The foreground's box grown by :data:`IMPORTANCE_REACH` px, clipped: beyond it every
+        pixel's weighted-F importance is exactly 2.0, so only the box needs a distance transform."""
+        rows, cols = self.fg_box
+        h, w = self.shape
+        reach = IMPORTANCE_REACH
+        return slice(max(rows.start - reach, 0), min(rows.stop + reach, h)), slice(max(cols.start - reach, 0), min(cols.stop + reach, w))
+
     def _distance_transforms(self) -> None:
+        """One distance transform, of :attr:`transform_box`, for both the importance and :attr:`nearest_fg`.
+
+        Every foreground pixel lies in the box, so the distances (and nearest pixels) of the
+        box's pixels are those of a whole-frame transform; outside the box the distance
+        exceeds :data:`IMPORTANCE_REACH` and the importance rounds to exactly 2.0.
+        """
         from scipy import ndimage  # SciPy is needed only for the weighted F-measure
 
-        rows, cols = self.dependency_box
-        background = ~self.binary
-        if (rows.stop - rows.start) * (cols.stop - cols.start) * 2 > self.binary.size:
-            # A large object: one transform with indices is cheaper than two transforms.
-            dist, (iy, ix) = ndimage.distance_transform_edt(background, return_indices=True)
-            nearest = (iy[rows, cols] - rows.start, ix[rows, cols] - cols.start)
-        else:
-            dist = ndimage.distance_transform_edt(background)
-            _, nearest = ndimage.distance_transform_edt(background[rows, cols], return_indices=True)
-        self.__dict__["nearest_fg"] = tuple(nearest)
-        self.__dict__["importance"] = np.where(self.binary, 1.0, 2.0 - np.exp(np.log(0.5) / 5.0 * dist))
+        rows, cols = self.transform_box
+        dist, (iy, ix) = ndimage.distance_transform_edt(self.background[rows, cols], return_indices=True)
+        dep_rows, dep_cols = self.dependency_box
+        r0, c0 = dep_rows.start - rows.start, dep_cols.start - cols.start
+        inside = slice(r0, dep_rows.stop - rows.start), slice(c0, dep_cols.stop - cols.start)
+        self.__dict__["nearest_fg"] = (iy[inside] - r0, ix[inside] - c0)
+        importance = np.full(self.shape, 2.0)
+        importance[rows, cols] = np.where(self.binary[rows, cols], 1.0, 2.0 - np.exp(np.log(0.5) / 5.0 * dist))
+        self.__dict__["importance"] = importance
+
+
+#: Distance (px) from the object beyond which the weighted-F importance ``2 - 0.5 ** (d / 5)``
+#: is exactly 2.0 in float64: 0.5 ** (d / 5) <= 2 ** -53 (half the spacing of floats below 2)
+#: from d = 265 on; 270 leaves room for the rounding of the exponent (tests check the claim).
+IMPORTANCE_REACH = 270

@@ -61,12 +61,13 @@ def score_mask(
     MSE, PSNR, flip share).
     """
     ref = Reference.of(reference)
-    p = np.clip(core.as_float(pred), 0.0, 1.0)
+    p = _clipped_float(pred)
     if p.shape != ref.shape:
         raise ValueError(f"prediction shape {p.shape} differs from reference shape {ref.shape}")
     g, n_fg, n = ref.binary, ref.n_fg, ref.binary.size
-    # Shared by the F and E curves: counts of pixels at or above each of the 256 levels.
-    tp, fp = core.counts_at_levels(core.quantize_255(p), g)
+    # Shared by the F and E curves: counts of pixels at or above each of the 256 levels
+    # (p is clipped already: quantize_255 without its clip).
+    tp, fp = core.counts_at_levels((p * 255).astype(np.uint8), g, fg_offset=ref.fg_offset)
     f_curve = core.fmeasure_from_counts(tp, fp, n_fg)
     e_curve = structure.emeasure_from_counts(tp, fp, n_fg, n)
     selected = p >= threshold
@@ -77,8 +78,9 @@ def score_mask(
     adp_tp = int(np.count_nonzero(adaptive & g))
     adp_selected = int(np.count_nonzero(adaptive))
     values: dict[str, float] = {
-        "mae": float(np.mean(np.abs(p - ref.soft))),
-        "loss255": float(np.mean(np.abs(core.to_uint8(p).astype(np.int16) - ref.levels_255.astype(np.int16)))),
+        "mae": _mean_abs_diff(p, ref.soft),
+        # to_uint8 of the clipped p, widened: the rounded levels fit int16 as they are.
+        "loss255": float(np.mean(np.abs(np.rint(p * 255.0).astype(np.int16) - ref.levels_255_int16))),
         "iou": hits / union if union else 1.0,
         "dice": 2.0 * hits / (n_selected + n_fg) if n_selected + n_fg else 1.0,
         "max_f": float(f_curve.max()),
@@ -103,6 +105,20 @@ def score_mask(
         values["psnr"] = math.inf if values["mse"] == 0 else 10.0 * math.log10(1.0 / values["mse"])
         values["flip_share"] = drift.flip_share(p, ref.soft)
     return ImageScores(values=values, f_curve=f_curve, e_curve=e_curve)
+
+
+def _clipped_float(pred: NDArray) -> core.FloatArray:
+    """``np.clip(as_float(pred), 0, 1)``, clipping in place when ``as_float`` made a copy."""
+    p = core.as_float(pred)
+    if p is pred or not p.flags.writeable or p.base is not None:
+        return np.clip(p, 0.0, 1.0)
+    return np.clip(p, 0.0, 1.0, out=p)
+
+
+def _mean_abs_diff(a: core.FloatArray, b: core.FloatArray) -> float:
+    """``mean(|a - b|)`` with one temporary instead of two."""
+    diff = a - b
+    return float(np.mean(np.abs(diff, out=diff)))
 
 
 def _adaptive_f(tp: int, selected: int, n_fg: int, beta2: float = core.F_BETA2) -> float:

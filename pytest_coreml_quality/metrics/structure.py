@@ -36,7 +36,7 @@ def _object_similarity(values: FloatArray) -> float:
 def _object_score(p: FloatArray, ref: Reference) -> float:
     g = ref.binary
     fg = _object_similarity(p[g])
-    bg = _object_similarity(1.0 - p[~g])
+    bg = _object_similarity(1.0 - p[ref.background])
     return ref.fg_share * fg + (1.0 - ref.fg_share) * bg
 
 
@@ -169,7 +169,8 @@ def weighted_fmeasure(pred: NDArray, gt: "NDArray | Reference", beta2: float = 1
     g = ref.binary
     if ref.n_fg == 0:
         return 0.0
-    err = np.abs(p - ref.binary_float)
+    err = p - ref.binary_float
+    np.abs(err, out=err)
     # Background pixels take the error of their nearest foreground pixel (pixel dependency);
     # only needed where the filter below reads them: the foreground's box + 3 px.
     dep_rows, dep_cols = ref.dependency_box
@@ -179,12 +180,13 @@ def weighted_fmeasure(pred: NDArray, gt: "NDArray | Reference", beta2: float = 1
     inner_rows = slice(rows.start - dep_rows.start, rows.stop - dep_rows.start)
     inner_cols = slice(cols.start - dep_cols.start, cols.stop - dep_cols.start)
     smoothed = _smooth_box(err_dep, inner_rows, inner_cols)
-    # Inside the object, an error is replaced by its smoothed value when that is smaller.
-    min_err = err.copy()
+    # Inside the object, an error is replaced by its smoothed value when that is smaller
+    # (in place: err is ours, and every read of it above is done or copied).
+    min_err = err
     box_err, box_g = err[rows, cols], g[rows, cols]
     min_err[rows, cols] = np.where(box_g & (smoothed < box_err), smoothed, box_err)
     # Pixel importance: background errors far from the object weigh up to twice as much.
-    weighted = min_err * ref.importance
+    weighted = np.multiply(min_err, ref.importance, out=min_err)
     fg_err_sum = float(np.sum(weighted, where=g))
     fp_w = float(np.sum(weighted)) - fg_err_sum
     tp_w = ref.n_fg - fg_err_sum
