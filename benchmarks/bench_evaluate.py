@@ -12,6 +12,9 @@ For one model and N photos of each size, measured side by side in one run, inter
 * ``further variant``: the evaluation of another variant by the same evaluator, as every
   variant after the first of a run runs (ground truths prepared and photos resized once per
   run, not per variant);
+* ``load+inference`` vs ``load+evaluation``: a run's first variant as the plugin runs it,
+  the model loaded from its cached translation on both sides; the plugin's evaluator
+  loads the model itself and prepares the ground truths while it loads;
 * the ratios evaluation / inference (goal <= 1.03) and plain loop / inference;
 * how many cores the process keeps busy during pure inference (the room left for the rest).
 
@@ -147,6 +150,25 @@ def further_variant(evaluator: Evaluator, predictor) -> tuple[float, float]:
     return time.perf_counter() - t0, time.process_time() - c0
 
 
+def load_and_infer(backend: OnnxBackend, model: Model, options: RuntimeOptions, inputs: list) -> tuple[float, float]:
+    """A run's first variant without the evaluation: load the model (translation cached), then infer."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    predictor = backend.load(model, options)
+    for x in inputs:
+        predictor.predict(x)
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def load_and_evaluate(dataset: Dataset, backend: OnnxBackend, model: Model, options: RuntimeOptions) -> tuple[float, float]:
+    """A run's first variant as the plugin evaluates it: a fresh evaluator loads the model itself
+    (preparing the ground truths meanwhile), then predicts and scores."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = Evaluator(dataset, PreprocessSettings(), cache_dir=None).evaluate(backend=backend, model=model, options=options)
+    result.per_image  # noqa: B018
+    result.summary  # noqa: B018
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
 def plain_loop(dataset: Dataset, predictor) -> tuple[float, float]:
     """The same work, one step after the other (the evaluation loop before the overlap)."""
     t0, c0 = time.perf_counter(), time.process_time()
@@ -250,7 +272,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_evaluate_"))
     model_path = stand_in_model(work / "StandIn1024.mlmodel") if args.model == "standin" else Path(args.model)
     threads = intra_op_threads(args.threads)
-    predictor = OnnxBackend(intra_op_threads=threads).load(Model.open(model_path), RuntimeOptions(cache_dir=Path(args.cache)))
+    backend, options = OnnxBackend(intra_op_threads=threads), RuntimeOptions(cache_dir=Path(args.cache))
+    predictor = backend.load(Model.open(model_path), options)
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     sets = {size: golden_set(work / f"{size[0]}x{size[1]}", size, args.images, Path(args.photos) if args.photos else None)
             for size in sizes}
@@ -265,7 +288,8 @@ def main() -> None:
     warm = {size: warm_evaluator(ds, predictor) for size, ds in sets.items()}
 
     rows: dict[tuple[int, int], dict[str, list[float]]] = {
-        s: {k: [] for k in ("inference", "evaluation", "plain", "further", "busy", "cpu_inf", "cpu_eval", "cpu_plain", "cpu_further")} for s in sizes
+        s: {k: [] for k in ("inference", "evaluation", "plain", "further", "busy", "cpu_inf", "cpu_eval", "cpu_plain", "cpu_further",
+                            "load_inf", "load_eval", "cpu_load_inf", "cpu_load_eval")} for s in sizes
     }
     for _ in range(args.runs):
         for size in sizes:
@@ -273,10 +297,13 @@ def main() -> None:
             for key, measure in (("inference", lambda: pure_inference(predictor, inputs[size])),
                                  ("evaluation", lambda: evaluation(sets[size], predictor)),
                                  ("plain", lambda: plain_loop(sets[size], predictor)),
-                                 ("further", lambda: further_variant(warm[size], predictor))):
+                                 ("further", lambda: further_variant(warm[size], predictor)),
+                                 ("load_inf", lambda: load_and_infer(backend, predictor.model, options, inputs[size])),
+                                 ("load_eval", lambda: load_and_evaluate(sets[size], backend, predictor.model, options))):
                 wall, cpu = measure()
                 r[key].append(wall)
-                r[{"inference": "cpu_inf", "evaluation": "cpu_eval", "plain": "cpu_plain", "further": "cpu_further"}[key]].append(cpu)
+                r[f"cpu_{key}" if key.startswith("load") else {"inference": "cpu_inf", "evaluation": "cpu_eval", "plain": "cpu_plain",
+                                                                "further": "cpu_further"}[key]].append(cpu)
             r["busy"].append(r["cpu_inf"][-1] / r["inference"][-1])
 
     print(f"model: {model_path.name}, {args.images} images per size, {args.runs} interleaved runs, "
@@ -302,6 +329,14 @@ def main() -> None:
         inf, fu = statistics.median(r["inference"]), statistics.median(r["further"])
         ci, cf = statistics.median(r["cpu_inf"]), statistics.median(r["cpu_further"])
         print(f"{size[0]:>6}x{size[1]:<5} {fu:18.3f} {fu / inf:6.3f} {cf:7.3f} {cf / ci:6.3f}")
+    print(f"{'photo size':>12} {'load+inference s':>17} {'load+evaluation s':>18} {'/':>6} {'CPU /':>6}   "
+          "(a run's first variant as the plugin runs it: the model loaded from its cached translation, "
+          "the ground truths prepared during the load)")
+    for size in sizes:
+        r = rows[size]
+        li, le = statistics.median(r["load_inf"]), statistics.median(r["load_eval"])
+        cli, cle = statistics.median(r["cpu_load_inf"]), statistics.median(r["cpu_load_eval"])
+        print(f"{size[0]:>6}x{size[1]:<5} {li:17.3f} {le:18.3f} {le / li:6.3f} {cle / cli:6.3f}")
     print("CPU s: the work itself (all threads), which the load of the machine does not inflate as it does wall time.")
     print("busy cores: CPU seconds / wall seconds of the process during pure inference; the overlap can only hide\n"
           "work in what is left of the cores it may use (intra-op threads) and what the machine leaves idle.")

@@ -29,7 +29,8 @@ weights decoded from a memory map of weight.bin and streamed to the scratch weig
 loader; new: the generated protobuf module alone; its weights are not streamed, which did
 not lower its peak). ``--sides old,new,nostream`` adds the new reader without streaming.
 ``--sides new,dynheap`` compares with the backend before ``heap.py`` (glibc's malloc
-left to its dynamic mmap threshold while the session is created; no trim after the build).
+left to its dynamic mmap threshold while the session is created; no trim after the build);
+``trimonly`` keeps the dynamic threshold and only trims the heap after the session.
 ``--inference`` adds the inference time of the translated ISNet vs onnxruntime on
 ``isnet_fp32.onnx``; ``--compressed`` the numpy decompression of every constexpr op vs
 coremltools' ``materialized_val_inference``.
@@ -104,6 +105,19 @@ def _child(side: str, package: str, cache: str, queue: "mp.Queue[dict[str, float
 
         backend.large_blocks_mapped = contextlib.nullcontext
         backend.release_free_memory = lambda: None
+    elif side == "trimonly":  # malloc's dynamic threshold kept; only trimmed after the session
+        import contextlib
+
+        from pytest_coreml_quality.runtime.onnx.heap import release_free_memory
+
+        @contextlib.contextmanager
+        def trimmed() -> Any:
+            try:
+                yield
+            finally:
+                release_free_memory()
+
+        backend.large_blocks_mapped = trimmed
     # The probe (one prediction on zeros after a cold build) is timed apart: on a
     # 1024x1024 network it is a full inference, whose activations dominate the peak.
     at_probe: dict[str, float] = {}
