@@ -10,6 +10,7 @@ from pytest_coreml_quality.runtime.onnx.mil_ops import (  # noqa: F401  (importe
     linear,
     normalization,
     pool,
+    quantization,
     resize,
     tensor,
 )
