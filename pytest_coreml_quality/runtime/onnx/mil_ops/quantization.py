@@ -4,12 +4,12 @@ MIL specifies ``quantize`` as ``clip(round(input / scale) + zero_point)`` with n
 rounding (half to even) and ``dequantize`` as ``scale * (input - zero_point)``, with a
 scalar or per-axis (vector along ``axis``) scale and zero point.
 
-They are built from float arithmetic (Div, Round, Add, Clip / Sub, Mul) rather than ONNX
-QuantizeLinear / DequantizeLinear: onnxruntime fuses QDQ pairs around a Conv into integer
-kernels (QLinearConv) whose requantization rounds differently from MIL, and the float
-nodes go through the fp16 emulation like every other op. Quantized values travel as int32,
-the graph's integer type (see the ``cast`` handler), so a quantized tensor can also be a
-program output or feed integer ops.
+ONNX QuantizeLinear rounds the same way, but the ops are built from float arithmetic
+(Div, Round, Add, Clip / Sub, Mul) instead: onnxruntime's graph optimizer fuses
+DequantizeLinear -> Conv -> QuantizeLinear into integer kernels (QLinearConv) that never
+compute the float conv output MIL quantizes, and int8 tensors would not go through the
+fp16 emulation (which rounds float outputs). Quantized values travel as int32, the
+graph's integer type (see the ``cast`` handler), holding the exact int8 / uint8 values.
 """
 
 from __future__ import annotations
@@ -77,13 +77,7 @@ def dequantize(ctx: MilContext, op: Any) -> str:
     scale = _broadcastable(ctx, op, "scale", rank)
     zero_point = _broadcastable(ctx, op, "zero_point", rank)
     b = ctx.builder
-    const = ctx.value(x_var)
-    if const is not None:
-        # Quantized weights: decode once here rather than in every run.
-        value = np.asarray(const, dtype=np.float32)
-        if zero_point is not None:
-            value = value - zero_point
-        return b.const((value * scale).astype(np.float32), name=op.name)
+    # The input is int32 in the graph (a quantize's output, or a constant made int32).
     x = b.node("Cast", [ctx.inp(op, "input")], name=f"{op.name}_f", to=TensorProto.FLOAT)
     if zero_point is not None and np.any(zero_point != 0):
         x = b.node("Sub", [x, ctx.floats(zero_point, name=f"{op.name}_zp")], name=f"{op.name}_sub")
