@@ -7,8 +7,8 @@ scalar or per-axis (vector along ``axis``) scale and zero point.
 ONNX QuantizeLinear rounds the same way, but the ops are built from float arithmetic
 (Div, Round, Add, Clip / Sub, Mul) instead: onnxruntime's graph optimizer fuses
 DequantizeLinear -> Conv -> QuantizeLinear into integer kernels (QLinearConv) that never
-compute the float conv output MIL quantizes, and int8 tensors would not go through the
-fp16 emulation (which rounds float outputs). Quantized values travel as int32, the
+compute the float conv output MIL quantizes, and the fp16 emulation would round an int8
+QuantizeLinear output as if it were float. Quantized values travel as int32, the
 graph's integer type (see the ``cast`` handler), holding the exact int8 / uint8 values.
 """
 
