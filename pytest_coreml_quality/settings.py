@@ -474,6 +474,15 @@ def _validated(raw: dict[str, tuple[Any, Path]]) -> Settings:
     return settings
 
 
+#: Options that change how figures are measured: a merge run takes them from the shard reports.
+_MEASURED_IN_SHARDS = (
+    "coreml_backend", "coreml_compute_units", "coreml_precision", "coreml_hce", "coreml_load_rounds",
+    "coreml_output", "coreml_output_kind", "coreml_keypoint_tolerance", "coreml_normalization",
+    "coreml_channel_order", "coreml_input_layout", "coreml_mask", "coreml_normalize_predictions",
+    "coreml_resample", "coreml_variants",
+)
+
+
 def _merge_only(settings: Settings, from_cli: set[str], table: "ProjectTable | None") -> Settings:
     """A --coreml-merge run opens no model or golden set: the figures come from the shard reports.
 
@@ -491,6 +500,15 @@ def _merge_only(settings: Settings, from_cli: set[str], table: "ProjectTable | N
         raise SettingError(f"{merge}: ini 'coreml_shard' is set too; expected either a shard run or a merge run")
     set_aside = bool(settings.models or settings.dataset or (table is not None and table.models))
     notes = settings.notes
+    # Copied from the shard jobs' command line, these would read as if they applied here; the
+    # figures were measured by the shards with the settings their reports hold (and the merge
+    # checks those agree), so say plainly that the merge run's own are not used.
+    unused = [_spec(dest).flag for dest in _MEASURED_IN_SHARDS if dest in from_cli]
+    if unused:
+        notes += (
+            f"{merge}: {', '.join(unused)} not used: the figures were measured in the shard jobs, "
+            "with the settings their reports hold",
+        )
     if set_aside:
         notes += ("--coreml-merge: the models and golden set of the config file are not opened; the figures come from the shard reports",)
     return replace(settings, models=(), dataset=None, per_model=(), notes=notes)

@@ -250,6 +250,16 @@ def test_merge_refuses_models_and_shards_on_its_command_line() -> None:
         _resolve(coreml_merge="reports", coreml_shard="1/2")
 
 
+def test_merge_says_which_of_its_measuring_options_it_does_not_use() -> None:
+    settings = _resolve(coreml_merge="reports", coreml_backend="onnx", coreml_compute_units="CPU_ONLY", coreml_max_mae="0.1")
+    notes = [n for n in settings.notes if "not used" in n]
+    assert notes == [
+        "--coreml-merge: --coreml-backend, --coreml-compute-units not used: the figures were measured "
+        "in the shard jobs, with the settings their reports hold"
+    ]
+    assert not any("not used" in n for n in _resolve(coreml_merge="reports", coreml_max_mae="0.1").notes)  # thresholds apply
+
+
 def test_merge_sets_aside_models_from_the_config_file() -> None:
     settings = resolve(
         lambda dest: {"coreml_merge": "reports"}.get(dest),
