@@ -511,7 +511,8 @@ def _merge_only(settings: Settings, from_cli: set[str], table: "ProjectTable | N
         )
     if set_aside:
         notes += ("--coreml-merge: the models and golden set of the config file are not opened; the figures come from the shard reports",)
-    return replace(settings, models=(), dataset=None, per_model=(), notes=notes)
+    # The variants too come from the reports (a header line echoing the option would mislead).
+    return replace(settings, models=(), dataset=None, per_model=(), variants=(), notes=notes)
 
 
 def _shard(value: Any) -> tuple[int, int] | None:

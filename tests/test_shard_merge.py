@@ -258,6 +258,7 @@ def test_merge_says_which_of_its_measuring_options_it_does_not_use() -> None:
         "in the shard jobs, with the settings their reports hold"
     ]
     assert not any("not used" in n for n in _resolve(coreml_merge="reports", coreml_max_mae="0.1").notes)  # thresholds apply
+    assert _resolve(coreml_merge="reports", coreml_variants=["q8,q4"]).variants == ()  # no header line echoes them
 
 
 def test_merge_sets_aside_models_from_the_config_file() -> None:
