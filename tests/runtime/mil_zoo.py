@@ -51,6 +51,18 @@ def convert(
     return path
 
 
+def save_program(prog: Any, path: Path, target: str = "iOS16") -> Path:
+    """Convert a MIL builder program (fp32 compute, converter warnings silenced) and save it at ``path``."""
+    import coremltools as ct
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = ct.convert(prog, convert_to="mlprogram", minimum_deployment_target=getattr(ct.target, target),
+                           compute_precision=ct.precision.FLOAT32)
+    model.save(str(path))
+    return path
+
+
 def translate(path: Path, emulate_fp16: bool = False) -> Any:
     """The ONNX ModelProto the translator builds for the package at ``path``."""
     builder = GraphBuilder(name=path.stem)

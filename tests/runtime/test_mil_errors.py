@@ -49,13 +49,7 @@ def test_unsupported_ops_are_all_listed(tmp_path: Path) -> None:
         order = mb.argsort(x=total, axis=1, name="order")
         return mb.add(x=total, y=mb.cast(x=order, dtype="fp32", name="order_f"), name="output")
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = ct.convert(
-            prog, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16, compute_precision=ct.precision.FLOAT32
-        )
-    path = tmp_path / "unsupported.mlpackage"
-    model.save(str(path))
+    path = mil_zoo.save_program(prog, tmp_path / "unsupported.mlpackage")
     builder = GraphBuilder()
     with pytest.raises(UnsupportedModelError) as info:
         translate_mlprogram(Model.open(path), builder)

@@ -4,7 +4,6 @@ builder and checked against numpy implementations of the op definitions' formula
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -203,12 +202,7 @@ def op_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
         x = mb.sub(x=mb.mul(x=x, y=4.0), y=2.0)
         return tuple(mb.identity(x=build(mb, x), name=name) for name, (build, _) in CASES.items())
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = ct.convert(prog, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16, compute_precision=ct.precision.FLOAT32)
-    path = tmp_path_factory.mktemp("mil_ops") / "suite.mlpackage"
-    model.save(str(path))
-    return path
+    return mil_zoo.save_program(prog, tmp_path_factory.mktemp("mil_ops") / "suite.mlpackage")
 
 
 @pytest.fixture(scope="module")

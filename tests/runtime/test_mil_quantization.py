@@ -4,7 +4,6 @@ implementations of the op definitions' formulas, including rounding ties and cli
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -103,12 +102,7 @@ def quant_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
         e = mb.dequantize(input=qy, scale=OUT_SCALE, zero_point=OUT_ZP, axis=1, name="w8a8_conv")
         return a, b, c, d, e
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = ct.convert(prog, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS17, compute_precision=ct.precision.FLOAT32)
-    path = tmp_path_factory.mktemp("mil_quant") / "quant.mlpackage"
-    model.save(str(path))
-    return path
+    return mil_zoo.save_program(prog, tmp_path_factory.mktemp("mil_quant") / "quant.mlpackage", target="iOS17")
 
 
 def _run(path: Path, emulate_fp16: bool = False) -> dict[str, np.ndarray]:

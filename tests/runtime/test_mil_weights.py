@@ -302,11 +302,7 @@ def test_constexpr_cast_weight(tmp_path: Path) -> None:
         w = mb.constexpr_cast(source_val=weight16, output_dtype="fp32")
         return mb.conv(x=x, weight=w, pad_type="same", name="output")
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = ct.convert(prog, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16, compute_precision=ct.precision.FLOAT32)
-    path = tmp_path / "cast.mlpackage"
-    model.save(str(path))
+    path = mil_zoo.save_program(prog, tmp_path / "cast.mlpackage")
     func = load_main_function(Model.open(path))
     assert "constexpr_cast" in {op.op_type for op in func.operations}
     mil_crosscheck.assert_same_translation(path)

@@ -13,7 +13,7 @@ from pytest_coreml_quality.errors import UnsupportedModelError
 from pytest_coreml_quality.model import Model
 from pytest_coreml_quality.runtime.base import RuntimeOptions
 from pytest_coreml_quality.runtime.onnx.backend import OnnxBackend
-from tests.runtime import pipelines
+from tests.runtime import mil_zoo, pipelines
 
 ct = pytest.importorskip("coremltools")
 
@@ -82,12 +82,7 @@ def test_control_flow_ops_are_listed_by_op_type(tmp_path: Path) -> None:
         items = mb.list_write(ls=mb.make_list(init_length=2, dtype="fp32", elem_shape=[1, 4]), index=0, value=acc)
         return mb.identity(x=mb.list_read(ls=items, index=0), name="y")
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = ct.convert(prog, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16,
-                           compute_precision=ct.precision.FLOAT32)
-    path = tmp_path / "loop.mlpackage"
-    model.save(str(path))
+    path = mil_zoo.save_program(prog, tmp_path / "loop.mlpackage")
     text = _load_error(path, tmp_path / "c")
     assert text.startswith(f"{path}: field 'mlProgram.main': uses 4 ML Program op(s) this runtime cannot "
                            "translate (op types: while_loop, make_list, list_write, list_read): while_loop '")
