@@ -43,7 +43,6 @@ import threading
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -255,6 +254,18 @@ def profile_stages(sets: dict, predictor) -> None:
             profile.report(f"{size[0]}x{size[1]}, {title}", len(ds), wall, cpu)
 
 
+_CPU = {"inference": "cpu_inf", "further": "cpu_further", "load_inf": "cpu_load_inf", "load_eval": "cpu_load_eval"}
+
+
+def print_ratios(rows: dict, base: str, measured: str, note: str) -> None:
+    """Per photo size: medians of ``base`` and ``measured`` (wall seconds), their ratio and the CPU ratio."""
+    print(f"{'photo size':>12} {base + ' s':>17} {measured + ' s':>17} {'/':>6} {'CPU /':>6}   {note}")
+    for size, r in rows.items():
+        b, m = statistics.median(r[base]), statistics.median(r[measured])
+        cb, cm = statistics.median(r[_CPU[base]]), statistics.median(r[_CPU[measured]])
+        print(f"{size[0]:>6}x{size[1]:<5} {b:17.3f} {m:17.3f} {m / b:6.3f} {cm / cb:6.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(ISNET) if ISNET.exists() else "standin",
@@ -302,8 +313,7 @@ def main() -> None:
                                  ("load_eval", lambda: load_and_evaluate(sets[size], backend, predictor.model, options))):
                 wall, cpu = measure()
                 r[key].append(wall)
-                r[f"cpu_{key}" if key.startswith("load") else {"inference": "cpu_inf", "evaluation": "cpu_eval", "plain": "cpu_plain",
-                                                                "further": "cpu_further"}[key]].append(cpu)
+                r[{**_CPU, "evaluation": "cpu_eval", "plain": "cpu_plain"}[key]].append(cpu)
             r["busy"].append(r["cpu_inf"][-1] / r["inference"][-1])
 
     print(f"model: {model_path.name}, {args.images} images per size, {args.runs} interleaved runs, "
@@ -322,21 +332,10 @@ def main() -> None:
         r = rows[size]
         ci, ce, cp = (statistics.median(r[k]) for k in ("cpu_inf", "cpu_eval", "cpu_plain"))
         print(f"{size[0]:>6}x{size[1]:<5} {ci:17.3f} {ce:11.3f} {cp:11.3f} {ce / ci:9.3f} {cp / ci:10.3f}")
-    print(f"{'photo size':>12} {'further variant s':>18} {'/inf':>6} {'CPU s':>7} {'/inf':>6}   "
-          "(same evaluator: ground truths prepared, photos resized, as for every variant after a run's first)")
-    for size in sizes:
-        r = rows[size]
-        inf, fu = statistics.median(r["inference"]), statistics.median(r["further"])
-        ci, cf = statistics.median(r["cpu_inf"]), statistics.median(r["cpu_further"])
-        print(f"{size[0]:>6}x{size[1]:<5} {fu:18.3f} {fu / inf:6.3f} {cf:7.3f} {cf / ci:6.3f}")
-    print(f"{'photo size':>12} {'load+inference s':>17} {'load+evaluation s':>18} {'/':>6} {'CPU /':>6}   "
-          "(a run's first variant as the plugin runs it: the model loaded from its cached translation, "
-          "the ground truths prepared during the load)")
-    for size in sizes:
-        r = rows[size]
-        li, le = statistics.median(r["load_inf"]), statistics.median(r["load_eval"])
-        cli, cle = statistics.median(r["cpu_load_inf"]), statistics.median(r["cpu_load_eval"])
-        print(f"{size[0]:>6}x{size[1]:<5} {li:17.3f} {le:18.3f} {le / li:6.3f} {cle / cli:6.3f}")
+    print_ratios(rows, "inference", "further", "(same evaluator: ground truths prepared, photos resized, "
+                 "as for every variant after a run's first)")
+    print_ratios(rows, "load_inf", "load_eval", "(a run's first variant as the plugin runs it: the model loaded from "
+                 "its cached translation, the ground truths prepared during the load)")
     print("CPU s: the work itself (all threads), which the load of the machine does not inflate as it does wall time.")
     print("busy cores: CPU seconds / wall seconds of the process during pure inference; the overlap can only hide\n"
           "work in what is left of the cores it may use (intra-op threads) and what the machine leaves idle.")
