@@ -52,14 +52,11 @@ def intra_op_threads(requested: int | None = None, environ: Mapping[str, str] | 
     """Threads one model run may use: ``requested`` (``--coreml-threads``) if given, else this
     process's share of the cores, ``max(1, cores // workers)``, where the workers are the
     pytest-xdist workers running side by side (``PYTEST_XDIST_WORKER_COUNT``, 1 without xdist)."""
+    from pytest_coreml_quality.chunks import xdist_workers
+
     if requested:
         return requested
-    env = os.environ if environ is None else environ
-    try:
-        workers = max(1, int(env.get("PYTEST_XDIST_WORKER_COUNT", "1")))
-    except ValueError:
-        workers = 1
-    return max(1, available_cores() // workers)
+    return max(1, available_cores() // xdist_workers(environ))
 
 
 def get_backend(name: str = "auto", threads: int | None = None) -> Backend:
