@@ -36,15 +36,9 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from pytest_coreml_quality.cachefs import (
-    Note,
-    atomic_write_bytes,
-    parts_digest,
-    read_sealed_array,
-    report_repair,
-    seal,
-)
-from pytest_coreml_quality.chunks import DEFAULT_CHUNK, fill_in_chunks
+from pytest_coreml_quality.cachedrun import CachedRun, CacheSetup
+from pytest_coreml_quality.cachefs import Note, atomic_write_bytes, parts_digest, read_sealed_array, seal
+from pytest_coreml_quality.chunks import DEFAULT_CHUNK
 from pytest_coreml_quality.dataset import Dataset, Sample
 from pytest_coreml_quality.metrics.reference import Reference
 from pytest_coreml_quality.metrics.scores import ImageScores, score_mask, summarize
@@ -160,8 +154,10 @@ class DriftResult:
     summary: dict[str, float]
 
 
-class EvaluationResult:
+class EvaluationResult(CachedRun[dict[str, NDArray[np.float32]]]):
     """Predictions and metrics of one variant on the golden set; computed on first access."""
+
+    cache_label = "prediction cache"
 
     def __init__(
         self,
@@ -202,79 +198,35 @@ class EvaluationResult:
             return self._predictions
 
     def _predict_all(self) -> dict[str, NDArray[np.float32]]:
-        ev = self.evaluator
-        cache = ev.cache
-        samples = ev.samples()
-        found: dict[str, NDArray[np.float32]] = {}
-        self.timings.cache_hits = self.timings.cache_misses = 0  # counted afresh if a failed run is retried
-        if cache is None:
-            self._compute(samples, found)
-            return {s.id: found[s.id] for s in samples}
-        damaged: dict[str, str] = {}
-        self._read_cached(samples, found, damaged)
-        if damaged:
-            first = next(iter(damaged))
-            report_repair(
-                ev.note,
-                f"prediction cache of {self.model.name}: {len(damaged)} damaged entr{'y' if len(damaged) == 1 else 'ies'} "
-                f"ignored and recomputed (image '{first}': {damaged[first]})",
-            )
-        # Workers evaluating the same variant split its images (see .chunks).
-        fill_in_chunks(
-            samples,
-            ev.chunk_size,
-            self.key.digest(),
-            cache.locks,
-            done=lambda s: s.id in found,
-            fill=lambda chunk: self._fill(chunk, found),
-        )
+        samples, found = self._gather()
         return {s.id: found[s.id] for s in samples}
 
-    def predict_free_chunks(self) -> int:
-        """Predict into the cache the chunks of images no other worker holds, waiting for none;
-        return how many images this call predicted (an idle xdist worker helping, see .sharing).
+    # --- hooks of the cache-and-chunks flow (see .cachedrun) ---------------------------------
+    @property
+    def _tally(self) -> Timings:
+        return self.timings
 
-        The model is loaded only if a chunk is left to predict, and let go afterwards: the
-        worker that scores this variant reads every chunk back from the cache.
-        """
-        cache = self.evaluator.cache
-        if cache is None or self.computed:
-            return 0
-        found: dict[str, NDArray[np.float32]] = {}
-        before = self.timings.cache_misses
-        with self._lock:
-            try:
-                fill_in_chunks(
-                    self.evaluator.samples(),
-                    self.evaluator.chunk_size,
-                    self.key.digest(),
-                    cache.locks,
-                    done=lambda s: s.id in found or cache.path(self.key.for_image(s.image_hash)).exists(),
-                    fill=lambda chunk: self._fill(chunk, found),
-                    wait=False,
-                )
-            finally:
-                self._predictor = None
-        return self.timings.cache_misses - before
+    def _samples(self) -> list[Sample]:
+        return self.evaluator.samples()
 
-    def _read_cached(self, samples: Sequence[Sample], found: dict[str, NDArray[np.float32]], damaged: dict[str, str] | None = None) -> None:
-        """Put the cached masks of ``samples`` into ``found``; note unusable entries in ``damaged``."""
+    def _cache_setup(self) -> CacheSetup | None:
+        ev = self.evaluator
+        cache = ev.cache
+        return None if cache is None else CacheSetup(self.key.digest(), cache.locks, ev.chunk_size, ev.note)
+
+    def _new_found(self) -> dict[str, NDArray[np.float32]]:
+        return {}
+
+    def _complete(self, sample: Sample, found: dict[str, NDArray[np.float32]]) -> bool:
+        return sample.id in found
+
+    def _read_entries(self, sample: Sample, found: dict[str, NDArray[np.float32]]) -> list[str]:
         cache = self.evaluator.cache
         assert cache is not None
-        for s in samples:
-            if s.id in found:
-                continue
-            mask, problem = cache.lookup(self.key.for_image(s.image_hash), (s.size[1], s.size[0]))
-            if mask is not None:
-                found[s.id] = mask
-                self.timings.cache_hits += 1
-            elif problem is not None and damaged is not None:
-                damaged[s.id] = problem
-
-    def _fill(self, chunk: Sequence[Sample], found: dict[str, NDArray[np.float32]]) -> None:
-        """Complete ``found`` for ``chunk`` (we hold its lock): read what was written meanwhile, predict the rest."""
-        self._read_cached(chunk, found)
-        self._compute([s for s in chunk if s.id not in found], found)
+        mask, problem = cache.lookup(self.key.for_image(sample.image_hash), (sample.size[1], sample.size[0]))
+        if mask is not None:
+            found[sample.id] = mask
+        return [] if problem is None else [problem]
 
     def _compute(self, missing: list[Sample], found: dict[str, NDArray[np.float32]]) -> None:
         """Predict ``missing`` into ``found`` (and the cache), scoring each mask while the next one runs."""

@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from pytest_coreml_quality import catalogue
-from pytest_coreml_quality.cachefs import Note, atomic_write_bytes, parts_digest, read_sealed_array, report_repair, seal
-from pytest_coreml_quality.chunks import DEFAULT_CHUNK, fill_in_chunks
+from pytest_coreml_quality.cachedrun import CachedRun, CacheSetup
+from pytest_coreml_quality.cachefs import Note, atomic_write_bytes, parts_digest, read_sealed_array, seal
+from pytest_coreml_quality.chunks import DEFAULT_CHUNK
 from pytest_coreml_quality.dataset import Dataset, Sample
 from pytest_coreml_quality.errors import CoreMLQualityError, UnsupportedModelError
 from pytest_coreml_quality.metrics.classifier_drift import accuracy_values, classifier_values
@@ -104,8 +105,10 @@ class TensorDrift:
     summary: dict[str, float]
 
 
-class TensorEvaluation:
+class TensorEvaluation(CachedRun[dict[str, dict[str, NDArray[np.float32]]]]):
     """One variant's raw outputs on the golden set, computed on first access (then cached)."""
+
+    cache_label = "output cache"
 
     def __init__(
         self,
@@ -150,80 +153,38 @@ class TensorEvaluation:
             return self._outputs
 
     def _run(self) -> dict[str, dict[str, NDArray[np.float32]]]:
-        found: dict[str, dict[str, NDArray[np.float32]]] = {name: {} for name in self.output_names}
-        samples = list(self.dataset)
-        self.cache_hits = self.cache_misses = 0
-        cache = self.cache
-        if cache is None:
-            self._compute(samples, found)
-            return found
-        damaged: list[tuple[str, str]] = []
-        self._read_cached(samples, found, damaged)
-        if damaged:
-            report_repair(
-                self._note,
-                f"output cache of {self.model.name}: {len(damaged)} damaged entr{'y' if len(damaged) == 1 else 'ies'} "
-                f"ignored and recomputed (image '{damaged[0][0]}': {damaged[0][1]})",
-            )
-        # Workers that need this variant's outputs split its images (see .chunks).
-        fill_in_chunks(
-            samples,
-            self.chunk_size,
-            self.key,
-            cache.locks,
-            done=lambda s: self._complete(s, found),
-            fill=lambda chunk: self._fill(chunk, found),
-        )
+        samples, found = self._gather()
         # In the golden set's order, whichever worker (or earlier run) computed which image.
         return {name: {s.id: found[name][s.id] for s in samples} for name in self.output_names}
 
-    def predict_free_chunks(self) -> int:
-        """Run the model on the chunks of images no other worker holds, waiting for none, into the
-        cache; return how many images this call ran (an idle xdist worker helping, see .sharing)."""
+    # --- hooks of the cache-and-chunks flow (see .cachedrun) ---------------------------------
+    @property
+    def _tally(self) -> "TensorEvaluation":
+        return self  # counts its cache hits and misses itself
+
+    def _samples(self) -> list[Sample]:
+        return list(self.dataset)
+
+    def _cache_setup(self) -> CacheSetup | None:
         cache = self.cache
-        if cache is None or self.computed:
-            return 0
-        found: dict[str, dict[str, NDArray[np.float32]]] = {name: {} for name in self.output_names}
-        before = self.cache_misses
-        with self._lock:
-            try:
-                fill_in_chunks(
-                    list(self.dataset),
-                    self.chunk_size,
-                    self.key,
-                    cache.locks,
-                    done=lambda s: all(cache.path(self._entry(s.image_hash, name)).exists() for name in self.output_names),
-                    fill=lambda chunk: self._fill(chunk, found),
-                    wait=False,
-                )
-            finally:
-                self._predictor = None  # the worker that compares this variant reads the cache
-        return self.cache_misses - before
+        return None if cache is None else CacheSetup(self.key, cache.locks, self.chunk_size, self._note)
+
+    def _new_found(self) -> dict[str, dict[str, NDArray[np.float32]]]:
+        return {name: {} for name in self.output_names}
 
     def _complete(self, sample: Sample, found: dict[str, dict[str, NDArray[np.float32]]]) -> bool:
         return all(sample.id in found[name] for name in self.output_names)
 
-    def _read_cached(
-        self, samples: Sequence[Sample], found: dict[str, dict[str, NDArray[np.float32]]], damaged: list[tuple[str, str]] | None = None
-    ) -> None:
-        """Put the cached outputs of ``samples`` into ``found``; note unusable entries in ``damaged``."""
+    def _read_entries(self, sample: Sample, found: dict[str, dict[str, NDArray[np.float32]]]) -> list[str]:
         assert self.cache is not None
-        for sample in samples:
-            if self._complete(sample, found):
-                continue
-            for name in self.output_names:
-                arr, problem = self.cache.lookup(self._entry(sample.image_hash, name))
-                if arr is not None:
-                    found[name][sample.id] = arr
-                elif problem is not None and damaged is not None:
-                    damaged.append((sample.id, problem))
-            if self._complete(sample, found):
-                self.cache_hits += 1
-
-    def _fill(self, chunk: Sequence[Sample], found: dict[str, dict[str, NDArray[np.float32]]]) -> None:
-        """Complete ``found`` for ``chunk`` (we hold its lock): read what was written meanwhile, predict the rest."""
-        self._read_cached(chunk, found)
-        self._compute([s for s in chunk if not self._complete(s, found)], found)
+        problems = []
+        for name in self.output_names:
+            arr, problem = self.cache.lookup(self._entry(sample.image_hash, name))
+            if arr is not None:
+                found[name][sample.id] = arr
+            elif problem is not None:
+                problems.append(problem)
+        return problems
 
     def _compute(self, missing: list[Sample], found: dict[str, dict[str, NDArray[np.float32]]]) -> None:
         """Run the model on ``missing``, preparing the next image and storing the previous outputs meanwhile."""

@@ -197,6 +197,39 @@ def test_a_helper_fills_the_tensor_cache_the_worker_reads(golden: Dataset, inner
             np.testing.assert_array_equal(outputs[name][sid], arr)
 
 
+def test_a_helper_predicts_again_a_damaged_mask_entry(golden: Dataset, inner: Any, tmp_path: Path) -> None:
+    # A cache entry that exists but does not read back is not done: the helper predicts it again
+    # (as the main path would), so the worker scoring the variant finds every entry usable.
+    first = Evaluator(golden, cache_dir=tmp_path, chunk_size=4).evaluate(inner)
+    assert first.predict_free_chunks() == len(golden)
+    sample = next(iter(golden))
+    entry = first.evaluator.cache.path(first.key.for_image(sample.image_hash))  # type: ignore[union-attr]
+    entry.write_bytes(entry.read_bytes()[:-7])  # truncated: the file is there, the entry is not usable
+    helper_predictor = Counting(inner)
+    helper = Evaluator(golden, cache_dir=tmp_path, chunk_size=4).evaluate(helper_predictor)  # type: ignore[arg-type]
+    assert helper.predict_free_chunks() == 1 == helper_predictor.calls
+    notes: list[str] = []
+    loads: list[int] = []
+    worker = Evaluator(golden, cache_dir=tmp_path, chunk_size=4, note=notes.append).evaluate(
+        backend=_LoadCounting(inner, loads), model=inner.model, options=inner.options,
+    )
+    assert len(worker.predictions) == len(golden)
+    assert worker.timings.cache_hits == len(golden) and not loads and not notes
+
+
+def test_a_helper_predicts_again_a_damaged_tensor_entry(golden: Dataset, inner: Any, tmp_path: Path) -> None:
+    settings = PreprocessSettings(output_kind="tensor")
+    first = TensorEvaluation(inner.model, golden, settings, "onnx", lambda: inner, cache_dir=tmp_path)
+    assert first.predict_free_chunks() == len(golden)
+    sample = next(iter(golden))
+    entry = first.cache.path(first._entry(sample.image_hash, first.output_names[0]))  # type: ignore[union-attr]
+    entry.write_bytes(b"not a sealed array")
+    helper = TensorEvaluation(inner.model, golden, settings, "onnx", lambda: inner, cache_dir=tmp_path)
+    assert helper.predict_free_chunks() == 1
+    worker = TensorEvaluation(inner.model, golden, settings, "onnx", lambda: pytest.fail("everything is cached"), cache_dir=tmp_path)
+    assert worker.outputs and worker.cache_hits == len(golden) and worker.cache_misses == 0
+
+
 # --- end to end: one variant on three xdist workers ------------------------------------------------------------------
 
 # In the inner run's xdist workers: log which worker predicted which images, and hold each chunk
