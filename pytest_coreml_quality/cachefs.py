@@ -106,12 +106,17 @@ def remove_path(path: str | os.PathLike[str]) -> None:
             p.unlink()
 
 
+def _lock_path(path: str | os.PathLike[str]) -> str:
+    """The lock file of the cache entry ``path`` (``<path>.lock``), its folder made if missing."""
+    lock_path = Path(f"{os.fspath(path)}.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    return str(lock_path)
+
+
 @contextlib.contextmanager
 def build_lock(path: str | os.PathLike[str], timeout: float = -1) -> Iterator[None]:
     """Hold an inter-process lock tied to the cache entry ``path`` (``<path>.lock``)."""
-    lock_path = Path(str(path) + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock_path), timeout=timeout):
+    with FileLock(_lock_path(path), timeout=timeout):
         yield
 
 
@@ -122,9 +127,7 @@ def try_lock(path: str | os.PathLike[str]) -> Iterator[bool]:
     Lets workers share a list of jobs: each claims the jobs no one else holds, then waits
     (with :func:`build_lock`) only for the ones others are doing.
     """
-    lock_path = Path(str(path) + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(lock_path), blocking=False)
+    lock = FileLock(_lock_path(path), blocking=False)
     try:
         lock.acquire()
     except Timeout:
