@@ -121,11 +121,18 @@ class Dataset:
 
     # --- construction ---------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, validate: bool = True) -> "Dataset":
+    def open(cls, path: str | os.PathLike[str], *, validate: bool = True, shard: tuple[int, int] | None = None) -> "Dataset":
         """Discover the golden set at ``path`` (directory or manifest) and validate it.
 
+        ``shard=(index, count)`` gives that shard of it (:meth:`shard`), of which only the
+        shard's own images are decoded and validated: the others are other jobs' work.
         Raises one :class:`DatasetError` listing every problem found.
         """
+        if shard is not None:
+            part = cls.open(path, validate=False).shard(*shard)
+            if validate:
+                part.validate()
+            return part
         p = Path(path).expanduser()
         if not p.exists():
             raise DatasetError("no such file or directory", path=p, expected="a golden-set directory or manifest")

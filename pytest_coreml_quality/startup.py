@@ -81,20 +81,15 @@ def open_everything(session: QualitySession) -> None:
     if settings.dataset is not None:
         from pytest_coreml_quality.dataset import Dataset
 
-        if settings.shard is None:
-            session.dataset = Dataset.open(settings.dataset)
-        else:
-            # Decode only this shard's images: the others are other jobs' work.
-            session.dataset = Dataset.open(settings.dataset, validate=False).shard(*settings.shard)
-            if not session.dataset.ids:
-                whole = len(session.dataset.whole.ids)  # type: ignore[union-attr]
-                raise CoreMLQualityError(
-                    f"shard {settings.shard[0]}/{settings.shard[1]} holds no image: the golden set "
-                    f"{settings.dataset} has {whole}",
-                    field="--coreml-shard",
-                    expected=f"at most {whole} shards",
-                )
-            session.dataset.validate()
+        session.dataset = Dataset.open(settings.dataset, shard=settings.shard)
+        if settings.shard is not None and not session.dataset.ids:
+            whole = len(session.dataset.whole.ids)  # type: ignore[union-attr]
+            raise CoreMLQualityError(
+                f"shard {settings.shard[0]}/{settings.shard[1]} holds no image: the golden set "
+                f"{settings.dataset} has {whole}",
+                field="--coreml-shard",
+                expected=f"at most {whole} shards",
+            )
         from pytest_coreml_quality.labels import read_labels
 
         session.labels = read_labels(session.dataset)

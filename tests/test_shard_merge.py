@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pytest_coreml_quality.dataset import Dataset
-from pytest_coreml_quality.errors import SettingError
+from pytest_coreml_quality.errors import DatasetError, SettingError
 from pytest_coreml_quality.settings import resolve
 
 from .conftest import FIXTURES
@@ -210,6 +210,23 @@ def test_shards_split_the_sorted_ids_round_robin() -> None:
         assert list(part.ids) == [sid for k, sid in enumerate(ranked) if k % 3 == i]
         assert part.whole is golden and part.has_truth
     assert sorted(sid for part in parts for sid in part.ids) == ranked
+
+
+def test_opening_a_shard_decodes_and_validates_its_own_images_only(tmp_path: Path) -> None:
+    golden = tmp_path / "golden"
+    for kind in ("images", "masks"):
+        (golden / kind).mkdir(parents=True)
+        for f in sorted((GOLDEN / kind).iterdir())[:4]:
+            (golden / kind / f.name).write_bytes(f.read_bytes())
+    broken = sorted((golden / "images").iterdir())[1]  # rank 1: shard 2 of 2
+    broken.write_bytes(b"not an image")
+    first = Dataset.open(golden, shard=(1, 2))
+    assert first.ids == Dataset.open(golden, validate=False).shard(1, 2).ids
+    assert first.whole is not None and first.whole.ids == Dataset.open(golden, validate=False).ids
+    assert len(first._decoded) == len(first.ids)  # validated: every image of the shard decoded
+    with pytest.raises(DatasetError, match=broken.name):
+        Dataset.open(golden, shard=(2, 2))
+    assert Dataset.open(golden, shard=(2, 2), validate=False).ids == ("scene_001", "scene_003")
 
 
 # --- option validation ----------------------------------------------------------------------------------
