@@ -132,7 +132,12 @@ def build_variant(
         return Variant(recipe, model.path, model.kind, model.size_bytes, model.size_bytes, base_summary)
     started = start_build(model, recipe, cache_dir, progress, fast_nn=fast_nn, note=note, memo=memo)
     if isinstance(started, PendingVariant):
-        return started.commit(zip_size(started.file))
+        try:
+            download = zip_size(started.file)
+        except BaseException:
+            started.abandon()  # else the entry's lock and scratch build outlive the failure
+            raise
+        return started.commit(download)
     return started
 
 

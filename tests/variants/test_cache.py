@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_coreml_quality.cachefs import CacheRepairWarning
+from pytest_coreml_quality.cachefs import CacheRepairWarning, try_lock
 from pytest_coreml_quality.model import Model
 from pytest_coreml_quality.variants import build_variant, cache_key, clear_cache, parse_recipe
 from pytest_coreml_quality.variants import cache as cache_module
@@ -105,6 +105,23 @@ def test_a_failed_build_leaves_no_entry(nn_model: Model, cache_dir: Path, monkey
         build_variant(nn_model, "q4", cache_dir)
     assert entries(cache_dir) == []
     assert not any(p.name.endswith(".partial") for p in (cache_dir / "variants").iterdir())
+    monkeypatch.undo()
+    assert not build_variant(nn_model, "q4", cache_dir).cached
+
+
+def test_a_failed_zip_releases_the_entry_and_its_scratch(nn_model: Model, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def unreadable(path: Path) -> int:
+        raise OSError("disk went away")
+
+    monkeypatch.setattr(cache_module, "zip_size", unreadable)
+    with pytest.raises(OSError, match="disk went away") as failed:
+        build_variant(nn_model, "q4", cache_dir)
+    # While the failure (and its traceback) is still alive: nothing half-done is held or left.
+    entry = cache_module.entry_dir(nn_model, parse_recipe("q4"), cache_dir)
+    with try_lock(entry) as free:
+        assert free
+    assert not any(p.name.endswith(".partial") for p in (cache_dir / "variants").iterdir())
+    assert entries(cache_dir) == [] and failed.value is not None
     monkeypatch.undo()
     assert not build_variant(nn_model, "q4", cache_dir).cached
 
