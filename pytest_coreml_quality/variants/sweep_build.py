@@ -85,7 +85,11 @@ def build_sweep(
     with ThreadPoolExecutor(max_workers=ZIP_THREADS, thread_name_prefix="sweep-zip") as pool:
         try:
             for item in recipes:
-                recipe = parse_recipe(item) if isinstance(item, str) else item
+                try:
+                    recipe = parse_recipe(item) if isinstance(item, str) else item
+                except Exception as exc:  # a malformed name: its own outcome, as a failed build is
+                    outcomes[str(item)] = exc
+                    continue
                 started = clock()
                 if budget is not None and not is_cached(model, recipe, cache_dir) and not budget.allows_another():
                     if stop_at_budget:

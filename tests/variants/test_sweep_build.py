@@ -67,6 +67,13 @@ def test_a_failing_recipe_is_reported_for_itself_and_the_others_are_built(
     assert not build_variant(nn_model, "q4", tmp_path).cached  # nothing left locked or half-written
 
 
+def test_a_malformed_recipe_name_is_reported_for_itself_and_the_others_are_built(nn_model: Model, tmp_path: Path) -> None:
+    outcomes = sweep_build.build_sweep(nn_model, ("fp16", "q99-bogus", "q8"), tmp_path)
+    assert sorted(outcomes) == ["fp16", "q8", "q99-bogus"]
+    assert isinstance(outcomes["q99-bogus"], RecipeError) and "q99-bogus" in str(outcomes["q99-bogus"])
+    assert isinstance(outcomes["fp16"], Variant) and isinstance(outcomes["q8"], Variant)
+
+
 def test_a_failing_zip_is_reported_for_its_recipe_and_leaves_no_entry(
     nn_model: Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
