@@ -142,6 +142,18 @@ def test_blob_reader_refuses_an_offset_outside_the_file(tmp_path: Path) -> None:
         mil_blob.open_blob_file(blob).read(4096, "fp16", (4,))
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open descriptors through /proc")
+@pytest.mark.parametrize("content", [b"short", struct.pack("<II", 0, 3) + bytes(56)], ids=["truncated", "other-version"])
+def test_a_refused_weight_file_is_closed(tmp_path: Path, content: bytes) -> None:
+    blob = tmp_path / "weight.bin"
+    blob.write_bytes(content)
+    before = len(list(Path("/proc/self/fd").iterdir()))
+    with pytest.raises(ModelFormatError, match="weight.bin") as refused:
+        mil_blob.open_blob_file(blob)
+    # The error's traceback still holds the half-made reader: its map must be closed already.
+    assert len(list(Path("/proc/self/fd").iterdir())) == before and refused.value is not None
+
+
 def test_weights_are_streamed_to_the_external_file(tmp_path: Path) -> None:
     """With a weights file, large initializers hold no bytes in the proto; the data equals
     the in-memory translation, with and without fp16 emulation."""

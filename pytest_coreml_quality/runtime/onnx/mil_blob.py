@@ -60,11 +60,16 @@ class BlobFile:
             raise ModelFormatError(f"cannot be read ({type(exc).__name__}: {exc})", path=path,
                                    expected="a Core ML weight file (weight.bin)") from None
         self.size = len(self._map)
+        problem = None
         if self.size < _RECORD_SIZE:
-            raise self._error(0, f"is {self.size} bytes, shorter than its header")
-        _, version = _HEADER.unpack_from(self._map, 0)
-        if version != _VERSION:
-            raise self._error(0, f"is weight file format version {version}", f"version {_VERSION}")
+            problem = self._error(0, f"is {self.size} bytes, shorter than its header")
+        else:
+            _, version = _HEADER.unpack_from(self._map, 0)
+            if version != _VERSION:
+                problem = self._error(0, f"is weight file format version {version}", f"version {_VERSION}")
+        if problem is not None:
+            self._map.close()  # the map holds a descriptor of its own: not until garbage collection
+            raise problem
 
     def read(self, offset: int, dtype: str, shape: Sequence[int]) -> np.ndarray:
         """The tensor whose metadata record is at ``offset``, as ``dtype`` (a MIL dtype name) and ``shape``.
