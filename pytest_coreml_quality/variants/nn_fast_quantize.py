@@ -266,25 +266,25 @@ def _kmeans_table(
 # --- which WeightParams each layer type has, with the shape/axis coremltools quantizes them at ---
 
 
+def _weights_and_bias(params: Any, shape: tuple[int, ...], bias_size: int, axis: int = 0) -> list[WeightField]:
+    """A layer's ``weights`` at ``shape`` and, when it has one, its ``bias`` of ``bias_size`` values."""
+    fields: list[WeightField] = [(params.weights, shape, axis)]
+    if params.hasBias:
+        fields.append((params.bias, (bias_size,), 0))
+    return fields
+
+
 def _conv(layer: Any) -> list[WeightField]:
     c = layer.convolution
     kh, kw = c.kernelSize[0], c.kernelSize[1]
-    fields: list[WeightField]
     if c.isDeconvolution:
-        fields = [(c.weights, (c.kernelChannels, int(c.outputChannels / c.nGroups), kh, kw), 1)]
-    else:
-        fields = [(c.weights, (c.outputChannels, c.kernelChannels, kh, kw), 0)]
-    if c.hasBias:
-        fields.append((c.bias, (c.outputChannels,), 0))
-    return fields
+        return _weights_and_bias(c, (c.kernelChannels, int(c.outputChannels / c.nGroups), kh, kw), c.outputChannels, axis=1)
+    return _weights_and_bias(c, (c.outputChannels, c.kernelChannels, kh, kw), c.outputChannels)
 
 
 def _inner_product(layer: Any) -> list[WeightField]:
     p = layer.innerProduct
-    fields: list[WeightField] = [(p.weights, (p.outputChannels, p.inputChannels), 0)]
-    if p.hasBias:
-        fields.append((p.bias, (p.outputChannels,), 0))
-    return fields
+    return _weights_and_bias(p, (p.outputChannels, p.inputChannels), p.outputChannels)
 
 
 def _batchnorm(layer: Any) -> list[WeightField]:
@@ -295,26 +295,17 @@ def _batchnorm(layer: Any) -> list[WeightField]:
 def _batched_matmul(layer: Any) -> list[WeightField]:
     m = layer.batchedMatmul
     x1, x2 = m.weightMatrixFirstDimension, m.weightMatrixSecondDimension
-    fields: list[WeightField] = [(m.weights, (x2, x1), 0)]
-    if m.hasBias:
-        fields.append((m.bias, (x2,), 0))
-    return fields
+    return _weights_and_bias(m, (x2, x1), x2)
 
 
 def _embedding(layer: Any) -> list[WeightField]:
     e = layer.embedding
-    fields: list[WeightField] = [(e.weights, (e.outputChannels, e.inputDim), 0)]
-    if e.hasBias:
-        fields.append((e.bias, (e.outputChannels,), 0))
-    return fields
+    return _weights_and_bias(e, (e.outputChannels, e.inputDim), e.outputChannels)
 
 
 def _embedding_nd(layer: Any) -> list[WeightField]:
     e = layer.embeddingND
-    fields: list[WeightField] = [(e.weights, (e.embeddingSize, e.vocabSize), 0)]
-    if e.hasBias:
-        fields.append((e.bias, (e.embeddingSize,), 0))
-    return fields
+    return _weights_and_bias(e, (e.embeddingSize, e.vocabSize), e.embeddingSize)
 
 
 def _scale(layer: Any) -> list[WeightField]:
