@@ -24,6 +24,14 @@ def _spatial_pads(ctx: MilContext, op: Any, n: int) -> tuple[list[int] | None, s
     return [0] * (2 * n), None
 
 
+def _conv_inputs(ctx: MilContext, op: Any) -> list[str]:
+    """A conv or conv_transpose op's x, weight and (when given) bias, in ONNX's input order."""
+    inputs = [ctx.inp(op, "x"), ctx.inp(op, "weight")]
+    if ctx.has(op, "bias"):
+        inputs.append(ctx.inp(op, "bias"))
+    return inputs
+
+
 @mil_op("conv")
 def conv(ctx: MilContext, op: Any) -> str:
     n = ctx.rank(op.inputs["x"]) - 2
@@ -36,9 +44,7 @@ def conv(ctx: MilContext, op: Any) -> str:
         sizes = ctx.shape(op.inputs["x"])[2:]
         kernel = ctx.shape(op.inputs["weight"])[2:]
         pads, auto_pad = same_pads(sizes, kernel, strides, dilations, heavy_begin=auto_pad == "SAME_LOWER"), None
-    inputs = [ctx.inp(op, "x"), ctx.inp(op, "weight")]
-    if ctx.has(op, "bias"):
-        inputs.append(ctx.inp(op, "bias"))
+    inputs = _conv_inputs(ctx, op)
     return ctx.builder.node(
         "Conv",
         inputs,
@@ -83,9 +89,7 @@ def conv_transpose(ctx: MilContext, op: Any) -> str:
         # A negative remainder means trailing padding was not listed; trim it instead.
         ends = [e - min(x_, 0) for e, x_ in zip(ends, extra)]
         extra = [max(x_, 0) for x_ in extra]
-    inputs = [ctx.inp(op, "x"), ctx.inp(op, "weight")]
-    if ctx.has(op, "bias"):
-        inputs.append(ctx.inp(op, "bias"))
+    inputs = _conv_inputs(ctx, op)
     return ctx.builder.node(
         "ConvTranspose",
         inputs,
