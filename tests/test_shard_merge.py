@@ -183,14 +183,20 @@ def test_markers_are_not_judged_on_a_shard(pytester: pytest.Pytester, shared_cac
     measure(pytester, shared_cache, "-k", "test_perfect and q8").assert_outcomes(failed=1)
 
 
-def test_a_broken_image_fails_its_shard_only(pytester: pytest.Pytester, shared_cache: Path, tmp_path: Path) -> None:
+def _four_images_one_broken(tmp_path: Path) -> tuple[Path, Path]:
+    """A golden set of four pairs whose second image (by name: shard 2 of 2) is not an image."""
     golden = tmp_path / "golden"
     for kind in ("images", "masks"):
         (golden / kind).mkdir(parents=True)
         for f in sorted((GOLDEN / kind).iterdir())[:4]:
             (golden / kind / f.name).write_bytes(f.read_bytes())
-    broken = sorted((golden / "images").iterdir())[1]  # rank 1: shard 2 of 2
+    broken = sorted((golden / "images").iterdir())[1]
     broken.write_bytes(b"not an image")
+    return golden, broken
+
+
+def test_a_broken_image_fails_its_shard_only(pytester: pytest.Pytester, shared_cache: Path, tmp_path: Path) -> None:
+    golden, broken = _four_images_one_broken(tmp_path)
     args = ("-k", "size and base", f"--coreml-dataset={golden}")
     ok = measure(pytester, shared_cache, *args, "--coreml-shard=1/2", f"--coreml-report-json={tmp_path}/a.json")
     ok.assert_outcomes(passed=1)
@@ -213,13 +219,7 @@ def test_shards_split_the_sorted_ids_round_robin() -> None:
 
 
 def test_opening_a_shard_decodes_and_validates_its_own_images_only(tmp_path: Path) -> None:
-    golden = tmp_path / "golden"
-    for kind in ("images", "masks"):
-        (golden / kind).mkdir(parents=True)
-        for f in sorted((GOLDEN / kind).iterdir())[:4]:
-            (golden / kind / f.name).write_bytes(f.read_bytes())
-    broken = sorted((golden / "images").iterdir())[1]  # rank 1: shard 2 of 2
-    broken.write_bytes(b"not an image")
+    golden, broken = _four_images_one_broken(tmp_path)
     first = Dataset.open(golden, shard=(1, 2))
     assert first.ids == Dataset.open(golden, validate=False).shard(1, 2).ids
     assert first.whole is not None and first.whole.ids == Dataset.open(golden, validate=False).ids
