@@ -355,7 +355,7 @@ class Evaluator:
     threshold: float = 0.5
     with_hce: bool = False
     note: Note | None = field(default=None, repr=False)  # told when damaged cache entries are recomputed
-    # Images per claimed chunk of the prediction cache (see EvaluationResult._predict_all).
+    # Images per claimed chunk of the prediction cache (see .cachedrun and .chunks).
     chunk_size: int = DEFAULT_CHUNK
     # Images prepared ahead of, and finished behind, the one the model runs on (bounds memory).
     ahead: int = 2
