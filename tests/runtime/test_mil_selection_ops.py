@@ -292,3 +292,63 @@ def test_suite_keeps_every_op(suite: tuple[str, Path, np.ndarray, dict[str, np.n
 
 def test_protobuf_reader_gives_coremltools_graph(suite: tuple[str, Path, np.ndarray, dict[str, np.ndarray]]) -> None:
     mil_crosscheck.assert_same_translation(suite[1])
+
+
+# --- sizes known only at run time ----------------------------------------------------------------
+
+# name -> (MIL construction from x [1, 4, H, W] in [-2, 2], numpy reference)
+FLEXIBLE_CASES: dict[str, tuple[Build, Reference]] = {
+    "band_part": (lambda mb, x: mb.band_part(x=x, lower=1, upper=2), lambda v: _band(v, 1, 2)),
+    "band_part_upper_triangle": (lambda mb, x: mb.band_part(x=x, lower=0, upper=-1), lambda v: _band(v, 0, -1)),
+    "band_part_lower_triangle": (lambda mb, x: mb.band_part(x=x, lower=-1, upper=0), lambda v: _band(v, -1, 0)),
+    "argsort": (
+        lambda mb, x: _f32(mb, mb.argsort(x=mb.floor(x=x), axis=-1)),
+        lambda v: _stable_order(np.floor(v), -1, False).astype(np.float32),
+    ),
+    "fill_like": (lambda mb, x: mb.fill_like(ref_tensor=x, value=-0.75), lambda v: np.full(v.shape, -0.75, np.float32)),
+    "sdpa": (  # query = key = x, value = sin(x): the embedding size W is known only at run time
+        lambda mb, x: mb.scaled_dot_product_attention(query=x, key=x, value=mb.sin(x=x)),
+        lambda v: _sdpa(v, v, np.sin(v), None),
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def flexible_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An iOS18 program whose input height and width are flexible (3..12)."""
+    import warnings
+
+    import coremltools as ct
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil import get_new_symbol
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 4, get_new_symbol(), get_new_symbol()))],
+                opset_version=ct.target.iOS18)
+    def prog(x: Any) -> Any:
+        x = mb.sub(x=mb.mul(x=x, y=4.0), y=2.0)
+        return tuple(mb.identity(x=build(mb, x), name=name) for name, (build, _) in FLEXIBLE_CASES.items())
+
+    path = tmp_path_factory.mktemp("selection_flexible") / "flexible.mlpackage"
+    shape = (1, 4, ct.RangeDim(3, 12, 6), ct.RangeDim(3, 12, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = ct.convert(prog, inputs=[ct.TensorType(name="x", shape=shape)], convert_to="mlprogram",
+                           minimum_deployment_target=ct.target.iOS18, compute_precision=ct.precision.FLOAT32)
+    model.save(str(path))
+    return path
+
+
+@pytest.mark.parametrize("size", [(6, 8), (9, 5)])
+def test_ops_at_flexible_sizes(size: tuple[int, int], flexible_suite: Path) -> None:
+    """Sizes read from the graph (band limits, sort length, fill shape, attention scale) follow the input."""
+    x = mil_zoo.sample_input((1, 4, *size), seed=9)
+    outputs = mil_zoo.run(flexible_suite, {"x": x})
+    v = x * 4 - 2
+    for name, (_, reference) in FLEXIBLE_CASES.items():
+        expected = reference(v)
+        assert outputs[name].shape == expected.shape, name
+        assert np.abs(outputs[name] - expected).max() <= BOUND * max(1.0, float(np.abs(expected).max())), name
+
+
+def test_flexible_program_reads_the_same_with_both_readers(flexible_suite: Path) -> None:
+    mil_crosscheck.assert_same_translation(flexible_suite)
