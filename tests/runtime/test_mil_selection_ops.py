@@ -352,3 +352,56 @@ def test_ops_at_flexible_sizes(size: tuple[int, int], flexible_suite: Path) -> N
 
 def test_flexible_program_reads_the_same_with_both_readers(flexible_suite: Path) -> None:
     mil_crosscheck.assert_same_translation(flexible_suite)
+
+
+def test_topk_minus_one_takes_the_whole_axis(tmp_path: Path) -> None:
+    """iOS17's topk reads ``k = -1`` as "every element". coremltools 9 cannot save such a program
+    (its type inference gives the axis size -1), so a saved ``k = 2`` is edited to -1 in the spec."""
+    import coremltools as ct
+    from coremltools.converters.mil import Builder as mb
+
+    from pytest_coreml_quality.runtime.onnx.builder import GraphBuilder
+    from pytest_coreml_quality.runtime.onnx.mlprogram import translate_mlprogram
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=SHAPE)], opset_version=ct.target.iOS18)
+    def prog(x: Any) -> Any:
+        values, indices = mb.topk(x=x, k=2, axis=1, ascending=True, name="top")
+        return mb.identity(x=values, name="values"), mb.identity(x=mb.cast(x=indices, dtype="fp32"), name="indices")
+
+    model = Model.open(mil_zoo.save_program(prog, tmp_path / "topk.mlpackage", target="iOS18"))
+    fn = model.spec.mlProgram.functions["main"]
+    ops = fn.block_specializations[fn.opset].operations
+    top = next(op for op in ops if op.type == "topk")
+    k_name = top.inputs["k"].arguments[0].name
+    k_const = next(op for op in ops if op.type == "const" and op.outputs[0].name == k_name)
+    k_const.attributes["val"].immediateValue.tensor.ints.values[0] = -1
+    for out in top.outputs:  # the whole axis: 4 values
+        out.type.tensorType.dimensions[1].constant.size = 4
+    for op in ops:
+        if op.type in ("identity", "cast"):
+            op.outputs[0].type.tensorType.dimensions[1].constant.size = 4
+    for feature in model.spec.description.output:
+        del feature.type.multiArrayType.shape[:]
+
+    builder = GraphBuilder(name="topk")
+    translate_mlprogram(model, builder)
+    x = mil_zoo.sample_input(SHAPE, seed=4)
+    values, indices = mil_crosscheck.run(builder.build(), {model.inputs[0].name: x})
+    assert np.array_equal(values, np.sort(x, axis=1))
+    assert np.array_equal(indices, np.argsort(x, axis=1, kind="stable").astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    ("equation", "rank"),
+    [("nchw,nwhu->nchu", 4), ("abcd,adce->abce", 4), ("b c h w , b w h u -> b c h u", 4), ("chw,whr->chr", 3),
+     ("xyz,zyw->xyw", 3), ("nchw,nwhu->nhcu", None), ("nchw,nchw->nc", None), ("chw,whr", None), ("ij,jk->ik", None)],
+)  # fmt: skip
+def test_einsum_forms(equation: str, rank: int | None) -> None:
+    """MIL's two einsum forms under any letters; anything else is refused by name."""
+    from pytest_coreml_quality.runtime.onnx.mil_ops.attention import einsum_form
+
+    if rank is None:
+        with pytest.raises(ValueError, match="unsupported einsum equation"):
+            einsum_form(equation)
+    else:
+        assert einsum_form(equation) == rank
