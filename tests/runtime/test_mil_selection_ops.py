@@ -123,6 +123,10 @@ CASES: dict[str, tuple[Build, Reference]] = {
         lambda mb, x: _f32(mb, mb.select(cond=mb.less(x=x, y=0.3), a=_small_ints(mb, x), b=np.int32(7))),
         lambda v: np.where(v < 0.3, _np_small_ints(v), 7).astype(np.float32),
     ),
+    "select_bool": (
+        lambda mb, x: _f32(mb, mb.select(cond=mb.less(x=x, y=0.0), a=mb.greater(x=x, y=-1.0), b=mb.greater(x=x, y=1.0))),
+        lambda v: np.where(v < 0, v > -1, v > 1).astype(np.float32),
+    ),
     "topk_values": (
         lambda mb, x: mb.topk(x=mb.floor(x=mb.mul(x=x, y=2.0)), k=3)[0],
         lambda v: _topk(np.floor(v * 2), 3, -1, False)[0],
@@ -142,6 +146,10 @@ CASES: dict[str, tuple[Build, Reference]] = {
     "topk_unsorted": (  # MIL leaves the order open: compared as sorted values (see the test)
         lambda mb, x: mb.topk(x=x, k=5, axis=3, sort=False)[0],
         lambda v: _topk(v, 5, 3, False)[0],
+    ),
+    "topk_int": (
+        lambda mb, x: _f32(mb, mb.topk(x=_small_ints(mb, x), k=2, axis=2)[0]),
+        lambda v: _topk(_np_small_ints(v), 2, 2, False)[0].astype(np.float32),
     ),
     "argsort_ties": (
         lambda mb, x: _f32(mb, mb.argsort(x=mb.floor(x=mb.mul(x=x, y=2.0)))),
@@ -201,6 +209,10 @@ CASES: dict[str, tuple[Build, Reference]] = {
         lambda mb, x: _f32(mb, mb.one_hot(indices=_small_ints(mb, x), one_hot_vector_size=5, axis=1)),
         lambda v: _one_hot(_np_small_ints(v), 5, 1, 1, 0),
     ),
+    "one_hot_bool": (
+        lambda mb, x: _f32(mb, mb.one_hot(indices=_small_ints(mb, x), one_hot_vector_size=4, on_value=True, off_value=False)),
+        lambda v: _one_hot(_np_small_ints(v), 4, -1, 1, 0),
+    ),
     "one_hot_runtime_depth": (  # depth = 1 + the largest index, computed in the graph
         lambda mb, x: _f32(mb, mb.one_hot(indices=_small_ints(mb, x), one_hot_vector_size=mb.add(x=mb.reduce_max(x=_small_ints(mb, x)), y=np.int32(1)), axis=-2)),
         lambda v: _one_hot(_np_small_ints(v), int(_np_small_ints(v).max()) + 1, -2, 1, 0),
@@ -212,6 +224,14 @@ CASES: dict[str, tuple[Build, Reference]] = {
     "band_part": (lambda mb, x: mb.band_part(x=x, lower=1, upper=2), lambda v: _band(v, 1, 2)),
     "band_part_upper_triangle": (lambda mb, x: mb.band_part(x=x, lower=0, upper=-1), lambda v: _band(v, 0, -1)),
     "band_part_lower_triangle": (lambda mb, x: mb.band_part(x=x, lower=-1, upper=0), lambda v: _band(v, -1, 0)),
+    "band_part_bool": (
+        lambda mb, x: _f32(mb, mb.band_part(x=mb.greater(x=x, y=-1.0), lower=2, upper=0)),
+        lambda v: _band(v > -1, 2, 0).astype(np.float32),
+    ),
+    "band_part_int": (
+        lambda mb, x: _f32(mb, mb.band_part(x=_small_ints(mb, x), lower=0, upper=3)),
+        lambda v: _band(_np_small_ints(v), 0, 3).astype(np.float32),
+    ),
     "einsum_nchw": (  # y's H is 1 and broadcasts, letters renamed
         lambda mb, x: mb.einsum(values=(x, EIN_Y4), equation="abcd,adce->abce"),
         lambda v: np.einsum("nchw,nwhu->nchu", v, np.broadcast_to(EIN_Y4, (1, 8, 6, 3))),
@@ -301,6 +321,10 @@ FLEXIBLE_CASES: dict[str, tuple[Build, Reference]] = {
     "band_part": (lambda mb, x: mb.band_part(x=x, lower=1, upper=2), lambda v: _band(v, 1, 2)),
     "band_part_upper_triangle": (lambda mb, x: mb.band_part(x=x, lower=0, upper=-1), lambda v: _band(v, 0, -1)),
     "band_part_lower_triangle": (lambda mb, x: mb.band_part(x=x, lower=-1, upper=0), lambda v: _band(v, -1, 0)),
+    "band_part_int": (
+        lambda mb, x: _f32(mb, mb.band_part(x=_small_ints(mb, x), lower=0, upper=3)),
+        lambda v: _band(_np_small_ints(v), 0, 3).astype(np.float32),
+    ),
     "argsort": (
         lambda mb, x: _f32(mb, mb.argsort(x=mb.floor(x=x), axis=-1)),
         lambda v: _stable_order(np.floor(v), -1, False).astype(np.float32),

@@ -8,7 +8,7 @@ import numpy as np
 from onnx import TensorProto
 
 from pytest_coreml_quality.runtime.onnx.mil_ops.registry import MilContext, mil_op
-from pytest_coreml_quality.runtime.onnx.mil_ops.selection import as_type, axis_size, onnx_type
+from pytest_coreml_quality.runtime.onnx.mil_ops.selection import axis_size, onnx_type
 
 
 def _swap_last_two(rank: int) -> list[int]:
@@ -39,8 +39,8 @@ def scaled_dot_product_attention(ctx: MilContext, op: Any) -> str:
         if onnx_type(mask_var) == TensorProto.BOOL:
             bias = b.node("Where", [ctx.x(mask_var), ctx.floats(0.0, "zero"), ctx.floats(-np.inf, "minus_inf")],
                           name=f"{op.name}_mask_bias")
-        else:
-            bias = as_type(ctx, mask_var, TensorProto.FLOAT, f"{op.name}_mask_f")
+        else:  # fp16/fp32: a float32 value in the graph
+            bias = ctx.x(mask_var)
         scores = b.node("Add", [scores, bias], name=f"{op.name}_masked")
     weights = b.node("Softmax", [scores], name=f"{op.name}_softmax", axis=-1)
     return b.node("MatMul", [weights, ctx.inp(op, "value")], name=op.name)

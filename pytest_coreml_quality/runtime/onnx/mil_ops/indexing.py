@@ -8,7 +8,7 @@ import numpy as np
 from onnx import TensorProto, numpy_helper
 
 from pytest_coreml_quality.runtime.onnx.mil_ops.registry import MilContext, mil_op
-from pytest_coreml_quality.runtime.onnx.mil_ops.selection import as_type, onnx_type
+from pytest_coreml_quality.runtime.onnx.mil_ops.selection import onnx_type, where
 
 _NUMPY = {TensorProto.FLOAT: np.float32, TensorProto.INT32: np.int32, TensorProto.BOOL: np.bool_}
 
@@ -40,19 +40,17 @@ def one_hot(ctx: MilContext, op: Any) -> str:
     if depth_value is not None:
         positions = b.const(np.arange(int(depth_value), dtype=np.int32).reshape(shape), name=f"{op.name}_positions")
     else:  # the size is computed at run time
-        depth = as_type(ctx, op.inputs["one_hot_vector_size"], TensorProto.INT32, f"{op.name}_depth")
-        depth = b.node("Reshape", [depth, ctx.ints([], "scalar")], name=f"{op.name}_depth0")
+        depth = b.node("Reshape", [ctx.inp(op, "one_hot_vector_size"), ctx.ints([], "scalar")], name=f"{op.name}_depth")
         arange = b.node("Range", [b.const(np.int32(0), name="zero"), depth, b.const(np.int32(1), name="one")],
                         name=f"{op.name}_arange")
         positions = b.node("Reshape", [arange, ctx.ints(shape, "shape")], name=f"{op.name}_positions")
-    indices = as_type(ctx, idx_var, TensorProto.INT32, f"{op.name}_idx")
-    indices = b.node("Unsqueeze", [indices, ctx.ints([axis], "axes")], name=f"{op.name}_idx_u")
+    indices = b.node("Unsqueeze", [ctx.x(idx_var), ctx.ints([axis], "axes")], name=f"{op.name}_idx_u")
     hit = b.node("Equal", [indices, positions], name=f"{op.name}_hit")
     out_type = onnx_type(op.outputs[0])
     dtype = _NUMPY[out_type]
     on = b.const(np.asarray(ctx.static(op, "on_value", 1)).astype(dtype), name="on_value")
     off = b.const(np.asarray(ctx.static(op, "off_value", 0)).astype(dtype), name="off_value")
-    return b.node("Where", [hit, on, off], name=op.name)
+    return where(ctx, hit, on, off, out_type, op.name)
 
 
 @mil_op("cumsum")
@@ -69,11 +67,10 @@ def cumsum(ctx: MilContext, op: Any) -> str:
 @mil_op("range_1d")
 def range_1d(ctx: MilContext, op: Any) -> str:
     """``[start, start + step, ...)`` below ``end`` (numpy's arange; ONNX Range is the same)."""
-    to = onnx_type(op.outputs[0])
     args = []
     for name in ("start", "end", "step"):
-        value = as_type(ctx, op.inputs[name], to, f"{op.name}_{name}")
-        args.append(ctx.builder.node("Reshape", [value, ctx.ints([], "scalar")], name=f"{op.name}_{name}0"))
+        # ONNX Range takes scalars; a one-element tensor becomes one.
+        args.append(ctx.builder.node("Reshape", [ctx.inp(op, name), ctx.ints([], "scalar")], name=f"{op.name}_{name}"))
     return ctx.builder.node("Range", args, name=op.name)
 
 

@@ -23,14 +23,6 @@ def onnx_type(var: Any) -> int:
     return TensorProto.INT32
 
 
-def as_type(ctx: MilContext, var: Any, to: int, name: str) -> str:
-    """The ONNX value of ``var``, cast to ``to`` when the graph holds it as another type."""
-    value = ctx.x(var)
-    if onnx_type(var) == to:
-        return value
-    return ctx.builder.node("Cast", [value], name=name, to=to)
-
-
 def zero_of(ctx: MilContext, elem_type: int, name: str = "zero") -> str:
     """A scalar 0 (``False``) of the given ONNX element type."""
     dtype = {TensorProto.FLOAT: np.float32, TensorProto.BOOL: np.bool_}.get(elem_type, np.int32)
@@ -46,14 +38,23 @@ def axis_size(ctx: MilContext, var: Any, axis: int, name: str) -> str:
     return ctx.builder.node("Gather", [shape, ctx.ints([axis], "axis")], name=f"{name}_size", axis=0)
 
 
+def where(ctx: MilContext, cond: str, x: str, y: str, elem_type: int, name: str) -> str:
+    """ONNX Where for values of ``elem_type``. onnxruntime's CPU Where has no bool kernel:
+    bools are selected as int32 copies and cast back."""
+    b = ctx.builder
+    if elem_type != TensorProto.BOOL:
+        return b.node("Where", [cond, x, y], name=name)
+    x = b.node("Cast", [x], name=f"{name}_x", to=TensorProto.INT32)
+    y = b.node("Cast", [y], name=f"{name}_y", to=TensorProto.INT32)
+    picked = b.node("Where", [cond, x, y], name=f"{name}_where")
+    return b.node("Cast", [picked], name=name, to=TensorProto.BOOL)
+
+
 @mil_op("select")
 def select(ctx: MilContext, op: Any) -> str:
-    """``cond ? a : b`` with broadcasting; MIL promotes ``a``/``b`` to the output's type."""
-    to = onnx_type(op.outputs[0])
-    cond = as_type(ctx, op.inputs["cond"], TensorProto.BOOL, f"{op.name}_cond")
-    a = as_type(ctx, op.inputs["a"], to, f"{op.name}_a")
-    b = as_type(ctx, op.inputs["b"], to, f"{op.name}_b")
-    return ctx.builder.node("Where", [cond, a, b], name=op.name)
+    """``cond ? a : b`` with broadcasting (MIL requires a bool ``cond`` and one type for ``a``, ``b``)."""
+    cond, a, b = ctx.inp(op, "cond"), ctx.inp(op, "a"), ctx.inp(op, "b")
+    return where(ctx, cond, a, b, onnx_type(op.outputs[0]), op.name)
 
 
 def _sorted_along(ctx: MilContext, op: Any, k: str, axis: int, ascending: bool) -> list[str]:
@@ -121,7 +122,7 @@ def band_part(ctx: MilContext, op: Any) -> str:
         if upper >= 0:
             keep &= diff <= upper
         mask = ctx.builder.const(keep, name=f"{op.name}_band")
-        return ctx.builder.node("Where", [mask, x, zero_of(ctx, onnx_type(x_var))], name=op.name)
+        return where(ctx, mask, x, zero_of(ctx, onnx_type(x_var)), onnx_type(x_var), op.name)
     # Sizes known only at run time: Trilu keeps n - m >= k (upper=1) or n - m <= k (upper=0).
     y = x
     if lower >= 0:
