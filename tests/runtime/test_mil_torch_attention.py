@@ -18,6 +18,7 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 SHAPE = (1, 2, 6, 8)  # batch, heads, sequence, embedding
 FP32_BOUND = 1e-4  # as the zoo's fp32 comparisons
+FP16_REL_BOUND = 5e-3  # as the zoo's fp16 comparisons (relative to the output's largest value)
 
 
 class WhereAttention(nn.Module):
@@ -38,24 +39,26 @@ class WhereAttention(nn.Module):
         return causal + 0.5 * biased
 
 
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, Path]:
+@pytest.fixture(scope="module", params=["fp32", "fp16"])
+def converted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, Path, str]:
     torch.manual_seed(3)
     module = WhereAttention().eval()
-    path = mil_zoo.convert(module, SHAPE, tmp_path_factory.mktemp("torch_sdpa") / "sdpa.mlpackage", target="iOS18")
-    return module, path
+    folder = tmp_path_factory.mktemp(f"torch_sdpa_{request.param}")
+    path = mil_zoo.convert(module, SHAPE, folder / "sdpa.mlpackage", precision=request.param, target="iOS18")
+    return module, path, request.param
 
 
-def test_where_and_attention_match_torch(converted: tuple[nn.Module, Path]) -> None:
-    module, path = converted
+def test_where_and_attention_match_torch(converted: tuple[nn.Module, Path, str]) -> None:
+    module, path, precision = converted
     assert {"select", "scaled_dot_product_attention"} <= mil_zoo.op_types(path)
     for seed in (1, 2):
         x = mil_zoo.sample_input(SHAPE, seed=seed)
         got = mil_zoo.run(path, {"input": x})["output"]
         expected = mil_zoo.torch_out(module, x)
         assert got.shape == expected.shape
-        assert np.abs(got - expected).max() <= FP32_BOUND
+        bound = FP32_BOUND if precision == "fp32" else FP16_REL_BOUND * max(1.0, float(np.abs(expected).max()))
+        assert np.abs(got - expected).max() <= bound
 
 
-def test_protobuf_reader_gives_coremltools_graph(converted: tuple[nn.Module, Path]) -> None:
+def test_protobuf_reader_gives_coremltools_graph(converted: tuple[nn.Module, Path, str]) -> None:
     mil_crosscheck.assert_same_translation(converted[1])
