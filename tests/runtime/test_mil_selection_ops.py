@@ -280,21 +280,30 @@ def _save(target: str, folder: Path) -> Path:
     return mil_zoo.save_program(prog, folder / f"suite_{target}.mlpackage", target=target)
 
 
-@pytest.fixture(scope="module", params=["iOS16", "iOS18"])
-def suite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, np.ndarray, dict[str, np.ndarray]]:
-    """(target, package, input in [-2, 2], outputs): one program per target holds every case."""
-    target = request.param
-    path = _save(target, tmp_path_factory.mktemp(f"selection_{target}"))
-    x = mil_zoo.sample_input(SHAPE, seed=5)
-    name = Model.open(path).inputs[0].name
-    return target, path, x * 4 - 2, mil_zoo.run(path, {name: x})
+TARGETS = ["iOS16", "iOS18"]
+Suite = tuple[Path, np.ndarray, dict[str, np.ndarray]]
 
 
-@pytest.mark.parametrize("case", list(CASES) + list(CASES_IOS18))
-def test_op_matches_formula(case: str, suite: tuple[str, Path, np.ndarray, dict[str, np.ndarray]]) -> None:
-    target, _, x, outputs = suite
-    if case not in _cases(target):
-        pytest.skip(f"{case} is an iOS18 case")
+@pytest.fixture(scope="module")
+def suites(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Suite]:
+    """``suites(target)``: (package, input in [-2, 2], outputs), one program per target holding
+    every case, converted and run once."""
+    built: dict[str, Suite] = {}
+
+    def get(target: str) -> Suite:
+        if target not in built:
+            path = _save(target, tmp_path_factory.mktemp(f"selection_{target}"))
+            x = mil_zoo.sample_input(SHAPE, seed=5)
+            name = Model.open(path).inputs[0].name
+            built[target] = (path, x * 4 - 2, mil_zoo.run(path, {name: x}))
+        return built[target]
+
+    return get
+
+
+@pytest.mark.parametrize(("target", "case"), [(t, c) for t in TARGETS for c in _cases(t)])
+def test_op_matches_formula(target: str, case: str, suites: Callable[[str], Suite]) -> None:
+    _, x, outputs = suites(target)
     got = outputs[case]
     expected = _cases(target)[case][1](x.astype(np.float32))
     if case == "topk_unsorted":
@@ -303,15 +312,16 @@ def test_op_matches_formula(case: str, suite: tuple[str, Path, np.ndarray, dict[
     assert np.abs(got - expected).max() <= BOUND * max(1.0, float(np.abs(expected).max()))
 
 
-def test_suite_keeps_every_op(suite: tuple[str, Path, np.ndarray, dict[str, np.ndarray]]) -> None:
+@pytest.mark.parametrize("target", TARGETS)
+def test_suite_keeps_every_op(target: str, suites: Callable[[str], Suite]) -> None:
     """The converter folded none of the ops under test into constants."""
-    target, path, _, _ = suite
     expected = OP_TYPES | ({"scaled_dot_product_attention"} if target == "iOS18" else set())
-    assert expected <= mil_zoo.op_types(path)
+    assert expected <= mil_zoo.op_types(suites(target)[0])
 
 
-def test_protobuf_reader_gives_coremltools_graph(suite: tuple[str, Path, np.ndarray, dict[str, np.ndarray]]) -> None:
-    mil_crosscheck.assert_same_translation(suite[1])
+@pytest.mark.parametrize("target", TARGETS)
+def test_protobuf_reader_gives_coremltools_graph(target: str, suites: Callable[[str], Suite]) -> None:
+    mil_crosscheck.assert_same_translation(suites(target)[0])
 
 
 # --- sizes known only at run time ----------------------------------------------------------------

@@ -73,7 +73,8 @@ def einsum(ctx: MilContext, op: Any) -> str:
     rank = einsum_form(str(ctx.static(op, "equation")))
     x_var, y_var = op.inputs["values"]
     if ctx.rank(x_var) != rank or ctx.rank(y_var) != rank:
-        raise ValueError(f"einsum equation of rank {rank} applied to inputs of rank {ctx.rank(x_var)}, {ctx.rank(y_var)}")
+        ranks = f"{ctx.rank(x_var)}, {ctx.rank(y_var)}"
+        raise ValueError(f"einsum equation of rank {rank} applied to inputs of rank {ranks}")
     perm = [0, 2, 1, 3] if rank == 4 else [1, 0, 2]  # swaps C/W1 with H (its own inverse)
     b = ctx.builder
     x = b.node("Transpose", [ctx.x(x_var)], name=f"{op.name}_x", perm=perm)

@@ -111,10 +111,10 @@ def band_part(ctx: MilContext, op: Any) -> str:
     x = ctx.x(x_var)
     if lower < 0 and upper < 0:
         return ctx.builder.node("Identity", [x], name=op.name)
-    if ctx.is_static(x_var):
+    if all(isinstance(d, (int, np.integer)) for d in x_var.shape[-2:]):
         # A constant mask: no integer arithmetic in the graph (fp16 emulation rounds every
         # non-layout node's output, which would turn index arithmetic into floats).
-        rows, cols = ctx.shape(x_var)[-2:]
+        rows, cols = (int(d) for d in x_var.shape[-2:])
         diff = np.arange(cols)[None, :] - np.arange(rows)[:, None]  # n - m
         keep = np.ones((rows, cols), dtype=bool)
         if lower >= 0:
@@ -126,9 +126,8 @@ def band_part(ctx: MilContext, op: Any) -> str:
     # Sizes known only at run time: Trilu keeps n - m >= k (upper=1) or n - m <= k (upper=0).
     y = x
     if lower >= 0:
-        last = upper < 0
-        y = ctx.builder.node("Trilu", [y, ctx.builder.const(np.int64(-lower), name="k")], name=op.name if last else f"{op.name}_lo",
-                             upper=1)
+        k = ctx.builder.const(np.int64(-lower), name="k")
+        y = ctx.builder.node("Trilu", [y, k], name=op.name if upper < 0 else f"{op.name}_lo", upper=1)
     if upper >= 0:
         y = ctx.builder.node("Trilu", [y, ctx.builder.const(np.int64(upper), name="k")], name=op.name, upper=0)
     return y
