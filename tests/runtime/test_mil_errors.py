@@ -39,9 +39,14 @@ def _weight_bin(package: Path) -> Path:
     return package / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
 
 
-def test_unsupported_ops_are_all_listed(tmp_path: Path) -> None:
+def test_unsupported_ops_are_all_listed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import coremltools as ct
     from coremltools.converters.mil import Builder as mb
+
+    # Two ops made unsupported for this test (both translate now), so it does not depend on
+    # which ops still lack a handler.
+    monkeypatch.delitem(MIL_OPS, "cumsum")
+    monkeypatch.delitem(MIL_OPS, "argsort")
 
     @mb.program(input_specs=[mb.TensorSpec(shape=(1, 6))], opset_version=ct.target.iOS16)
     def prog(x: Any) -> Any:

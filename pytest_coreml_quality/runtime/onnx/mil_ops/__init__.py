@@ -14,6 +14,7 @@ from pytest_coreml_quality.runtime.onnx.mil_ops import (  # noqa: F401  (importe
     resize,
     tensor,
 )
+from pytest_coreml_quality.runtime.onnx.mil_ops import attention, indexing, selection  # noqa: F401, I001
 from pytest_coreml_quality.runtime.onnx.mil_ops.registry import (
     MIL_OPS,
     MalformedWeights,
