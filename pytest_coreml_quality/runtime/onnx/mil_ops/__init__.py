@@ -14,6 +14,7 @@ from pytest_coreml_quality.runtime.onnx.mil_ops import (  # noqa: F401  (importe
     resize,
     tensor,
 )
+from pytest_coreml_quality.runtime.onnx.mil_ops import sampling, scatter, sequence, spatial  # noqa: F401
 from pytest_coreml_quality.runtime.onnx.mil_ops.registry import (
     MIL_OPS,
     MalformedWeights,
