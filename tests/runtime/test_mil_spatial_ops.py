@@ -309,3 +309,65 @@ def test_suites_contain_the_new_ops(suites: dict[str, Path]) -> None:
     assert {"pixel_unshuffle", "local_response_norm", "space_to_batch", "batch_to_space", "scatter",
             "scatter_along_axis", "scatter_nd", "slice_update", "resize", "resample", "affine",
             "reverse_sequence", "sliding_windows"} <= covered
+
+
+# --- run-time indices, and the modes that are refused rather than approximated -------------------
+
+
+def _save(tmp_path: Path, build: Callable[[Any, Any, Any], Any], target: str = "iOS16") -> Path:
+    """A program with a float input ``x`` of SHAPE and an int32 input ``idx`` of shape (3,)."""
+    import coremltools as ct
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil import types
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=SHAPE), mb.TensorSpec(shape=(3,), dtype=types.int32)],
+                opset_version=getattr(ct.target, target))
+    def prog(x: Any, idx: Any) -> Any:
+        return mb.identity(x=build(mb, x, idx), name="y")
+
+    return mil_zoo.save_program(prog, tmp_path / "op.mlpackage", target=target)
+
+
+def test_scatter_with_run_time_indices(tmp_path: Path) -> None:
+    path = _save(tmp_path, lambda mb, x, idx: mb.scatter(data=x, indices=idx, updates=_updates(mb, x, 3, 2),
+                                                         axis=2, mode="sub"))
+    mil_crosscheck.assert_same_translation(path)
+    x = mil_zoo.sample_input(SHAPE, seed=3)
+    for idx in ([5, 0, 5], [1, 2, 3]):
+        got = mil_zoo.run(path, {"x": x, "idx": np.array(idx, dtype=np.float32)})["y"]
+        expected = mil_refs.scatter(x.astype(np.float64), np.array(idx), _upd(x.astype(np.float64), 3, 2), 2, "sub")
+        assert np.abs(got - expected).max() <= BOUND * 4
+
+
+def _stacked(mb: Any, x: Any) -> Any:
+    """``[3, 4, 6, 8]`` positive updates: x's two images and the first one again."""
+    first = mb.slice_by_size(x=x, begin=[0, 0, 0, 0], size=[1, 4, 6, 8])
+    return _positive(mb, mb.concat(values=[x, first], axis=0))
+
+
+# name -> (construction from x and the int32 input idx, target, op type, what the error says)
+REFUSED: dict[str, tuple[Callable[[Any, Any, Any], Any], str, str, str]] = {
+    "local_response_norm_even_size": (
+        lambda mb, x, idx: mb.local_response_norm(x=x, size=4), "iOS16", "local_response_norm", "size 4 is even"),
+    "scatter_div_run_time_indices": (
+        lambda mb, x, idx: mb.scatter(data=x, indices=idx, updates=_updates(mb, x, 3, 1), axis=1, mode="div"),
+        "iOS16", "scatter", "mode 'div' is only translated with compile-time indices"),
+    "scatter_nd_div_duplicate_indices": (
+        lambda mb, x, idx: mb.scatter_nd(data=x, indices=np.array([[1], [0], [1]], dtype=np.int32),
+                                         updates=_stacked(mb, x), mode="div"),
+        "iOS16", "scatter_nd", "mode 'div' with an index written more than once"),
+    "resize_nearest_neighbor": (
+        lambda mb, x, idx: mb.resize(x=x, shape=np.array([12, 16], dtype=np.int32), resized_dims=np.uint32(2),
+                                     interpolation_mode="NEAREST_NEIGHBOR"),
+        "iOS17", "resize", "interpolation_mode 'NEAREST_NEIGHBOR' is not translated"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_untranslatable_modes_are_refused_by_name(case: str, tmp_path: Path) -> None:
+    build, target, op_type, message = REFUSED[case]
+    path = _save(tmp_path, build, target)
+    with pytest.raises(UnsupportedModelError) as info:
+        translate_mlprogram(Model.open(path), GraphBuilder())
+    text = str(info.value)
+    assert str(path) in text and f"{op_type} op '" in text and message in text, text
