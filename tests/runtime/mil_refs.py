@@ -206,3 +206,45 @@ def affine_grid(theta: np.ndarray, bsz: int, out_h: int, out_w: int, align: bool
             for q, xx in enumerate(positions(out_w)):
                 grid[b, p, q] = (a0 * xx + a1 * yy + a2, b0 * xx + b1 * yy + b2)
     return grid
+
+
+def box_corners(boxes: np.ndarray, mode: str, normalized: bool, scale: float, h: int, w: int) -> np.ndarray:
+    """MIL boxes in ``box_coordinate_mode`` -> ``[h_start, w_start, h_end, w_end]`` in pixels."""
+    out = []
+    for a, b_, c, d in boxes.astype(np.float64):
+        if mode == "CORNERS_HEIGHT_FIRST":
+            box = [a, b_, c, d]
+        elif mode == "CORNERS_WIDTH_FIRST":
+            box = [b_, a, d, c]
+        elif mode == "CENTER_SIZE_HEIGHT_FIRST":
+            box = [a - c / 2, b_ - d / 2, a + c / 2, b_ + d / 2]
+        else:  # CENTER_SIZE_WIDTH_FIRST: [w_centre, h_centre, width, height]
+            box = [b_ - d / 2, a - c / 2, b_ + d / 2, a + c / 2]
+        if normalized:
+            box = [box[0] * (h - 1), box[1] * (w - 1), box[2] * (h - 1), box[3] * (w - 1)]
+        out.append([v * scale for v in box])
+    return np.array(out)
+
+
+def crop_and_resize(image: np.ndarray, box: np.ndarray, th: int, tw: int, mode: str, pad: float) -> np.ndarray:
+    """TensorFlow's crop_and_resize of one ``[C, H, W]`` image and one pixel box (corner-aligned grid;
+    a sample outside the image is ``pad``)."""
+    channels, h, w = image.shape
+
+    def positions(start: float, end: float, n: int) -> list[float]:
+        if n == 1:
+            return [(start + end) / 2 if mode == "ALIGN_CORNERS" else start]
+        return [start + i * (end - start) / (n - 1) for i in range(n)]
+
+    out = np.full((channels, th, tw), pad, dtype=np.float64)
+    for p, r in enumerate(positions(box[0], box[2], th)):
+        for q, c in enumerate(positions(box[1], box[3], tw)):
+            if not (0 <= r <= h - 1 and 0 <= c <= w - 1):
+                continue
+            r0, c0 = int(np.floor(r)), int(np.floor(c))
+            r1, c1 = min(r0 + 1, h - 1), min(c0 + 1, w - 1)
+            fr, fc = r - r0, c - c0
+            top = image[:, r0, c0] * (1 - fc) + image[:, r0, c1] * fc
+            bottom = image[:, r1, c0] * (1 - fc) + image[:, r1, c1] * fc
+            out[:, p, q] = top * (1 - fr) + bottom * fr
+    return out

@@ -198,7 +198,50 @@ def _resample_cases() -> dict[str, Case]:
     return cases
 
 
-CASES_SAMPLING = _resample_cases()
+BOX_MODES = ("CORNERS_HEIGHT_FIRST", "CORNERS_WIDTH_FIRST", "CENTER_SIZE_HEIGHT_FIRST", "CENTER_SIZE_WIDTH_FIRST")
+BOXES_PIXELS = RNG.uniform(-1.5, 7.5, size=(3, 4)).astype(np.float32)  # some samples fall outside the image
+BOXES_NORMALIZED = RNG.uniform(-0.2, 1.2, size=(3, 4)).astype(np.float32)
+BOX_IMAGES = np.array([1, 0, 1], dtype=np.int32)
+
+
+def _crop_ref(v: np.ndarray, boxes: np.ndarray, images: list[int] | None, th: int, tw: int, mode: str,
+              box_mode: str, normalized: bool, scale: float, pad: float) -> np.ndarray:
+    """``[N, B, C, th, tw]`` (``images`` None: every box on every image) or ``[N, C, th, tw]``."""
+    corners = mil_refs.box_corners(boxes, box_mode, normalized, scale, v.shape[2], v.shape[3])
+    if images is None:
+        return np.stack([np.stack([mil_refs.crop_and_resize(img, box, th, tw, mode, pad) for img in v])
+                         for box in corners])
+    return np.stack([mil_refs.crop_and_resize(v[i], box, th, tw, mode, pad) for i, box in zip(images, corners)])
+
+
+def _crop_cases() -> dict[str, Case]:
+    """iOS16 ``roi`` forms: ``[N, 1, 4, 1, 1]`` (every box on every image) and ``[N, 1, 5, 1, 1]``
+    (the first value picks the image)."""
+    cases: dict[str, Case] = {}
+    settings = [  # (box mode, normalized, spatial scale, sampling mode, target size, pad value, roi with index)
+        ("CORNERS_HEIGHT_FIRST", False, 1.0, "ALIGN_CORNERS", (5, 4), 0.0, False),
+        ("CORNERS_WIDTH_FIRST", True, 1.0, "ALIGN_CORNERS", (3, 7), 0.7, True),
+        ("CENTER_SIZE_HEIGHT_FIRST", False, 0.5, "STRICT_ALIGN_CORNERS", (4, 4), -0.4, True),
+        ("CENTER_SIZE_WIDTH_FIRST", True, 1.0, "STRICT_ALIGN_CORNERS", (2, 5), 0.0, False),
+        ("CORNERS_HEIGHT_FIRST", True, 1.0, "ALIGN_CORNERS", (1, 1), 0.0, True),  # the box centre
+        ("CORNERS_HEIGHT_FIRST", False, 1.0, "STRICT_ALIGN_CORNERS", (1, 3), 0.0, True),  # the box start
+    ]
+    for box_mode, normalized, scale, mode, (th, tw), pad, indexed in settings:
+        boxes = BOXES_NORMALIZED if normalized else BOXES_PIXELS
+        roi = np.concatenate([BOX_IMAGES[:, None].astype(np.float32), boxes], axis=1) if indexed else boxes
+        roi = roi.reshape(3, 1, roi.shape[1], 1, 1)
+        name = f"crop_resize_{box_mode.lower()}_{mode.lower()}_{th}x{tw}{'_norm' if normalized else ''}"
+        cases[name] = (
+            (lambda roi, kw: lambda mb, x: mb.crop_resize(x=x, roi=roi, **kw))(roi, dict(
+                target_height=th, target_width=tw, normalized_coordinates=normalized, spatial_scale=scale,
+                box_coordinate_mode=box_mode, sampling_mode=mode, pad_value=pad)),
+            (lambda args, indexed: lambda v: (_crop_ref(v, *args)[:, None] if indexed else _crop_ref(v, *args)))(
+                (boxes, list(BOX_IMAGES) if indexed else None, th, tw, mode, box_mode, normalized, scale, pad), indexed),
+        )
+    return cases
+
+
+CASES_SAMPLING = {**_resample_cases(), **_crop_cases()}
 
 # --- iOS17 resize, iOS18 slice_update --------------------------------------------------------------
 
@@ -221,6 +264,22 @@ for _mode in RESIZE_MODES:
     CASES_IOS17[f"resize_3d_{_mode.lower()}"] = _resize_case([7, 0, 5], 3, _mode, (2, 7, 6, 5))
     CASES_IOS17[f"resize_1d_{_mode.lower()}"] = _resize_case([1, 1, 11], 1, _mode, (2, 4, 6, 11))
     CASES_IOS17[f"resize_to_1_{_mode.lower()}"] = _resize_case([1, 3], 2, _mode, (2, 4, 1, 3))
+
+# iOS17 crop_resize: boxes [N, 4] with box_indices, or without (box i on image i).
+CASES_IOS17["crop_resize_ios17_indices"] = (
+    lambda mb, x: mb.crop_resize(x=x, boxes=BOXES_PIXELS, box_indices=BOX_IMAGES, target_height=4, target_width=6,
+                                 sampling_mode="ALIGN_CORNERS", pad_value=1.5),
+    lambda v: _crop_ref(v, BOXES_PIXELS, list(BOX_IMAGES), 4, 6, "ALIGN_CORNERS", "CORNERS_HEIGHT_FIRST", False, 1.0,
+                        1.5),
+)
+CASES_IOS17["crop_resize_ios17_default_indices"] = (
+    lambda mb, x: mb.crop_resize(x=x, boxes=BOXES_NORMALIZED[:2], target_height=3, target_width=3,
+                                 normalized_coordinates=True, box_coordinate_mode="CENTER_SIZE_WIDTH_FIRST",
+                                 sampling_mode="STRICT_ALIGN_CORNERS"),
+    lambda v: _crop_ref(v, BOXES_NORMALIZED[:2], [0, 1], 3, 3, "STRICT_ALIGN_CORNERS", "CENTER_SIZE_WIDTH_FIRST", True,
+                        1.0, 0.0),
+)
+
 
 
 def _assign(v: np.ndarray, index: tuple[Any, ...], update: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -308,7 +367,7 @@ def test_suites_contain_the_new_ops(suites: dict[str, Path]) -> None:
     covered = set().union(*(mil_zoo.op_types(path) for path in suites.values()))
     assert {"pixel_unshuffle", "local_response_norm", "space_to_batch", "batch_to_space", "scatter",
             "scatter_along_axis", "scatter_nd", "slice_update", "resize", "resample", "affine",
-            "reverse_sequence", "sliding_windows"} <= covered
+            "reverse_sequence", "sliding_windows", "crop_resize"} <= covered
 
 
 # --- run-time indices, and the modes that are refused rather than approximated -------------------
@@ -356,6 +415,9 @@ REFUSED: dict[str, tuple[Callable[[Any, Any, Any], Any], str, str, str]] = {
         lambda mb, x, idx: mb.scatter_nd(data=x, indices=np.array([[1], [0], [1]], dtype=np.int32),
                                          updates=_stacked(mb, x), mode="div"),
         "iOS16", "scatter_nd", "mode 'div' with an index written more than once"),
+    "crop_resize_default_sampling": (
+        lambda mb, x, idx: mb.crop_resize(x=x, roi=BOXES_PIXELS.reshape(3, 1, 4, 1, 1), target_height=2, target_width=2),
+        "iOS16", "crop_resize", "sampling_mode 'DEFAULT' is not translated"),
     "resize_nearest_neighbor": (
         lambda mb, x, idx: mb.resize(x=x, shape=np.array([12, 16], dtype=np.int32), resized_dims=np.uint32(2),
                                      interpolation_mode="NEAREST_NEIGHBOR"),

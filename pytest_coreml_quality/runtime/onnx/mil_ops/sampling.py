@@ -1,4 +1,4 @@
-"""Sampling ops: iOS17 ``resize`` (N-d, LINEAR), ``resample`` (grid sampling) and ``affine``.
+"""Sampling ops: iOS17 ``resize`` (N-d, LINEAR), ``resample`` (grid sampling), ``affine`` and ``crop_resize``.
 
 ``resample``/``affine`` become ONNX GridSample. MIL's padding modes are defined on the image
 ("reflection" mirrors about the edge pixels' centres, "symmetric" about their outer edges),
@@ -184,3 +184,140 @@ def affine(ctx: MilContext, op: Any) -> str:
         coord_mode="normalized_minus_one_to_one",
         align=align,
     )
+
+
+# --- crop_resize --------------------------------------------------------------------------------------
+
+# box_coordinate_mode -> (order that puts the height coordinate first, whether it is centre + size)
+_BOX_MODES = {
+    "CORNERS_HEIGHT_FIRST": ([0, 1, 2, 3], False),
+    "CORNERS_WIDTH_FIRST": ([1, 0, 3, 2], False),
+    "CENTER_SIZE_HEIGHT_FIRST": ([0, 1, 2, 3], True),
+    "CENTER_SIZE_WIDTH_FIRST": ([1, 0, 3, 2], True),
+}
+
+
+def _box_fractions(n: int, mode: str) -> np.ndarray:
+    """Where output sample ``i`` lies between a box's start (0) and end (1).
+
+    Only the corner-aligned modes are defined for boxes (TensorFlow's crop_and_resize, which
+    the converter maps to ALIGN_CORNERS): ``i / (n - 1)``; for ``n == 1`` ALIGN_CORNERS takes the
+    middle and STRICT_ALIGN_CORNERS the start (``i * spacing`` at ``i = 0``).
+    """
+    if n == 1:
+        return np.array([0.5 if mode == "ALIGN_CORNERS" else 0.0])
+    return np.arange(n) / (n - 1)
+
+
+@mil_op("crop_resize")
+def crop_resize(ctx: MilContext, op: Any) -> str:
+    """Bilinear crops of boxes, resized to ``target_height x target_width``.
+
+    Samples outside the image take ``pad_value`` (TensorFlow's ``extrapolation_value``, which
+    the op's definition names). iOS15/16 take ``roi`` ``[N, 1, 4|5, 1, 1]`` (4: every box on
+    every image, output ``[N, B, C, h, w]``; 5: the first value picks the image, output
+    ``[N, 1, C, h, w]``); iOS17 takes ``boxes`` ``[N, 4]`` and ``box_indices`` (default ``arange(N)``).
+    """
+    mode = str(ctx.static(op, "sampling_mode", "DEFAULT"))
+    if mode not in ("ALIGN_CORNERS", "STRICT_ALIGN_CORNERS"):
+        # The other modes' grids are defined for a whole image, not for a box between two coordinates.
+        raise ValueError(f"sampling_mode {mode!r} is not translated (ALIGN_CORNERS and STRICT_ALIGN_CORNERS are)")
+    box_mode = str(ctx.static(op, "box_coordinate_mode", "CORNERS_HEIGHT_FIRST"))
+    if box_mode not in _BOX_MODES:
+        raise ValueError(f"box_coordinate_mode {box_mode!r} is not defined")
+    bsz, _, h, w = ctx.shape(op.inputs["x"])
+    if h == 1 or w == 1:
+        raise ValueError("an input of height or width 1 is not translated")
+    th, tw = int(ctx.static(op, "target_height", 1)), int(ctx.static(op, "target_width", 1))
+    b = ctx.builder
+    name = op.name
+    image_index: str | None = None
+    if ctx.has(op, "boxes"):  # iOS17
+        boxes_var = op.inputs["boxes"]
+        n = ctx.shape(boxes_var)[0]
+        boxes = b.node("Cast", [ctx.inp(op, "boxes")], name=f"{name}_boxes", to=TensorProto.FLOAT)
+        if ctx.has(op, "box_indices"):
+            image_index = b.node("Cast", [ctx.inp(op, "box_indices")], name=f"{name}_img", to=TensorProto.INT64)
+        else:
+            image_index = b.const(np.arange(n, dtype=np.int64), name=f"{name}_img")
+        per_image = False
+    else:
+        n, _, k, _, _ = ctx.shape(op.inputs["roi"])
+        roi = b.node("Reshape", [ctx.inp(op, "roi"), ctx.ints([n, k], "shape")], name=f"{name}_roi")
+        if k == 5:
+            first = _columns(ctx, roi, 0, 1, f"{name}_idxf")
+            flat = b.node("Reshape", [first, ctx.ints([n], "shape")], name=f"{name}_idx1")
+            image_index = b.node("Cast", [flat], name=f"{name}_img", to=TensorProto.INT64)
+            boxes = _columns(ctx, roi, 1, 5, f"{name}_boxes")
+        else:
+            boxes = roi
+        per_image = k == 4
+    order, centred = _BOX_MODES[box_mode]
+    if order != [0, 1, 2, 3]:
+        boxes = b.node("Gather", [boxes, ctx.ints(order, "order")], name=f"{name}_hfirst", axis=1)
+    if centred:  # [centre_h, centre_w, size_h, size_w] -> [start_h, start_w, end_h, end_w]
+        centre, half = _columns(ctx, boxes, 0, 2, f"{name}_c"), _columns(ctx, boxes, 2, 4, f"{name}_s")
+        half = b.node("Mul", [half, ctx.floats(0.5, "half")], name=f"{name}_half")
+        boxes = b.node("Concat", [b.node("Sub", [centre, half], name=f"{name}_start"),
+                                  b.node("Add", [centre, half], name=f"{name}_end")], name=f"{name}_corners", axis=1)
+    scale = float(ctx.static(op, "spatial_scale", 1.0))
+    normalized = bool(ctx.static(op, "normalized_coordinates", False))
+    sh, sw = ((h - 1) * scale, (w - 1) * scale) if normalized else (scale, scale)
+    if (sh, sw) != (1.0, 1.0):
+        boxes = b.node("Mul", [boxes, ctx.floats([sh, sw, sh, sw], "box_scale")], name=f"{name}_pixels")
+    # Sample positions (pixels) per box: rows [N, th], columns [N, tw].
+    rows = _lerp(ctx, boxes, 0, 2, _box_fractions(th, mode), f"{name}_rows")
+    cols = _lerp(ctx, boxes, 1, 3, _box_fractions(tw, mode), f"{name}_cols")
+    # GridSample's [-1, 1] with align_corners=1 maps to pixel centres 0 .. size-1.
+    gy = b.node("Add", [b.node("Mul", [rows, ctx.floats(2 / (h - 1), "gscale")], name=f"{name}_gy0"),
+                        ctx.floats(-1.0, "minus_one")], name=f"{name}_gy")
+    gx = b.node("Add", [b.node("Mul", [cols, ctx.floats(2 / (w - 1), "gscale")], name=f"{name}_gx0"),
+                        ctx.floats(-1.0, "minus_one")], name=f"{name}_gx")
+    full = ctx.ints([n, th, tw, 1], "shape")
+    gy = b.node("Expand", [b.node("Reshape", [gy, ctx.ints([n, th, 1, 1], "shape")], name=f"{name}_gy4"), full],
+                name=f"{name}_gyb")
+    gx = b.node("Expand", [b.node("Reshape", [gx, ctx.ints([n, 1, tw, 1], "shape")], name=f"{name}_gx4"), full],
+                name=f"{name}_gxb")
+    grid = b.node("Concat", [gx, gy], name=f"{name}_grid", axis=3)
+    inside = b.node("And", [_within(ctx, rows, h, n, th, 1, f"{name}_in_h"), _within(ctx, cols, w, n, 1, tw, f"{name}_in_w")],
+                    name=f"{name}_inside")  # [N, th, tw]
+    if per_image:  # every box on every image: N*B crops
+        grid = b.node("Reshape", [b.node("Expand", [b.node("Unsqueeze", [grid, ctx.ints([1], "axes")], name=f"{name}_g5"),
+                                                    ctx.ints([n, bsz, th, tw, 2], "shape")], name=f"{name}_gnb"),
+                                  ctx.ints([n * bsz, th, tw, 2], "shape")], name=f"{name}_gflat")
+        image_index = b.const(np.tile(np.arange(bsz, dtype=np.int64), n), name=f"{name}_img")
+    images = b.node("Gather", [ctx.inp(op, "x"), image_index], name=f"{name}_images", axis=0)
+    sampled = b.node("GridSample", [images, grid], name=f"{name}_gs", mode="bilinear", padding_mode="border",
+                     align_corners=1)
+    mask_shape = [n, 1, th, tw]
+    if not ctx.has(op, "boxes"):  # iOS15/16 outputs have a box-or-image axis after N
+        sampled = b.node("Reshape", [sampled, ctx.ints([n, bsz if per_image else 1, -1, th, tw], "shape")],
+                         name=f"{name}_crops")
+        mask_shape = [n, 1, 1, th, tw]
+    mask = b.node("Reshape", [inside, ctx.ints(mask_shape, "shape")], name=f"{name}_mask")
+    pad = float(ctx.static(op, "pad_value", 0.0))
+    return b.node("Where", [mask, sampled, ctx.floats(pad, "pad_value")], name=name)
+
+
+def _columns(ctx: MilContext, t: str, start: int, end: int, name: str) -> str:
+    return ctx.builder.node("Slice", [t, ctx.ints([start], "starts"), ctx.ints([end], "ends"), ctx.ints([1], "axes")],
+                            name=name)
+
+
+def _lerp(ctx: MilContext, boxes: str, start_col: int, end_col: int, fractions: np.ndarray, name: str) -> str:
+    """``start + (end - start) * fraction`` for every box: ``[N, len(fractions)]``."""
+    b = ctx.builder
+    start = _columns(ctx, boxes, start_col, start_col + 1, f"{name}_a")
+    end = _columns(ctx, boxes, end_col, end_col + 1, f"{name}_b")
+    span = b.node("Sub", [end, start], name=f"{name}_span")
+    steps = b.node("Mul", [span, ctx.floats(fractions.reshape(1, -1), "fractions")], name=f"{name}_steps")
+    return b.node("Add", [start, steps], name=name)
+
+
+def _within(ctx: MilContext, pos: str, size: int, n: int, rows: int, cols: int, name: str) -> str:
+    """Whether each sample position lies in ``[0, size - 1]``, shaped ``[N, rows, cols]``."""
+    b = ctx.builder
+    ok = b.node("And", [b.node("GreaterOrEqual", [pos, ctx.floats(0.0, "zero")], name=f"{name}_lo"),
+                        b.node("LessOrEqual", [pos, ctx.floats(float(size - 1), "last")], name=f"{name}_hi")],
+                name=name)
+    return b.node("Reshape", [ok, ctx.ints([n, rows, cols], "shape")], name=f"{name}_3d")
