@@ -373,13 +373,14 @@ def test_suites_contain_the_new_ops(suites: dict[str, Path]) -> None:
 # --- run-time indices, and the modes that are refused rather than approximated -------------------
 
 
-def _save(tmp_path: Path, build: Callable[[Any, Any, Any], Any], target: str = "iOS16") -> Path:
-    """A program with a float input ``x`` of SHAPE and an int32 input ``idx`` of shape (3,)."""
+def _save(tmp_path: Path, build: Callable[[Any, Any, Any], Any], target: str = "iOS16",
+          idx_shape: tuple[int, ...] = (3,)) -> Path:
+    """A program with a float input ``x`` of SHAPE and an int32 input ``idx`` of ``idx_shape``."""
     import coremltools as ct
     from coremltools.converters.mil import Builder as mb
     from coremltools.converters.mil.mil import types
 
-    @mb.program(input_specs=[mb.TensorSpec(shape=SHAPE), mb.TensorSpec(shape=(3,), dtype=types.int32)],
+    @mb.program(input_specs=[mb.TensorSpec(shape=SHAPE), mb.TensorSpec(shape=idx_shape, dtype=types.int32)],
                 opset_version=getattr(ct.target, target))
     def prog(x: Any, idx: Any) -> Any:
         return mb.identity(x=build(mb, x, idx), name="y")
@@ -405,6 +406,27 @@ def _stacked(mb: Any, x: Any) -> Any:
 
 
 # name -> (construction from x and the int32 input idx, target, op type, what the error says)
+@pytest.mark.parametrize("emulate_fp16", [False, True])
+def test_reverse_sequence_with_run_time_lengths(emulate_fp16: bool, tmp_path: Path) -> None:
+    # The source positions are gathered from constants (no integer arithmetic node), so the
+    # fp16 emulation, which rounds every arithmetic node's output, leaves them alone.
+    path = _save(tmp_path, lambda mb, x, idx: mb.reverse_sequence(x=x, lengths=idx, seq_axis=3, batch_axis=1),
+                 idx_shape=(4,))
+    mil_crosscheck.assert_same_translation(path)
+    x = mil_zoo.sample_input(SHAPE, seed=4)
+    for lengths in ([8, 0, 3, 1], [2, 7, 8, 5]):
+        got = mil_zoo.run(path, {"x": x, "idx": np.array(lengths, dtype=np.float32)}, emulate_fp16)["y"]
+        expected = mil_refs.reverse_sequence(x.astype(np.float64), np.array(lengths), seq_axis=3, batch_axis=1)
+        assert np.abs(got - expected).max() <= (1e-3 if emulate_fp16 else 0.0)
+
+
+def test_reverse_sequence_with_constant_lengths_under_fp16_emulation(outputs: Any, suites: dict[str, Path]) -> None:
+    x = mil_zoo.sample_input(SHAPE, seed=5)
+    got = mil_zoo.run(suites["ios16"], {Model.open(suites["ios16"]).inputs[0].name: x}, emulate_fp16=True)
+    for case in ("reverse_sequence", "reverse_sequence_batch_after_seq"):
+        assert np.abs(got[case] - outputs[1][case]).max() <= 2e-3  # only x's fp16 rounding differs
+
+
 REFUSED: dict[str, tuple[Callable[[Any, Any, Any], Any], str, str, str]] = {
     "local_response_norm_even_size": (
         lambda mb, x, idx: mb.local_response_norm(x=x, size=4), "iOS16", "local_response_norm", "size 4 is even"),

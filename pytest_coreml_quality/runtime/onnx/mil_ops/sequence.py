@@ -9,13 +9,21 @@ import numpy as np
 from pytest_coreml_quality.runtime.onnx.mil_ops.registry import MilContext, mil_op
 
 
+def _source_positions(lengths: np.ndarray, seq_len: int) -> np.ndarray:
+    """``[len(lengths), seq_len]``: where output position ``t`` reads from for each length."""
+    t = np.arange(seq_len)[None, :]
+    lengths = np.asarray(lengths).reshape(-1, 1)
+    return np.where(t < lengths, lengths - 1 - t, t).astype(np.int64)
+
+
 @mil_op("reverse_sequence")
 def reverse_sequence(ctx: MilContext, op: Any) -> str:
     """Reverse the first ``lengths[b]`` elements along ``seq_axis`` of each slice ``b`` of ``batch_axis``.
 
-    Written as a gather along ``seq_axis`` with the source position
-    ``lengths[b] - 1 - t`` for ``t < lengths[b]`` and ``t`` after, so any pair of axes works
-    (ONNX ReverseSequence takes only axes 0 and 1).
+    A gather along ``seq_axis`` from position ``lengths[b] - 1 - t`` for ``t < lengths[b]``
+    (``t`` after), so any pair of axes works (ONNX ReverseSequence takes only axes 0 and 1).
+    The positions come from constants, with no arithmetic node that fp16 emulation would
+    round: computed here for constant lengths, else gathered from a table of every length.
     """
     x_var = op.inputs["x"]
     dims = ctx.shape(x_var)
@@ -25,16 +33,17 @@ def reverse_sequence(ctx: MilContext, op: Any) -> str:
     if seq == batch:
         raise ValueError("seq_axis and batch_axis are the same axis")
     b = ctx.builder
-    t_shape = [1] * rank
-    t_shape[seq] = dims[seq]
-    t = b.const(np.arange(dims[seq], dtype=np.int32).reshape(t_shape), name=f"{op.name}_t")
-    l_shape = [1] * rank
-    l_shape[batch] = dims[batch]
-    lengths = b.node("Reshape", [ctx.inp(op, "lengths"), ctx.ints(l_shape, "shape")], name=f"{op.name}_len")
-    inside = b.node("Less", [t, lengths], name=f"{op.name}_inside")
-    mirrored = b.node("Sub", [b.node("Sub", [lengths, ctx.builder.const(np.int32(1), name="one")],
-                                     name=f"{op.name}_last"), t], name=f"{op.name}_mirror")
-    source = b.node("Where", [inside, mirrored, t], name=f"{op.name}_src")
+    lengths = ctx.value(op.inputs["lengths"])
+    if lengths is not None:
+        source = b.const(_source_positions(lengths, dims[seq]), name=f"{op.name}_src")
+    else:
+        table = b.const(_source_positions(np.arange(dims[seq] + 1), dims[seq]), name=f"{op.name}_table")
+        source = b.node("Gather", [table, ctx.inp(op, "lengths")], name=f"{op.name}_src", axis=0)
+    if batch > seq:  # the positions are [batch, seq]; put the axes in the tensor's order
+        source = b.node("Transpose", [source], name=f"{op.name}_src_t", perm=[1, 0])
+    shape = [1] * rank
+    shape[batch], shape[seq] = dims[batch], dims[seq]
+    source = b.node("Reshape", [source, ctx.ints(shape, "shape")], name=f"{op.name}_src_nd")
     indices = b.node("Expand", [source, ctx.ints(dims, "shape")], name=f"{op.name}_idx")
     return b.node("GatherElements", [ctx.inp(op, "x"), indices], name=op.name, axis=seq)
 
