@@ -440,6 +440,10 @@ REFUSED: dict[str, tuple[Callable[[Any, Any, Any], Any], str, str, str]] = {
     "crop_resize_default_sampling": (
         lambda mb, x, idx: mb.crop_resize(x=x, roi=BOXES_PIXELS.reshape(3, 1, 4, 1, 1), target_height=2, target_width=2),
         "iOS16", "crop_resize", "sampling_mode 'DEFAULT' is not translated"),
+    "scatter_div_integer_data": (
+        lambda mb, x, idx: mb.scatter(data=idx, indices=np.array([0, 2], dtype=np.int32),
+                                      updates=np.array([2, 3], dtype=np.int32), mode="div"),
+        "iOS16", "scatter", "mode 'div' on integer data is not translated"),
     "resize_nearest_neighbor": (
         lambda mb, x, idx: mb.resize(x=x, shape=np.array([12, 16], dtype=np.int32), resized_dims=np.uint32(2),
                                      interpolation_mode="NEAREST_NEIGHBOR"),

@@ -3,12 +3,13 @@
 MIL's scatter modes map onto ONNX's ``reduction`` (opset 18 has add, mul, max and min);
 ``sub`` adds the negated updates (negation is exact, so ``x - u1 - u2`` is computed as
 ``x + (-u1) + (-u2)``, the same values). ``div`` has no ONNX reduction: it is translated
-only where it is exact, i.e. when the indices are compile-time constants that write each
+only where it is exact, on float data when the indices are compile-time constants that write each
 position at most once (then ``x / u`` is ``x`` divided by a tensor of ones holding ``u``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -34,11 +35,12 @@ def _updates(ctx: MilContext, op: Any, mode: str) -> str:
     return updates
 
 
-def _scatter(ctx: MilContext, op: Any, onnx_op: str, indices: str, positions: np.ndarray | None, **attrs: Any) -> str:
+def _scatter(ctx: MilContext, op: Any, onnx_op: str, indices: str,
+             positions: Callable[[np.ndarray], np.ndarray], **attrs: Any) -> str:
     """``onnx_op`` (ScatterElements/ScatterND) of the op's updates into ``data`` with MIL's ``mode``.
 
-    ``positions`` are the flat target positions when the indices are compile-time constants
-    (``None`` otherwise); ``div`` needs them to prove no position is written twice.
+    ``positions(indices)`` gives the flat target positions of compile-time indices; ``div``
+    needs them to prove no position is written twice.
     """
     mode = _mode(ctx, op)
     b = ctx.builder
@@ -46,20 +48,19 @@ def _scatter(ctx: MilContext, op: Any, onnx_op: str, indices: str, positions: np
     if mode != "div":
         return b.node(onnx_op, [data, indices, _updates(ctx, op, mode)], name=op.name,
                       reduction=_REDUCTION[mode], **attrs)
-    if positions is None:
+    if dtype_name(op.inputs["data"]).startswith("int"):
+        raise ValueError("mode 'div' on integer data is not translated (its rounding is not documented)")
+    idx_val = ctx.value(op.inputs["indices"])
+    if idx_val is None:
         raise ValueError("mode 'div' is only translated with compile-time indices (ONNX has no division reduction)")
-    if len(np.unique(positions)) != positions.size:
+    targets = positions(np.asarray(idx_val))
+    if len(np.unique(targets)) != targets.size:
         raise ValueError("mode 'div' with an index written more than once is not translated "
                          "(ONNX has no division reduction)")
     ones = b.node("ConstantOfShape", [b.node("Shape", [data], name=f"{op.name}_shape")], name=f"{op.name}_ones",
-                  value=_one_like(ctx, op.inputs["data"]))
+                  value=numpy_helper.from_array(np.ones(1, dtype=np.float32)))
     divisor = b.node(onnx_op, [ones, indices, ctx.inp(op, "updates")], name=f"{op.name}_divisor", **attrs)
     return b.node("Div", [data, divisor], name=op.name)
-
-
-def _one_like(ctx: MilContext, var: Any) -> Any:
-    dtype = np.int32 if dtype_name(var).startswith("int") else np.float32
-    return numpy_helper.from_array(np.ones(1, dtype=dtype))
 
 
 def _flat_positions(shape: tuple[int, ...], index_arrays: list[np.ndarray]) -> np.ndarray:
@@ -81,13 +82,12 @@ def scatter(ctx: MilContext, op: Any) -> str:
     column = b.node("Reshape", [ctx.inp(op, "indices"), ctx.ints(shape, "shape")], name=f"{op.name}_idx")
     upd_shape = b.node("Shape", [ctx.inp(op, "updates")], name=f"{op.name}_ushape")
     indices = b.node("Expand", [column, upd_shape], name=f"{op.name}_indices")
-    positions = None
-    idx_val = ctx.value(op.inputs["indices"])
-    if idx_val is not None:
-        dshape, ushape = ctx.shape(data_var), ctx.shape(upd_var)
-        grids = list(np.indices(ushape, sparse=True))
-        grids[axis] = np.asarray(idx_val).reshape([-1 if a == axis else 1 for a in range(rank)])
-        positions = _flat_positions(dshape, grids)
+
+    def positions(idx: np.ndarray) -> np.ndarray:
+        grids = list(np.indices(ctx.shape(upd_var), sparse=True))
+        grids[axis] = idx.reshape([-1 if a == axis else 1 for a in range(rank)])
+        return _flat_positions(ctx.shape(data_var), grids)
+
     return _scatter(ctx, op, "ScatterElements", indices, positions, axis=axis)
 
 
@@ -97,12 +97,12 @@ def scatter_along_axis(ctx: MilContext, op: Any) -> str:
     data_var = op.inputs["data"]
     rank = ctx.rank(data_var)
     axis = int(ctx.static(op, "axis", 0)) % rank
-    positions = None
-    idx_val = ctx.value(op.inputs["indices"])
-    if idx_val is not None:
-        grids = list(np.indices(idx_val.shape, sparse=True))
-        grids[axis] = np.asarray(idx_val)
-        positions = _flat_positions(ctx.shape(data_var), grids)
+
+    def positions(idx: np.ndarray) -> np.ndarray:
+        grids = list(np.indices(idx.shape, sparse=True))
+        grids[axis] = idx
+        return _flat_positions(ctx.shape(data_var), grids)
+
     return _scatter(ctx, op, "ScatterElements", ctx.inp(op, "indices"), positions, axis=axis)
 
 
@@ -111,13 +111,12 @@ def scatter_nd(ctx: MilContext, op: Any) -> str:
     """``data[indices[i, ...]] (mode)= updates[i, ...]``; the last axis of ``indices`` is a (partial) index."""
     b = ctx.builder
     indices = b.node("Cast", [ctx.inp(op, "indices")], name=f"{op.name}_i64", to=TensorProto.INT64)
-    positions = None
-    idx_val = ctx.value(op.inputs["indices"])
-    if idx_val is not None:
-        dshape = ctx.shape(op.inputs["data"])
-        k = idx_val.shape[-1]
-        # Each index names a slice of the trailing axes: its first element stands for all of it.
-        positions = _flat_positions(dshape[:k], [idx_val[..., j] for j in range(k)])
+
+    def positions(idx: np.ndarray) -> np.ndarray:
+        # Each index names a slice of the trailing axes: the slice's position stands for all of it.
+        k = idx.shape[-1]
+        return _flat_positions(ctx.shape(op.inputs["data"])[:k], [idx[..., j] for j in range(k)])
+
     return _scatter(ctx, op, "ScatterND", indices, positions)
 
 
