@@ -1,4 +1,4 @@
-"""Resizing ops: upsample_*, resize_*, crop_resize is not translated."""
+"""Resizing ops: upsample_* and resize_* (crop_resize, resize and resample are in sampling.py)."""
 
 from __future__ import annotations
 
