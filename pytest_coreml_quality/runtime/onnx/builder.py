@@ -191,7 +191,8 @@ class GraphBuilder:
         """
         initializers = list(self.initializers)
         if emulate_fp16:
-            nodes = _round_inputs_to_fp16(self) + _round_outputs_to_fp16(self)
+            exact = _non_float_outputs(self)  # before the inputs are routed through their rounded copies
+            nodes = _round_inputs_to_fp16(self) + _round_outputs_to_fp16(self, exact)
             initializers = _round_initializers_to_fp16(self)
         else:
             nodes = list(self.nodes)
@@ -227,7 +228,27 @@ _NO_ROUND = {"Shape", "Size", "Cast", "Identity", "Reshape", "Flatten", "Squeeze
              "MaxPool", "Tile", "Expand", "Pad", "DepthToSpace", "SpaceToDepth"}
 
 
-def _round_outputs_to_fp16(b: GraphBuilder) -> list[onnx.NodeProto]:
+def _non_float_outputs(b: GraphBuilder) -> set[str]:
+    """Node outputs that ONNX type inference finds to be something other than float32.
+
+    Integer and bool values (indices, shapes, counts) are exact on fp16 hardware too, and a
+    Cast of them to float would hand the next op a type it does not take. Outputs whose type
+    inference cannot tell are left out, so they are rounded as float as before.
+    """
+    declared = [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in b.initializers if t is not None]
+    graph = helper.make_graph(list(b.nodes), b.name, list(b.inputs) + declared, list(b.outputs))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", b.opset)])
+    model.ir_version = min(model.ir_version, 9)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # noqa: BLE001 - inference is an aid here; without it every output is rounded
+        return set()
+    known = list(inferred.graph.value_info) + list(inferred.graph.output)
+    return {v.name for v in known if v.type.tensor_type.elem_type not in (TensorProto.UNDEFINED, TensorProto.FLOAT)}
+
+
+def _round_outputs_to_fp16(b: GraphBuilder, exact: set[str]) -> list[onnx.NodeProto]:
+    """Every node, each float output followed by a Cast through fp16 (outputs in ``exact`` are not rounded)."""
     graph_outputs = {o.name for o in b.outputs}
     out: list[onnx.NodeProto] = []
     rename: dict[str, str] = {}
@@ -239,7 +260,7 @@ def _round_outputs_to_fp16(b: GraphBuilder) -> list[onnx.NodeProto]:
         if n.op_type in _NO_ROUND or n.domain:
             continue
         for o in n.output:
-            if not o:
+            if not o or o in exact:
                 continue
             half = b.unique(f"{o}_fp16")
             back = b.unique(f"{o}_r16")
