@@ -27,12 +27,16 @@ def _load_handlers() -> None:
     from pytest_coreml_quality.runtime.onnx.nn_layers import (  # noqa: F401
         activation,
         conv,
+        cropresize,
         elementwise,
+        legacy,
         ndindex,
         ndshape,
         normalization,
         pooling,
         resize,
+        scatter,
+        sequence,
         tensor,
     )
 
