@@ -11,7 +11,7 @@ from pytest_coreml_quality.runtime.onnx.nn_layers.context import LayerContext
 
 _INT64 = 7
 
-# BoxCoordinatesMode -> matrix taking a box's 4 values to [h_start, w_start, h_end, w_end].
+# BoxCoordinatesMode -> M with box @ M = [h_start, w_start, h_end, w_end] (column j: output j).
 # Entries are 0, +-1 and +-0.5, so the products are exact.
 _TO_CORNERS = {
     "CORNERS_HEIGHT_FIRST": np.eye(4),
@@ -70,7 +70,7 @@ def crop_resize(ctx: LayerContext, layer: Any, inputs: list[str]) -> str:
     x = ctx.reshape(inputs[0], [batch, c, h, w]) if len(xshape) == 5 else inputs[0]
     rois = ctx.reshape(inputs[1], [n, k])
     box = rois if k == 4 else ctx.node("Slice", [rois, ctx.ints([1], "b1"), ctx.ints([5], "b5"), ctx.ints([1], "ax")])
-    corners = ctx.node("MatMul", [box, ctx.const(_TO_CORNERS[box_mode].T, name="corners")])
+    corners = ctx.node("MatMul", [box, ctx.const(_TO_CORNERS[box_mode], name="corners")])
     unit = [h - 1, w - 1, h - 1, w - 1] if p.normalizedCoordinates else [1, 1, 1, 1]
     corners = ctx.node("Mul", [corners, ctx.const(np.asarray(unit, np.float64) * scale, name="scale")])
     start_h, start_w, end_h, end_w = ctx.node("Split", [corners], 4, axis=1, num_outputs=4)  # each [N, 1]
@@ -97,5 +97,5 @@ def crop_resize(ctx: LayerContext, layer: Any, inputs: list[str]) -> str:
         coords = ctx.reshape(ctx.node("Expand", [ctx.reshape(coords, [n, 1, ho, wo, 2]),
                                                   ctx.ints([n, batch, ho, wo, 2], "nbg")]), [n * batch, ho, wo, 2])
         out_shape = [n, batch, c, ho, wo] if len(xshape) == 5 else [n * batch, c, ho, wo]
-    y = ctx.node("GridSample", [images, coords], mode="linear", padding_mode="border", align_corners=1)
+    y = ctx.node("GridSample", [images, coords], mode="bilinear", padding_mode="border", align_corners=1)
     return ctx.reshape(y, out_shape)
