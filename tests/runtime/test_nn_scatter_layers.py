@@ -157,3 +157,21 @@ def test_scatter_nd_too_many_index_components_is_a_format_error(tmp_path: Path, 
     feeds = {"c": _values((4, 3), 0), "i": np.zeros((2, 3), np.float32), "u": _values((2,), 1)}
     with pytest.raises(ModelFormatError, match=r"\(scatterND\)\.input\[1\].*1 to 2 index components"):
         run(feeds, lambda b: b.add_scatter_nd("s", ["c", "i", "u"], "out"), tmp_path, fp32_options)
+
+
+@pytest.mark.parametrize("layer", ["scatter", "scatterND", "scatterAlongAxis"])
+def test_scatter_under_fp16_emulation(layer: str, tmp_path: Path, fp16_options: RuntimeOptions) -> None:
+    """fp16 emulation rounds arithmetic outputs through float: index arithmetic must stay float."""
+    c = np.arange(12, dtype=np.float32).reshape(4, 3)  # small integers: exact in fp16
+    u = -np.arange(6, dtype=np.float32).reshape(2, 3) - 1
+    if layer == "scatter":
+        idx = np.array([-1, 0], np.float32)
+        add, ref = (lambda b: b.add_scatter("s", ["c", "i", "u"], "out", axis=0)), ref_scatter(c, idx, u, 0, "UPDATE")
+    elif layer == "scatterND":
+        idx = np.array([[1], [-2]], np.float32)
+        add, ref = (lambda b: b.add_scatter_nd("s", ["c", "i", "u"], "out")), ref_scatter_nd(c, idx, u, "UPDATE")
+    else:
+        idx = np.array([[3, -1, 0], [0, 1, 0]], np.float32)
+        add = lambda b: b.add_scatter_along_axis("s", ["c", "i", "u"], "out", axis=0)  # noqa: E731
+        ref = ref_scatter_along_axis(c, idx, u, 0, "UPDATE")
+    np.testing.assert_array_equal(run({"c": c, "i": idx, "u": u}, add, tmp_path, fp16_options), ref)

@@ -69,6 +69,14 @@ def test_reverse_seq_axes(shape: tuple[int, ...], batch_axis: int, seq_axis: int
     np.testing.assert_array_equal(got, ref_reverse_seq(x, lengths, batch_axis, seq_axis))
 
 
+def test_reverse_seq_under_fp16_emulation(tmp_path: Path, fp16_options: RuntimeOptions) -> None:
+    """fp16 emulation rounds arithmetic outputs through float: the position arithmetic must stay float."""
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    got = run({"x": x, "n": np.array([3, 2], np.float32)},
+              lambda b: b.add_reverse_sequence("r", ["x", "n"], "out", batch_axis=0, seq_axis=1), tmp_path, fp16_options)
+    np.testing.assert_array_equal(got, [[2, 1, 0, 3], [5, 4, 6, 7]])
+
+
 def test_reverse_seq_lengths_of_the_wrong_size_are_a_format_error(tmp_path: Path, fp32_options: RuntimeOptions) -> None:
     with pytest.raises(ModelFormatError, match=r"\(reverseSeq\)\.input\[1\].*2 lengths"):
         run({"x": _x((2, 4)), "n": np.ones(3, np.float32)},

@@ -40,11 +40,13 @@ def _axis(ctx: LayerContext, axis: int, rank: int) -> int:
     return axis % rank
 
 
-def _indices(ctx: LayerContext, x: str, sizes: str) -> str:
+def _indices(ctx: LayerContext, x: str, sizes: list[int]) -> str:
     """Float indices as int64, negative ones counted from the end of their axis (``sizes``
-    broadcasts against ``x``)."""
-    idx = ctx.node("Cast", [x], to=_INT64)
-    return ctx.node("Where", [ctx.node("Less", [idx, ctx.ints([0], "zero")]), ctx.node("Add", [idx, sizes]), idx])
+    broadcasts against ``x``). The arithmetic stays in float: with fp16 emulation the
+    builder rounds the outputs of arithmetic ops to float, which an int tensor cannot take."""
+    wrapped = ctx.node("Add", [x, ctx.const(np.asarray(sizes, np.float32), name="sizes")])
+    x = ctx.node("Where", [ctx.node("Less", [x, ctx.const(np.float32(0), name="zero_f")]), wrapped, x])
+    return ctx.node("Cast", [x], to=_INT64)
 
 
 def _fill(ctx: LayerContext, like: str, value: float) -> str:
@@ -97,7 +99,7 @@ def scatter(ctx: LayerContext, layer: Any, inputs: list[str]) -> str:
         raise ctx.format_error(f"has updates of shape {list(ushape)} for container {list(cshape)} and indices "
                                f"{list(ishape)} on axis {a}", field="input[2]", expected=f"shape {list(expected)}")
     m = int(np.prod(ishape))
-    flat = _indices(ctx, ctx.reshape(indices, [m]), ctx.ints([cshape[a]], "size"))
+    flat = _indices(ctx, ctx.reshape(indices, [m]), [cshape[a]])
     # ScatterElements form: the index vector on the axis, repeated over the other axes.
     wide = [*cshape[:a], m, *cshape[a + 1:]]
     upd = ctx.reshape(updates, wide)
@@ -124,7 +126,7 @@ def scatter_along_axis(ctx: LayerContext, layer: Any, inputs: list[str]) -> str:
         raise ctx.format_error(f"has indices {list(ishape)} and updates {list(ushape)} for container {list(cshape)}",
                                field="input[1]", expected=f"indices and updates of one shape, equal to the container's "
                                                           f"except on axis {a}")
-    idx = _indices(ctx, indices, ctx.ints([cshape[a]], "size"))
+    idx = _indices(ctx, indices, [cshape[a]])
     keep = None
     if mode == "SCATTER_UPDATE":
         m = ishape[a]
@@ -150,7 +152,7 @@ def scatter_nd(ctx: LayerContext, layer: Any, inputs: list[str]) -> str:
     if tuple(ushape) != expected:
         raise ctx.format_error(f"has updates of shape {list(ushape)} for container {list(cshape)} and indices "
                                f"{list(ishape)}", field="input[2]", expected=f"shape {list(expected)}")
-    idx = _indices(ctx, indices, ctx.ints(cshape[:k], "sizes"))
+    idx = _indices(ctx, indices, list(cshape[:k]))
     keep = None
     if mode == "SCATTER_UPDATE":
         m = int(np.prod(ishape[:-1]))

@@ -36,10 +36,13 @@ def reverse_seq(ctx: LayerContext, layer: Any, inputs: list[str]) -> str:
     if int(np.prod(lengths)) != n:
         raise ctx.format_error(f"has {int(np.prod(lengths))} sequence lengths for batch axis {b} of size {n}",
                                field="input[1]", expected=f"{n} lengths (shape ({n},))")
-    length = ctx.node("Min", [ctx.reshape(ctx.node("Cast", [inputs[1]], to=_INT64), [n, 1]), ctx.ints([t], "t")])
-    pos = ctx.ints(list(range(t)), "pos")  # [T], broadcasts to [N, T]
-    flipped = ctx.node("Sub", [ctx.node("Sub", [length, ctx.ints([1], "one")]), pos])
+    # Source positions computed in float (exact for these small integers) and cast once: with
+    # fp16 emulation the builder rounds arithmetic outputs to float, which int tensors cannot take.
+    length = ctx.node("Min", [ctx.node("Floor", [ctx.reshape(inputs[1], [n, 1])]), ctx.const([float(t)], name="t")])
+    pos = ctx.const(np.arange(t, dtype=np.float32), name="pos")  # [T], broadcasts to [N, T]
+    flipped = ctx.node("Sub", [ctx.node("Sub", [length, ctx.const([1.0], name="one")]), pos])
     src = ctx.node("Where", [ctx.node("Less", [pos, length]), flipped, ctx.node("Expand", [pos, ctx.ints([n, t], "nt")])])
+    src = ctx.node("Cast", [src], to=_INT64)
     if b > s:
         src = ctx.node("Transpose", [src], perm=[1, 0])
     view = [1] * rank
