@@ -31,6 +31,7 @@ def _load_handlers() -> None:
         elementwise,
         legacy,
         ndindex,
+        nms,
         ndshape,
         normalization,
         pooling,
