@@ -35,6 +35,7 @@ def _load_handlers() -> None:
         ndshape,
         normalization,
         pooling,
+        recurrent,
         resize,
         scatter,
         sequence,
