@@ -27,12 +27,18 @@ def _load_handlers() -> None:
     from pytest_coreml_quality.runtime.onnx.nn_layers import (  # noqa: F401
         activation,
         conv,
+        cropresize,
         elementwise,
+        legacy,
         ndindex,
+        nms,
         ndshape,
         normalization,
         pooling,
+        recurrent,
         resize,
+        scatter,
+        sequence,
         tensor,
     )
 
