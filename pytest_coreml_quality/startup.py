@@ -200,6 +200,7 @@ def decide_masks(session: QualitySession) -> None:
         try:
             pre = Preprocessor(model, settings)
             if pre.output.is_image and pre.output.color_layout != "GRAYSCALE_FLOAT16":
+                check_image_output_contract(model, pre)
                 continue  # 8-bit grayscale image outputs are read as they are; float16 ones hold raw values
             decided = read_first_mask(session, model, pre)
         except CoreMLQualityError as exc:
@@ -216,6 +217,25 @@ def decide_masks(session: QualitySession) -> None:
             session.masks[session.key(model)], note = decided
             if note:
                 session.mask_notes[session.key(model)] = note
+
+
+def check_image_output_contract(model: Model, pre: "Preprocessor") -> None:
+    """Refuse a mask contract an 8-bit grayscale image output cannot follow.
+
+    Its pixels are probabilities (``auto``, ``prob``: value / 255) or class indices
+    (``class:K``); it has no logits and one channel, so ``logits`` and ``channel:K``
+    would be ignored and the mask scored as if they had not been given.
+    """
+    from pytest_coreml_quality.masks import MaskError
+
+    if pre.mask_spec.kind in ("logits", "channel"):
+        raise MaskError(
+            f"output '{pre.output.name}' is an 8-bit grayscale image: one channel of pixels 0..255, "
+            f"which '{pre.mask_spec}' cannot read",
+            path=model.path,
+            field="--coreml-mask",
+            expected="auto or prob (pixels / 255 as probabilities) or class:K (pixel values as class indices)",
+        )
 
 
 def labels_note(session: QualitySession, model: Model) -> str:

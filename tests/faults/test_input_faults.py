@@ -357,6 +357,20 @@ def test_output_that_cannot_hold_a_mask_is_refused_at_start(ws: Workspace) -> No
     )
 
 
+@pytest.mark.parametrize("spec", ["channel:1", "channel:5", "logits"])
+def test_contract_an_8bit_image_output_cannot_follow_is_refused_at_start(ws: Workspace, spec: str) -> None:
+    """Weak spot: these were ignored on a grayscale image output and the mask scored as 'prob'."""
+    usage_error(
+        ws.run(f"--coreml-mask={spec}", "--coreml-variants=q8"),
+        "TinySeg.mlmodel",
+        "--coreml-mask",
+        "output 'activation_out' is an 8-bit grayscale image",
+        f"which '{spec}' cannot read",
+        "expected auto or prob",
+    )
+    assert not (ws.cache / "variants").exists()
+
+
 @pytest.mark.skipif(sys.platform == "darwin", reason="Core ML exists on macOS")
 def test_coreml_backend_off_macos_is_refused_at_start(ws: Workspace) -> None:
     usage_error(ws.run("--coreml-backend=coreml"), "--coreml-backend", "coreml backend needs macOS; use onnx or auto")
