@@ -47,6 +47,7 @@ import json
 import math
 import os
 import threading
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -504,7 +505,12 @@ def _open_oriented(path: Path, problems: list[str], *, reduce: bool = False) -> 
     :func:`_decode_reduced`); Pillow's decompression-bomb limit still applies at open.
     """
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            # Pillow warns (from deep inside PIL) between its pixel limit and twice it: such a
+            # photo is decoded reduced and the report header says so; above twice it still fails.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+        with opened as im:
             full = _oriented_size(im)
             factor = reduction_factor(im.size) if reduce else 1
             if factor > 1:
@@ -518,7 +524,11 @@ def _open_oriented(path: Path, problems: list[str], *, reduce: bool = False) -> 
         if is_lfs_pointer(path):  # a checkout without Git LFS: say so, not "cannot identify image"
             problems.append(f"{path}: {LFS_MESSAGE}")
         else:
-            problems.append(f"{path}: cannot be decoded as an image ({type(exc).__name__}: {exc})")
+            hint = ""
+            if isinstance(exc, Image.DecompressionBombError):
+                hint = (f" (expected at most {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels; for a file you trust, "
+                        "raise PIL.Image.MAX_IMAGE_PIXELS in your conftest.py)")
+            problems.append(f"{path}: cannot be decoded as an image ({type(exc).__name__}: {exc}){hint}")
         return None
 
 

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -608,8 +609,20 @@ def test_sizes_are_compared_before_reduction(tmp_path: Path, monkeypatch: pytest
 def test_pillows_decompression_bomb_limit_still_applies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50 * 50)  # 400x300 is more than twice that
     _pair(tmp_path, (400, 300))
-    with pytest.raises(DatasetError, match="big.jpg: cannot be decoded as an image .DecompressionBombError"):
+    with pytest.raises(DatasetError, match="big.jpg: cannot be decoded as an image .DecompressionBombError") as info:
         Dataset.open(tmp_path)
+    assert "expected at most 5000 pixels; for a file you trust, raise PIL.Image.MAX_IMAGE_PIXELS" in str(info.value)
+
+
+def test_photos_below_twice_pillows_limit_open_without_its_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pillow's DecompressionBombWarning came out of PIL/Image.py on the user's terminal for a
+    # photo the plugin decodes reduced anyway (the header names it).
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 400 * 200)  # 400x300 is above it, below twice it
+    _pair(tmp_path, (400, 300))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert Dataset.open(tmp_path).sample("big").size == (400, 300)
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
 
 
 def test_header_names_photos_decoded_reduced(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
