@@ -376,6 +376,7 @@ def resolve(
     for spec in all_options():
         value = get_option(spec.dest)
         base = invocation_dir
+        _refuse_empty_path(spec, value)
         if value not in (None, [], ""):
             from_cli.add(spec.dest)
         else:
@@ -682,6 +683,25 @@ def _mask(value: Any, logits: bool) -> str:
             "--coreml-logits means --coreml-mask=logits; keep one of them"
         )
     return "logits" if logits else mask
+
+
+_PATH_METAVARS = frozenset({"PATH", "DIR", "FILE", "DIR_OR_FILES"})
+
+
+def _refuse_empty_path(spec: OptionSpec, value: Any) -> None:
+    """``--coreml-dataset=`` given empty on the command line: an unset CI variable, not "no golden set".
+
+    Read as absent, the quality items skipped (and the run passed) or ``--coreml-model=``
+    opened the current folder as a model.
+    """
+    if spec.metavar not in _PATH_METAVARS:
+        return
+    values = value if isinstance(value, list) else [value]
+    if any(isinstance(v, str) and not v.strip() for v in values):
+        raise SettingError(
+            f"{spec.flag}: got an empty value (an unset variable in the command?), expected a path; "
+            f"leave {spec.flag} out to use the ini key '{spec.ini}' or the default"
+        )
 
 
 def _path(dest: str, value: str, base: Path) -> Path:

@@ -318,6 +318,13 @@ def test_bad_option_values(ws: Workspace, option: str, phrase: str) -> None:
     usage_error(ws.run(option), phrase)
 
 
+@pytest.mark.parametrize("option", ["--coreml-dataset", "--coreml-model", "--coreml-cache-dir", "--coreml-report-json"])
+def test_an_empty_path_on_the_command_line_is_refused(ws: Workspace, option: str) -> None:
+    """Weak spot: `--coreml-dataset=$GOLDEN` with GOLDEN unset skipped every quality item and
+    passed; `--coreml-model=` opened the current folder as a model."""
+    usage_error(ws.run(f"{option}="), f"{option}: got an empty value", "expected a path")
+
+
 @pytest.mark.parametrize("spec", ["mean=0.5;std=0", "mean=0.5,0.5,0.5;std=0.2,0,0.2", "mean=0.5;std=nan", "mean=inf;std=1"])
 def test_normalization_with_a_zero_or_non_finite_std_is_refused_at_start(ws: Workspace, spec: str) -> None:
     """Weak spot: a zero std used to be accepted until an item failed."""
