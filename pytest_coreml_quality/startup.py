@@ -107,6 +107,30 @@ def open_everything(session: QualitySession) -> None:
     if session.dataset is not None:
         check_truth_bounds(session)
         decide_masks(session)
+        check_kind_bounds(session)
+
+
+def check_kind_bounds(session: QualitySession) -> None:
+    """A bound on a figure no model's output kind has (PSNR of a tensor on a segmenter) is never judged: say so now."""
+    from pytest_coreml_quality import catalogue
+    from pytest_coreml_quality.settings import threshold_options
+
+    kinds = {session.kinds.get(session.key(model), "mask") for model in session.models}
+    flags = []
+    for spec in threshold_options():
+        figure = catalogue.by_option(spec.dest)
+        shown = figure.column.kinds if figure.column is not None else None
+        # Only figures of other kinds: mask figures may still be measured for tensors.
+        if spec.dest in session.settings.thresholds and shown is not None and "mask" not in shown and kinds.isdisjoint(shown):
+            flags.append(f"{spec.flag} ({', '.join(shown)} outputs)")
+    if flags:
+        read_as = ", ".join(sorted(kinds))
+        raise CoreMLQualityError(
+            f"{'; '.join(flags)}: bounds a figure that is not measured here, since the model's output is read as: {read_as}",
+            field="--coreml-output-kind",
+            expected="bounds on the figures of that kind (e.g. --coreml-min-iou, --coreml-max-drift for a mask), "
+            "or --coreml-output-kind set to the kind these bounds are for",
+        )
 
 
 def check_truth_bounds(session: QualitySession) -> None:

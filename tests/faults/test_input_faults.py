@@ -365,6 +365,17 @@ def test_output_that_cannot_hold_a_mask_is_refused_at_start(ws: Workspace) -> No
     )
 
 
+@pytest.mark.parametrize("option", ["--coreml-min-tensor-psnr=30", "--coreml-max-kl=0.1", "--coreml-max-keypoints-moved=0.1"])
+def test_a_bound_no_output_kind_of_the_run_has_is_refused_at_start(ws: Workspace, option: str) -> None:
+    """Weak spot: a PSNR bound on a segmenter was never judged, and the run passed and recommended base."""
+    usage_error(
+        ws.run(option, "--coreml-variants=q8"),
+        option.split("=")[0],
+        "bounds a figure that is not measured here, since the model's output is read as: mask",
+    )
+    assert not (ws.cache / "variants").exists()
+
+
 @pytest.mark.parametrize("spec", ["channel:1", "channel:5", "logits"])
 def test_contract_an_8bit_image_output_cannot_follow_is_refused_at_start(ws: Workspace, spec: str) -> None:
     """Weak spot: these were ignored on a grayscale image output and the mask scored as 'prob'."""
