@@ -47,6 +47,7 @@ import json
 import math
 import os
 import threading
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,10 +284,37 @@ def _manifest_in(directory: Path) -> Path | None:
     return None
 
 
-def _listed_files(directory: Path) -> list[Path]:
-    return sorted(
+def _listed_files(directory: Path, problems: list[str]) -> list[Path]:
+    listed = sorted(
         f for f in directory.iterdir() if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES
     )
+    # A name that is not UTF-8 reaches Python as lone surrogates, which no id, hash, report
+    # or JUnit file can encode: name it here rather than fail deep inside a report.
+    unnamed = [f for f in listed if not _is_utf8(f.name)]
+    for f in unnamed:
+        shown = os.fsencode(f).decode("utf-8", "backslashreplace")
+        problems.append(f"{shown}: the file name is not valid UTF-8 (expected a UTF-8 name: rename the file)")
+    return [f for f in listed if f not in unnamed]
+
+
+def _unsupported_hint(directory: Path, stem: str) -> str:
+    """Name the partner file that is there but was skipped for its type (``cat.gif``), if any."""
+    skipped = sorted(
+        f.name for f in directory.iterdir()
+        if f.stem.casefold() == stem and f.is_file() and f.suffix.lower() not in IMAGE_SUFFIXES
+    )
+    if not skipped:
+        return ""
+    supported = ", ".join(sorted(s[1:] for s in IMAGE_SUFFIXES))
+    return f"; {', '.join(skipped)} is there but not read (expected one of the types {supported})"
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _group_by_stem(files: list[Path], kind: str, problems: list[str]) -> tuple[dict[str, Path], set[str]]:
@@ -314,15 +342,21 @@ def _discover_pairs(root: Path) -> tuple[list[SampleEntry], list[str]]:
             f"{images_dir}: missing directory (expected {root}/images, with {root}/masks for ground truth, or a manifest)"
         )
         return [], problems
-    images, shared_images = _group_by_stem(_listed_files(images_dir), "image", problems)
+    images, shared_images = _group_by_stem(_listed_files(images_dir, problems), "image", problems)
     if not masks_dir.is_dir():  # image-only: every image is a sample without ground truth
         return [SampleEntry(id=images[stem].stem, image_path=images[stem], mask_path=None) for stem in sorted(images)], problems
-    masks, shared_masks = _group_by_stem(_listed_files(masks_dir), "mask", problems)
+    masks, shared_masks = _group_by_stem(_listed_files(masks_dir, problems), "mask", problems)
     # A stem already reported as shared is not reported again as lacking its partner.
     for stem in sorted(images.keys() - masks.keys() - shared_masks):
-        problems.append(f"{images[stem]}: image without mask (no file named '{images[stem].stem}.*' in {masks_dir})")
+        problems.append(
+            f"{images[stem]}: image without mask (no file named '{images[stem].stem}.*' in {masks_dir})"
+            + _unsupported_hint(masks_dir, stem)
+        )
     for stem in sorted(masks.keys() - images.keys() - shared_images):
-        problems.append(f"{masks[stem]}: mask without image (no file named '{masks[stem].stem}.*' in {images_dir})")
+        problems.append(
+            f"{masks[stem]}: mask without image (no file named '{masks[stem].stem}.*' in {images_dir})"
+            + _unsupported_hint(images_dir, stem)
+        )
     entries = [
         SampleEntry(id=images[stem].stem, image_path=images[stem], mask_path=masks[stem])
         for stem in sorted(images.keys() & masks.keys())
@@ -478,7 +512,12 @@ def _open_oriented(path: Path, problems: list[str], *, reduce: bool = False) -> 
     :func:`_decode_reduced`); Pillow's decompression-bomb limit still applies at open.
     """
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            # Pillow warns (from deep inside PIL) between its pixel limit and twice it: such a
+            # photo is decoded reduced and the report header says so; above twice it still fails.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+        with opened as im:
             full = _oriented_size(im)
             factor = reduction_factor(im.size) if reduce else 1
             if factor > 1:
@@ -492,7 +531,11 @@ def _open_oriented(path: Path, problems: list[str], *, reduce: bool = False) -> 
         if is_lfs_pointer(path):  # a checkout without Git LFS: say so, not "cannot identify image"
             problems.append(f"{path}: {LFS_MESSAGE}")
         else:
-            problems.append(f"{path}: cannot be decoded as an image ({type(exc).__name__}: {exc})")
+            hint = ""
+            if isinstance(exc, Image.DecompressionBombError):
+                hint = (f" (expected at most {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels; for a file you trust, "
+                        "raise PIL.Image.MAX_IMAGE_PIXELS in your conftest.py)")
+            problems.append(f"{path}: cannot be decoded as an image ({type(exc).__name__}: {exc}){hint}")
         return None
 
 
@@ -539,13 +582,16 @@ def mask_to_array(im: Image.Image, path: Path | None = None) -> NDArray[np.float
     if mode == "1":
         return np.asarray(im, dtype=np.float32)
     if mode == "L":
-        return np.asarray(im, dtype=np.float32) / np.float32(255.0)
+        arr = np.asarray(im)
+        _refuse_class_index_map(arr, "8-bit", 255, path)
+        return arr.astype(np.float32) / np.float32(255.0)
     if mode in ("I", "I;16", "I;16B", "I;16L"):
         arr = np.asarray(im)
         if arr.size and (arr.min() < 0 or arr.max() > 65535):
             raise DatasetError(
                 f"integer mask values {arr.min()}..{arr.max()} are out of range", path=path, expected="0..65535"
             )
+        _refuse_class_index_map(arr, "16-bit", 65535, path)
         return (arr.astype(np.float64) / 65535.0).astype(np.float32)
     if mode == "F":
         arr = np.asarray(im, dtype=np.float32)
@@ -557,6 +603,20 @@ def mask_to_array(im: Image.Image, path: Path | None = None) -> NDArray[np.float
         if alpha.min() < 255:  # a cut-out: transparency is the mask
             return alpha.astype(np.float32) / np.float32(255.0)
     return np.asarray(im.convert("L"), dtype=np.float32) / np.float32(255.0)
+
+
+def _refuse_class_index_map(arr: NDArray[Any], depth: str, full: int, path: Path | None) -> None:
+    """Refuse a grey mask holding only 0 and 1: a class-index map saved as a picture.
+
+    Read as 0..255 (or 0..65535) its foreground is 1/255, below every binarisation
+    threshold: every figure would be measured against an empty mask, silently.
+    """
+    if arr.size and int(arr.max()) == 1:  # the minimum is 0 or 1: values are only 0 and 1
+        raise DatasetError(
+            f"{depth} mask holds only the values 0 and 1 (a class-index map?): read as 0..{full} its "
+            "foreground is almost black and every figure would be measured against an empty mask",
+            path=path, expected=f"foreground {full} and background 0 (or a 1-bit image): rescale the mask",
+        )
 
 
 def _decode(entry: SampleEntry, problems: list[str]) -> Sample | None:

@@ -53,17 +53,22 @@ def check_package_items(package: Path) -> Path:
     check_not_lfs_pointer(manifest_path)
     try:
         manifest = json.loads(manifest_path.read_text("utf-8"))
-        entries: dict[str, Any] = manifest["itemInfoEntries"]
-        root_id = manifest["rootModelIdentifier"]
-        paths = {key: str(info["path"]) for key, info in entries.items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (OSError, ValueError) as exc:
         raise ModelFormatError(f"cannot be read ({type(exc).__name__}: {exc})", path=manifest_path,
                                expected="the JSON manifest coremltools or Xcode writes") from None
+    entries, root_id = _manifest_field(manifest, "itemInfoEntries", dict, manifest_path), _manifest_field(
+        manifest, "rootModelIdentifier", str, manifest_path)
+    paths = {key: _manifest_field(_manifest_field(entries, key, dict, manifest_path, "itemInfoEntries."),
+                                  "path", str, manifest_path, f"itemInfoEntries.{key}.")
+             for key in entries}
     if root_id not in paths:
         raise ModelFormatError(f"names root model '{root_id}', which is not among its items", path=manifest_path,
                                field="rootModelIdentifier", expected=f"one of {sorted(paths)}")
     for key, rel in paths.items():
         item = package / "Data" / rel
+        if not _inside(item, package):  # '../..' or an absolute path: never read files outside the package
+            raise ModelFormatError(f"names Data/{rel}, which lies outside the package", path=manifest_path,
+                                   field=f"itemInfoEntries.{key}.path", expected="a path inside the package's Data folder")
         if not item.exists():
             what = "folder" if key != root_id and not Path(rel).suffix else "file"
             raise ModelFormatError(f"names {what} Data/{rel}, which is missing (an incomplete copy or checkout?)",
@@ -72,6 +77,37 @@ def check_package_items(package: Path) -> Path:
     root = package / "Data" / paths[root_id]
     check_not_lfs_pointer(root)
     return root
+
+
+def _manifest_field(table: Any, name: str, kind: type, manifest: Path, prefix: str = "") -> Any:
+    """``table[name]`` when ``table`` is a JSON object holding a value of ``kind`` there."""
+    what = {dict: "a JSON object", str: "a string"}[kind]
+    if not isinstance(table, dict):
+        where = prefix.rstrip(".") or "the top level"
+        raise ModelFormatError(f"{where} is a JSON {_json_type(table)}", path=manifest,
+                               expected="a JSON object, as coremltools and Xcode write it")
+    if name not in table:
+        raise ModelFormatError("is missing", path=manifest, field=prefix + name,
+                               expected=f"{what}, as coremltools and Xcode write it")
+    value = table[name]
+    if not isinstance(value, kind):
+        raise ModelFormatError(f"is a JSON {_json_type(value)}", path=manifest, field=prefix + name,
+                               expected=f"{what}, as coremltools and Xcode write it")
+    return value
+
+
+def _inside(item: Path, package: Path) -> bool:
+    # Lexically ('..', absolute paths): symbolic links inside a package (git-annex, content
+    # stores) may point anywhere and are the user's business.
+    data = os.path.normpath(package / "Data")
+    return os.path.normpath(item).startswith(data + os.sep)
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    names = {dict: "object", list: "array", str: "string", int: "number", float: "number"}
+    return names.get(type(value), "null")
 
 
 def blob_references(program: Any) -> Iterator[tuple[str, int]]:

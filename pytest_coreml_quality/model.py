@@ -31,6 +31,18 @@ ColorLayout = Literal["RGB", "BGR", "GRAYSCALE", "GRAYSCALE_FLOAT16", "UNKNOWN"]
 _ARRAY_DTYPES = {65568: "float32", 65600: "float64", 131104: "int32", 65552: "float16", 131080: "int8"}
 
 
+def _suffix_hint(p: Path) -> str:
+    """Why a path without a model suffix is not a model, when a user could not tell."""
+    if p.suffix.lower() == ".mlmodelc":
+        return (": a compiled model (Xcode's or Core ML's output) holds no spec to compress or translate; "
+                "give the .mlmodel or .mlpackage it was compiled from")
+    if p.is_dir():
+        inside = sorted(c.name for c in p.iterdir() if c.suffix.lower() in MODEL_SUFFIXES)
+        if inside:
+            return f": a folder holding {', '.join(inside[:3])}{', ...' if len(inside) > 3 else ''}; give the model itself"
+    return ""
+
+
 @dataclass(frozen=True)
 class ImagePreprocessing:
     """What Core ML applies to an image input before the network: ``pixel * scale + bias``.
@@ -104,7 +116,7 @@ class Model:
             raise ModelFormatError("no such file or directory", path=p, expected="a .mlmodel file or .mlpackage directory")
         if p.suffix.lower() not in MODEL_SUFFIXES:
             raise ModelFormatError(
-                f"unrecognised suffix '{p.suffix}'", path=p, expected="a .mlmodel file or .mlpackage directory"
+                f"unrecognised suffix '{p.suffix}'{_suffix_hint(p)}", path=p, expected="a .mlmodel file or .mlpackage directory"
             )
         if p.suffix.lower() == ".mlmodel" and not p.is_file():
             raise ModelFormatError("is not a file", path=p, expected="a .mlmodel file")

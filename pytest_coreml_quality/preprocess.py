@@ -348,6 +348,9 @@ class Preprocessor:
                 raise UnsupportedModelError(
                     f"output '{name}' is an {value.mode} image output: not a mask", path=self.model.path, expected="a grayscale mask"
                 )
+            if self.mask_spec.kind == "class" and value.mode != "F":
+                # A class-index map: the pixel values are the classes, read by the contract below.
+                return read_mask(np.asarray(value), self.mask_spec, name)
             if value.mode in ("I", "I;16"):
                 return np.asarray(value, dtype=np.float64) / 65535.0
             if value.mode != "F":

@@ -182,11 +182,16 @@ def _dest(key: str, where: str, known: dict[str, str], allowed: tuple[str, ...])
 def _text(key: str, value: Any, where: str) -> str:
     """The ini-style text of a TOML value, after checking its type fits the setting."""
     threshold = any(f.option_dest == PREFIX + key for f in catalogue.threshold_figures())
+    if key == "variants" and not isinstance(value, (str, list)):
+        # 8 or true would read as a recipe named '8' and fail without naming this key.
+        raise SettingError(f"{where}: got {_kind(value)}, expected a string such as \"q8,q4\" or a list such as [\"q8\", \"q4\"]")
     if isinstance(value, bool):
         return "true" if value else "false"  # a switch; other settings reject it when validated
     if isinstance(value, (int, float)):
         return repr(value)
     if threshold:
+        if isinstance(value, str) and _is_number(value):  # "0.9" copied from an ini file
+            raise SettingError(f"{where}: got the string {value!r}, expected a number (write {value.strip()} without quotes)")
         raise SettingError(f"{where}: got {_kind(value)}, expected a number")
     if key == "variants" and isinstance(value, list):
         if not all(isinstance(v, str) for v in value):
@@ -195,6 +200,14 @@ def _text(key: str, value: Any, where: str) -> str:
     if isinstance(value, str):
         return value
     raise SettingError(f"{where}: got {_kind(value)}, expected a string")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _kind(value: Any) -> str:

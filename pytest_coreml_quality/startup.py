@@ -102,6 +102,30 @@ def open_everything(session: QualitySession) -> None:
     if session.dataset is not None:
         check_truth_bounds(session)
         decide_masks(session)
+        check_kind_bounds(session)
+
+
+def check_kind_bounds(session: QualitySession) -> None:
+    """A bound on a figure no model's output kind has (PSNR of a tensor on a segmenter) is never judged: say so now."""
+    from pytest_coreml_quality import catalogue
+    from pytest_coreml_quality.settings import threshold_options
+
+    kinds = {session.kinds.get(session.key(model), "mask") for model in session.models}
+    flags = []
+    for spec in threshold_options():
+        figure = catalogue.by_option(spec.dest)
+        shown = figure.column.kinds if figure.column is not None else None
+        # Only figures of other kinds: mask figures may still be measured for tensors.
+        if spec.dest in session.settings.thresholds and shown is not None and "mask" not in shown and kinds.isdisjoint(shown):
+            flags.append(f"{spec.flag} ({', '.join(shown)} outputs)")
+    if flags:
+        read_as = ", ".join(sorted(kinds))
+        raise CoreMLQualityError(
+            f"{'; '.join(flags)}: bounds a figure that is not measured here, since the model's output is read as: {read_as}",
+            field="--coreml-output-kind",
+            expected="bounds on the figures of that kind (e.g. --coreml-min-iou, --coreml-max-drift for a mask), "
+            "or --coreml-output-kind set to the kind these bounds are for",
+        )
 
 
 def check_truth_bounds(session: QualitySession) -> None:
@@ -195,6 +219,7 @@ def decide_masks(session: QualitySession) -> None:
         try:
             pre = Preprocessor(model, settings)
             if pre.output.is_image and pre.output.color_layout != "GRAYSCALE_FLOAT16":
+                check_image_output_contract(model, pre)
                 continue  # 8-bit grayscale image outputs are read as they are; float16 ones hold raw values
             decided = read_first_mask(session, model, pre)
         except CoreMLQualityError as exc:
@@ -211,6 +236,25 @@ def decide_masks(session: QualitySession) -> None:
             session.masks[session.key(model)], note = decided
             if note:
                 session.mask_notes[session.key(model)] = note
+
+
+def check_image_output_contract(model: Model, pre: "Preprocessor") -> None:
+    """Refuse a mask contract an 8-bit grayscale image output cannot follow.
+
+    Its pixels are probabilities (``auto``, ``prob``: value / 255) or class indices
+    (``class:K``); it has no logits and one channel, so ``logits`` and ``channel:K``
+    would be ignored and the mask scored as if they had not been given.
+    """
+    from pytest_coreml_quality.masks import MaskError
+
+    if pre.mask_spec.kind in ("logits", "channel"):
+        raise MaskError(
+            f"output '{pre.output.name}' is an 8-bit grayscale image: one channel of pixels 0..255, "
+            f"which '{pre.mask_spec}' cannot read",
+            path=model.path,
+            field="--coreml-mask",
+            expected="auto or prob (pixels / 255 as probabilities) or class:K (pixel values as class indices)",
+        )
 
 
 def labels_note(session: QualitySession, model: Model) -> str:

@@ -75,6 +75,42 @@ def test_a_manifest_naming_a_missing_item(package: Path) -> None:
     )
 
 
+def _edit_manifest(package: Path, edit) -> str:  # type: ignore[no-untyped-def]
+    manifest = json.loads((package / "Manifest.json").read_text())
+    (package / "Manifest.json").write_text(json.dumps(edit(manifest)))
+    return _error(package)
+
+
+def _root_entry(manifest: dict) -> dict:  # type: ignore[type-arg]
+    return manifest["itemInfoEntries"][manifest["rootModelIdentifier"]]
+
+
+@pytest.mark.parametrize(
+    ("edit", "field", "message"),
+    [
+        (lambda m: [m], None, "the top level is a JSON array (expected a JSON object"),
+        (lambda m: {k: v for k, v in m.items() if k != "itemInfoEntries"}, "itemInfoEntries", "is missing (expected a JSON object"),
+        (lambda m: {**m, "rootModelIdentifier": None}, "rootModelIdentifier", "is a JSON null (expected a string"),
+        (lambda m: _root_entry(m).update(path=5) or m, ".path", "is a JSON number (expected a string"),
+    ],
+)
+def test_a_manifest_of_another_shape_names_the_field(package: Path, edit, field: str | None, message: str) -> None:  # type: ignore[no-untyped-def]
+    # These were "cannot be read (KeyError: 'itemInfoEntries')" or a TypeError about list indices.
+    error = _edit_manifest(package, edit)
+    assert error.startswith(f"{package / 'Manifest.json'}: ")
+    assert message in error and "as coremltools and Xcode write it" in error
+    if field is not None:
+        assert "field '" in error and field in error
+
+
+def test_a_manifest_path_leaving_the_package_is_refused(package: Path) -> None:
+    # The weights folder exists two levels up; it must not be read as this package's.
+    shutil.copytree(package / DATA, package.parent / "elsewhere")
+    error = _edit_manifest(package, lambda m: _root_entry(m).update(path="../../elsewhere/model.mlmodel") or m)
+    assert "names Data/../../elsewhere/model.mlmodel, which lies outside the package" in error
+    assert "expected a path inside the package's Data folder" in error
+
+
 def test_a_weight_file_of_another_format_version(package: Path) -> None:
     weights = package / DATA / "weights" / "weight.bin"
     data = bytearray(weights.read_bytes())

@@ -128,6 +128,8 @@ def test_content_hash_is_stable_across_copies_and_sees_changes(built: dict[str, 
         (lambda d: _write(d / "junk.mlmodel", b"this is not a protobuf" * 8), "cannot be read as a Core ML model"),
         (lambda d: _mkdir(d / "nomanifest.mlpackage"), "has no Manifest.json"),
         (lambda d: _mkdir(d / "dir.mlmodel"), "is not a file"),
+        (lambda d: _mkdir(d / "Seg.mlmodelc"), "a compiled model"),
+        (lambda d: _write(_mkdir(d / "Models") / "Seg.mlmodel", b"x").parent, "a folder holding Seg.mlmodel; give the model"),
     ],
 )
 def test_bad_model_paths_name_the_file_and_the_expectation(tmp_path: Path, make, message: str) -> None:  # type: ignore[no-untyped-def]

@@ -81,6 +81,19 @@ def test_bad_thread_counts_are_usage_errors(pytester: pytest.Pytester, value: st
     assert "Traceback" not in result.stderr.str()
 
 
+def test_thread_counts_far_above_the_cores_are_usage_errors(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 5000 threads per session on 2 cores never finished: onnxruntime's threads only waited for each other.
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    pytester.makepyfile("def test_never_runs(): pass")
+    result = pytester.runpytest(f"--coreml-model={MODEL}", "--coreml-threads=9")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--coreml-threads / ini 'coreml_threads': got '9', more than 4 threads for each of "
+                                 "this process's 2 core(s); expected a whole number from 1 to 8*"])
+    assert "Traceback" not in result.stderr.str()
+    result = pytester.runpytest(f"--coreml-model={MODEL}", "--coreml-threads=8", "-k", "test_never_runs", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.OK
+
+
 def test_the_thread_count_can_be_set_in_the_ini_file(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\ncoreml_threads = none\n")
     pytester.makepyfile("def test_never_runs(): pass")

@@ -108,7 +108,9 @@ def _enhanced_sum(tp: NDArray, fp: NDArray, n_fg: int, n: int) -> NDArray:
 
 def emeasure_from_counts(tp: NDArray, fp: NDArray, n_fg: int, n: int) -> FloatArray:
     """E-measure per threshold from true/false positive counts per threshold."""
-    return _enhanced_sum(tp, fp, n_fg, n) / (n - 1 + EPS)
+    # The reference divides by N - 1 (+ eps); on a 1-pixel image that is eps and the
+    # figure would be ~4.5e15, so one pixel is divided by 1 and stays in [0, 1].
+    return _enhanced_sum(tp, fp, n_fg, n) / (max(n - 1, 1) + EPS)
 
 
 def emeasure_curve(pred: NDArray, gt: "NDArray | Reference") -> FloatArray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +130,38 @@ def test_unreadable_and_truncated_files(tmp_path: Path) -> None:
     assert len(problems) == 2
     assert any("images/garbage.jpg: cannot be decoded" in p for p in problems)
     assert any("masks/cut.png: cannot be decoded" in p for p in problems)
+
+
+def test_file_names_that_are_not_utf8_are_named(tmp_path: Path) -> None:
+    # They reached the dataset's content hash as lone surrogates: an INTERNALERROR at start.
+    _pair(tmp_path, "fine")
+    _photo(tmp_path / "images" / "x.jpg").rename(os.fsdecode(os.fsencode(tmp_path / "images") + b"/sc\xe9ne.jpg"))
+    _mask(tmp_path / "masks" / "x.png").rename(os.fsdecode(os.fsencode(tmp_path / "masks") + b"/sc\xe9ne.png"))
+    problems = _problems(tmp_path)
+    assert len(problems) == 2
+    assert all("sc\\xe9ne" in p and "not valid UTF-8" in p for p in problems)
+    assert problems[0].encode("utf-8")  # printable, as a message must be
+
+
+def test_partner_of_an_unread_type_is_named(tmp_path: Path) -> None:
+    _pair(tmp_path, "a")
+    _mask(tmp_path / "masks" / "b.png")
+    Image.new("RGB", (24, 16)).save(tmp_path / "images" / "b.gif")
+    (problem,) = _problems(tmp_path)
+    assert "b.png: mask without image" in problem
+    assert "b.gif is there but not read" in problem and "png" in problem
+
+
+@pytest.mark.parametrize("mode", ["L", "I;16"])
+def test_masks_holding_only_0_and_1_are_refused(tmp_path: Path, mode: str) -> None:
+    # Read as 0..255 such a mask binarises to empty: IoU 0 for a perfect model, silently.
+    _pair(tmp_path, "a")
+    _photo(tmp_path / "images" / "b.jpg")
+    arr = np.zeros((16, 24), dtype=np.uint8 if mode == "L" else np.uint16)
+    arr[:8] = 1
+    Image.fromarray(arr).save(tmp_path / "masks" / "b.png")
+    (problem,) = _problems(tmp_path)
+    assert "b.png" in problem and "only the values 0 and 1" in problem and "rescale the mask" in problem
 
 
 def test_mask_size_mismatch_names_both_files(tmp_path: Path) -> None:

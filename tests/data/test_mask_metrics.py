@@ -94,6 +94,14 @@ def test_emeasure_of_a_perfect_binary_prediction() -> None:
     assert M.adaptive_emeasure(gt.astype(float), gt) == pytest.approx(n / (n - 1))
 
 
+@pytest.mark.parametrize("truth", [True, False])
+def test_emeasure_of_a_one_pixel_image_stays_in_range(truth: bool) -> None:
+    # The reference's N - 1 is 0 here: the figure was about 4.5e15 (a golden photo of 1x1).
+    gt = np.array([[truth]])
+    assert M.emeasure_curve(gt.astype(float), gt)[1:] == pytest.approx(1.0)
+    assert M.emeasure_curve((~gt).astype(float), gt)[1:] == pytest.approx(0.0)
+
+
 def test_weighted_fmeasure_extremes() -> None:
     gt = np.zeros((16, 16), dtype=bool)
     gt[4:12, 4:12] = True

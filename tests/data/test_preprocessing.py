@@ -163,6 +163,16 @@ def test_grayscale_image_output_is_divided_by_255_and_resized_back(models: dict[
     assert any(abs(v * 255 - round(v * 255)) > 1e-3 for v in edge)
 
 
+def test_grayscale_image_output_read_as_class_indices(models: dict[str, Model]) -> None:
+    # With class:K its pixels are classes; divided by 255 they scored as an empty mask.
+    pre = Preprocessor(models["gray"], PreprocessSettings(mask="class:2"))
+    out = np.zeros((32, 32), dtype=np.uint8)
+    out[:, 16:] = 2
+    out[:8, :8] = 1
+    mask = pre.mask_from({"mask": Image.fromarray(out, "L")}, (32, 32))
+    np.testing.assert_array_equal(mask, (out == 2).astype(np.float32))
+
+
 def test_multiarray_probabilities_and_logits(models: dict[str, Model]) -> None:
     probs = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(1, 1, 32, 32)
     mask = Preprocessor(models["rgb"]).mask_from({"mask": probs}, (32, 32))
