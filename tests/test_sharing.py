@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pytest_coreml_quality.cachefs import try_lock
 from pytest_coreml_quality.chunks import DEFAULT_CHUNK, chunk_size_for, fill_in_chunks, xdist_workers
 from pytest_coreml_quality.dataset import Dataset
 from pytest_coreml_quality.evaluate import Evaluator
