@@ -5,7 +5,7 @@ Two layouts are accepted (each may also be *image-only*, see below):
 * a directory with ``images/`` and ``masks/`` subdirectories, paired by file stem
   (``images/cat.jpg`` <-> ``masks/cat.png``; stems compare case-insensitively;
   extensions jpg, jpeg, png, webp, bmp, tif, tiff in any case; other files and hidden
-  files are ignored);
+  files are ignored; a sub-folder holding pictures is an error, not skipped);
 * a manifest, CSV or JSON, listing ``image`` and ``mask`` paths relative to the
   manifest, with an optional ``weight`` (default 1) and ``tags``. A directory holding
   ``manifest.csv`` or ``manifest.json`` (and no ``images/``) is read through it.
@@ -294,7 +294,28 @@ def _listed_files(directory: Path, problems: list[str]) -> list[Path]:
     for f in unnamed:
         shown = os.fsencode(f).decode("utf-8", "backslashreplace")
         problems.append(f"{shown}: the file name is not valid UTF-8 (expected a UTF-8 name: rename the file)")
+    for folder in _folders_with_pictures(directory):
+        problems.append(
+            f"{folder}: a folder of pictures inside {directory.name}/, whose sub-folders are not read "
+            f"(expected the files directly in {directory}, or a manifest listing them)"
+        )
     return [f for f in listed if f not in unnamed]
+
+
+def _folders_with_pictures(directory: Path) -> list[Path]:
+    """Sub-folders of ``directory`` holding files of a read type, at any depth: without this
+    their photos would be left out of the golden set without a word. Hidden folders and macOS
+    archive leftovers (``__MACOSX``) are not golden-set content; symbolic links are not followed."""
+    found = []
+    for sub in sorted(directory.iterdir()):
+        if sub.name.startswith(".") or sub.name == "__MACOSX" or sub.is_symlink() or not sub.is_dir():
+            continue
+        try:
+            if any(f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".") for f in sub.rglob("*")):
+                found.append(sub)
+        except OSError:  # an unreadable sub-folder cannot hold what the user meant to include
+            continue
+    return found
 
 
 def _unsupported_hint(directory: Path, stem: str) -> str:

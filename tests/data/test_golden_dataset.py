@@ -394,3 +394,24 @@ def test_golden_fixture_set_is_valid(golden_set: Dataset) -> None:
     for sample in golden_set:
         assert sample.mask.shape == (sample.size[1], sample.size[0])
         assert 0.0 <= sample.mask.min() and sample.mask.max() <= 1.0
+
+
+@pytest.mark.parametrize("where", ["images", "masks"])
+def test_pictures_in_a_sub_folder_are_named_not_skipped(tmp_path: Path, where: str) -> None:
+    # Sub-folders are not read: their photos would otherwise drop out of every figure unseen.
+    _pair(tmp_path, "a")
+    nested = tmp_path / where / "batch2" / "deeper"
+    nested.mkdir(parents=True)
+    (_photo if where == "images" else _mask)(nested / "b.png")
+    (problem,) = _problems(tmp_path)
+    assert f"{where}/batch2: a folder of pictures inside {where}/" in problem and "manifest" in problem
+
+
+def test_hidden_empty_and_macos_folders_are_ignored(tmp_path: Path) -> None:
+    _pair(tmp_path, "a")
+    for name in (".thumbnails", "__MACOSX", "notes"):
+        (tmp_path / "images" / name).mkdir()
+    _photo(tmp_path / "images" / ".thumbnails" / "a.jpg")
+    _photo(tmp_path / "images" / "__MACOSX" / "a.jpg")
+    (tmp_path / "images" / "notes" / "readme.txt").write_text("not a picture")
+    assert [e.id for e in Dataset.open(tmp_path).entries] == ["a"]
