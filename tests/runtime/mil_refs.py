@@ -106,7 +106,7 @@ def sliding_windows(x: np.ndarray, axis: int, size: int, stride: int) -> np.ndar
     return np.stack(windows, axis=axis)
 
 
-def _grid(n_in: int, n_out: int, mode: str) -> np.ndarray:
+def sampling_grid(n_in: int, n_out: int, mode: str) -> np.ndarray:
     """Sampling positions of MIL's ``sampling_mode`` (resize_bilinear's documented formulas)."""
     i = np.arange(n_out, dtype=np.float64)
     if mode == "ALIGN_CORNERS" and n_out == 1:
@@ -132,7 +132,7 @@ def resize_linear(x: np.ndarray, out_shape: tuple[int, ...], mode: str, resized_
     for axis, (n_in, n_out) in enumerate(zip(x.shape, out_shape)):
         if axis < x.ndim - resized_dims or (n_in == n_out and mode != "OFFSET_CORNERS"):
             continue
-        g = _grid(n_in, n_out, mode)
+        g = sampling_grid(n_in, n_out, mode)
         lo = np.floor(g).astype(int)
         hi = np.minimum(lo + 1, n_in - 1)
         frac = (g - lo).reshape([-1 if a == axis else 1 for a in range(x.ndim)])

@@ -15,7 +15,7 @@ pytest.importorskip("torch", reason="torch builds the ML Program test models (te
 
 
 from pytest_coreml_quality.model import Model
-from tests.runtime import mil_zoo
+from tests.runtime import mil_refs, mil_zoo
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -23,24 +23,9 @@ SHAPE = (1, 4, 6, 8)
 BOUND = 1e-4
 
 
-def _grid(n_in: int, n_out: int, mode: str) -> np.ndarray:
-    """Sampling positions of MIL's resize_bilinear ``sampling_mode`` (its documented formulas)."""
-    i = np.arange(n_out, dtype=np.float64)
-    if mode in ("STRICT_ALIGN_CORNERS", "ALIGN_CORNERS"):
-        g = i * (n_in - 1) / (n_out - 1)
-    elif mode == "DEFAULT":
-        g = i * (n_in - n_in / n_out) / (n_out - 1)
-    elif mode == "OFFSET_CORNERS":
-        delta = max(1, n_in - 1) / n_out
-        g = 0.5 * delta + i * delta
-    else:  # UNALIGN_CORNERS
-        g = i * n_in / n_out + 0.5 * n_in / n_out - 0.5
-    return np.clip(g, 0, n_in - 1)
-
-
 def _bilinear(x: np.ndarray, out_h: int, out_w: int, mode: str) -> np.ndarray:
     def weights(n_in: int, n_out: int) -> np.ndarray:
-        g = _grid(n_in, n_out, mode)
+        g = mil_refs.sampling_grid(n_in, n_out, mode)
         lo = np.floor(g).astype(int)
         hi = np.minimum(lo + 1, n_in - 1)
         m = np.zeros((n_out, n_in))
