@@ -22,8 +22,8 @@ def reverse_sequence(ctx: MilContext, op: Any) -> str:
 
     A gather along ``seq_axis`` from position ``lengths[b] - 1 - t`` for ``t < lengths[b]``
     (``t`` after), so any pair of axes works (ONNX ReverseSequence takes only axes 0 and 1).
-    The positions come from constants, with no arithmetic node that fp16 emulation would
-    round: computed here for constant lengths, else gathered from a table of every length.
+    The positions come from constants: computed here for constant lengths, else gathered
+    from a table of every length.
     """
     x_var = op.inputs["x"]
     dims = ctx.shape(x_var)

@@ -23,8 +23,8 @@ def non_maximum_suppression(ctx: LayerContext, layer: Any, inputs: list[str]) ->
     scores (0-padded), indices (-1-padded) and the count per batch; when no box passes the
     score threshold the best-scoring box is given, with count 1.
 
-    fp16 emulation rounds the outputs of most ops to float (int outputs included), so every
-    index taken from an op output is cast back to int64 before use."""
+    NonMaxSuppression's (K, 3) rows are (batch, class, box) as int64; the indices the layer
+    outputs are float blobs, so they are built in float and cast to int64 only to gather."""
     p = layer.NonMaximumSuppression
     if not 2 <= len(inputs) <= 5:
         raise ctx.format_error(f"has {len(inputs)} inputs", field="input", expected="2 to 5 inputs")
@@ -59,7 +59,6 @@ def non_maximum_suppression(ctx: LayerContext, layer: Any, inputs: list[str]) ->
         nms_scores = ctx.node("Unsqueeze", [kept, ctx.ints([1], "c_axis")])  # (B, 1, N)
     selected = ctx.node("NonMaxSuppression", [boxes, nms_scores, ctx.ints([m], "max_boxes"), iou,
                                               neg_inf], center_point_box=1)
-    selected = ctx.node("Cast", [selected], to=_INT64)  # (K, 3): batch, class, box
     # Selected boxes' scores on a (B, N) grid (-inf elsewhere), then best first per batch.
     picked = ctx.node("GatherND", [nms_scores, selected])
     batch_box = ctx.node("Gather", [selected, ctx.ints([0, 2], "batch_box")], axis=1)

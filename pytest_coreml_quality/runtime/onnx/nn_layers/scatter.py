@@ -33,6 +33,12 @@ def _mode(ctx: LayerContext, p: Any) -> str:
     return name.name
 
 
+def _operands(ctx: LayerContext, p: Any, inputs: list[str]) -> tuple[str, list[str], list[tuple[int, ...]]]:
+    """The layer's ScatterMode, its (container, indices, updates) inputs and their shapes."""
+    operands = inputs[:3]
+    return _mode(ctx, p), operands, [ctx.shape(x) for x in operands]
+
+
 def _axis(ctx: LayerContext, axis: int, rank: int) -> int:
     if not -rank <= axis < rank:
         raise ctx.format_error(f"has axis {axis} for a rank-{rank} input", field="axis",
@@ -42,8 +48,8 @@ def _axis(ctx: LayerContext, axis: int, rank: int) -> int:
 
 def _indices(ctx: LayerContext, x: str, sizes: list[int]) -> str:
     """Float indices as int64, negative ones counted from the end of their axis (``sizes``
-    broadcasts against ``x``). The arithmetic stays in float: with fp16 emulation the
-    builder rounds the outputs of arithmetic ops to float, which an int tensor cannot take."""
+    broadcasts against ``x``). NeuralNetwork blobs are float, so the wrapping is done in
+    float (as the hardware does, fp16 under fp16 emulation) and cast once at the end."""
     wrapped = ctx.node("Add", [x, ctx.const(np.asarray(sizes, np.float32), name="sizes")])
     x = ctx.node("Where", [ctx.node("Less", [x, ctx.const(np.float32(0), name="zero_f")]), wrapped, x])
     return ctx.node("Cast", [x], to=_INT64)
@@ -89,9 +95,7 @@ def _combine(ctx: LayerContext, op: str, mode: str, container: str, indices: str
 def scatter(ctx: LayerContext, layer: Any, inputs: list[str]) -> str:
     """output = container; output[.., indices[i..j], ..] (op)= updates[.., i..j, ..] on ``axis``."""
     p = layer.scatter
-    mode = _mode(ctx, p)
-    container, indices, updates = inputs[:3]
-    cshape, ishape, ushape = ctx.shape(container), ctx.shape(indices), ctx.shape(updates)
+    mode, (container, indices, updates), (cshape, ishape, ushape) = _operands(ctx, p, inputs)
     rank = len(cshape)
     a = _axis(ctx, int(p.axis), rank)
     expected = (*cshape[:a], *ishape, *cshape[a + 1:])
@@ -116,9 +120,7 @@ def scatter(ctx: LayerContext, layer: Any, inputs: list[str]) -> str:
 def scatter_along_axis(ctx: LayerContext, layer: Any, inputs: list[str]) -> str:
     """numpy.put_along_axis in ScatterMode: output[.., indices[.., k, ..], ..] (op)= updates[.., k, ..]."""
     p = layer.scatterAlongAxis
-    mode = _mode(ctx, p)
-    container, indices, updates = inputs[:3]
-    cshape, ishape, ushape = ctx.shape(container), ctx.shape(indices), ctx.shape(updates)
+    mode, (container, indices, updates), (cshape, ishape, ushape) = _operands(ctx, p, inputs)
     rank = len(cshape)
     a = _axis(ctx, int(p.axis), rank)
     if tuple(ishape) != tuple(ushape) or len(ishape) != rank or any(
@@ -141,9 +143,7 @@ def scatter_nd(ctx: LayerContext, layer: Any, inputs: list[str]) -> str:
     """output[indices[i..j, :], ...] (op)= updates[i..j, ...]: the last axis of ``indices`` is a
     multi-index into the leading axes of the container."""
     p = layer.scatterND
-    mode = _mode(ctx, p)
-    container, indices, updates = inputs[:3]
-    cshape, ishape, ushape = ctx.shape(container), ctx.shape(indices), ctx.shape(updates)
+    mode, (container, indices, updates), (cshape, ishape, ushape) = _operands(ctx, p, inputs)
     k = ishape[-1] if ishape else 0
     if not ishape or not 1 <= k <= len(cshape):
         raise ctx.format_error(f"has indices of shape {list(ishape)} for a rank-{len(cshape)} container",

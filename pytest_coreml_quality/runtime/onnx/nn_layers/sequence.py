@@ -36,8 +36,8 @@ def reverse_seq(ctx: LayerContext, layer: Any, inputs: list[str]) -> str:
     if int(np.prod(lengths)) != n:
         raise ctx.format_error(f"has {int(np.prod(lengths))} sequence lengths for batch axis {b} of size {n}",
                                field="input[1]", expected=f"{n} lengths (shape ({n},))")
-    # Source positions computed in float (exact for these small integers) and cast once: with
-    # fp16 emulation the builder rounds arithmetic outputs to float, which int tensors cannot take.
+    # Source positions computed in float, as the lengths blob is (exact for these small
+    # integers), and cast once to gather.
     length = ctx.node("Min", [ctx.node("Floor", [ctx.reshape(inputs[1], [n, 1])]), ctx.const([float(t)], name="t")])
     pos = ctx.const(np.arange(t, dtype=np.float32), name="pos")  # [T], broadcasts to [N, T]
     flipped = ctx.node("Sub", [ctx.node("Sub", [length, ctx.const([1.0], name="one")]), pos])
