@@ -9,7 +9,7 @@ seconds. Layer types that coremltools never emits from PyTorch are built directl
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -234,15 +234,16 @@ def zoo_inputs(name: str) -> Any:
     return [ct.TensorType(name="input", shape=sizes)]
 
 
-def build_nd(inputs: dict[str, tuple[int, ...]], add: Callable[[Any], None], path: Path) -> Path:
+def build_nd(inputs: dict[str, tuple[int, ...]], add: Callable[[Any], None], path: Path,
+             outputs: Sequence[str] = ("out",)) -> Path:
     """A rank-N (exact array mapping) NeuralNetwork whose layers ``add`` appends to a
-    ``NeuralNetworkBuilder``; its output is the blob 'out'. For layer types and field values
-    coremltools' converters do not emit, tested against numpy references of NeuralNetwork.proto."""
+    ``NeuralNetworkBuilder``; its outputs are the blobs ``outputs``. For layer types and field
+    values coremltools' converters do not emit, tested against numpy references of NeuralNetwork.proto."""
     import coremltools as ct
     from coremltools.models import datatypes
     from coremltools.models.neural_network import NeuralNetworkBuilder
 
-    builder = NeuralNetworkBuilder([(k, datatypes.Array(*s)) for k, s in inputs.items()], [("out", None)],
+    builder = NeuralNetworkBuilder([(k, datatypes.Array(*s)) for k, s in inputs.items()], [(o, None) for o in outputs],
                                    disable_rank5_shape_mapping=True)
     add(builder)
     with warnings.catch_warnings():

@@ -3,7 +3,6 @@ batches, per-class suppression, thresholds as inputs, padding, the no-survivor r
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from pytest_coreml_quality.errors import ModelFormatError, UnsupportedModelError
 from pytest_coreml_quality.model import Model
 from pytest_coreml_quality.runtime.base import RuntimeOptions
 from pytest_coreml_quality.runtime.onnx.backend import OnnxBackend
+from tests.runtime import nn_zoo
 
 ct = pytest.importorskip("coremltools")
 
@@ -21,16 +21,8 @@ OUTPUTS = ["out_boxes", "out_scores", "out_indices", "out_count"]
 
 
 def run(feeds: dict[str, np.ndarray], tmp_path: Path, options: RuntimeOptions, **kwargs: Any) -> list[np.ndarray]:
-    from coremltools.models import datatypes
-    from coremltools.models.neural_network import NeuralNetworkBuilder
-
-    builder = NeuralNetworkBuilder([(k, datatypes.Array(*v.shape)) for k, v in feeds.items()],
-                                   [(o, None) for o in OUTPUTS], disable_rank5_shape_mapping=True)
-    builder.add_nms("nms", list(feeds), OUTPUTS, **kwargs)
-    path = tmp_path / "nms.mlmodel"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ct.utils.save_spec(builder.spec, str(path))
+    path = nn_zoo.build_nd({k: v.shape for k, v in feeds.items()},
+                           lambda b: b.add_nms("nms", list(feeds), OUTPUTS, **kwargs), tmp_path / "nms.mlmodel", OUTPUTS)
     out = OnnxBackend().load(Model.open(path), options).predict(feeds)
     return [out[o] for o in OUTPUTS]
 

@@ -4,7 +4,6 @@ cell clip, reversed input, initial and final states)."""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from pytest_coreml_quality.errors import UnsupportedModelError
 from pytest_coreml_quality.model import Model
 from pytest_coreml_quality.runtime.base import RuntimeOptions
 from pytest_coreml_quality.runtime.onnx.backend import OnnxBackend
+from tests.runtime import nn_zoo
 
 ct = pytest.importorskip("coremltools")
 
@@ -41,16 +41,7 @@ def _w(shape: tuple[int, ...], seed: int, scale: float = 1.0) -> np.ndarray:
 
 def run(feeds: dict[str, np.ndarray], outputs: list[str], add: Callable[[Any], None], tmp_path: Path,
         options: RuntimeOptions) -> list[np.ndarray]:
-    from coremltools.models import datatypes
-    from coremltools.models.neural_network import NeuralNetworkBuilder
-
-    builder = NeuralNetworkBuilder([(k, datatypes.Array(*v.shape)) for k, v in feeds.items()],
-                                   [(o, None) for o in outputs], disable_rank5_shape_mapping=True)
-    add(builder)
-    path = tmp_path / "rnn.mlmodel"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ct.utils.save_spec(builder.spec, str(path))
+    path = nn_zoo.build_nd({k: v.shape for k, v in feeds.items()}, add, tmp_path / "rnn.mlmodel", outputs)
     out = OnnxBackend().load(Model.open(path), options).predict(feeds)
     return [out[o] for o in outputs]
 
